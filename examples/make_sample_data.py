@@ -1,0 +1,113 @@
+"""Write the small sample data sets the demo and the tests use (deterministic).
+
+The sentences are generated from templates written for tfft, so the project ships no
+third-party corpus. Run ``python examples/make_sample_data.py`` to regenerate
+``examples/data/``; the committed files are its output with the default seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+PEOPLE = ["Anna Schmidt", "John Carter", "Maria Lopez", "Kenji Tanaka", "Olivia Brown", "Pierre Dubois",
+          "Fatima Khan", "Lars Nilsson", "Chen Wei", "Grace Okafor", "Tom Hughes", "Elena Petrova"]
+PLACES = ["Berlin", "Paris", "Tokyo", "New York", "Lagos", "Madrid", "Stockholm", "Cairo", "Toronto",
+          "Buenos Aires", "Sydney", "Mumbai"]
+ORGS = ["Acme Corp", "Globex", "the United Nations", "Northwind Bank", "Initech", "Umbrella Health",
+        "the World Bank", "Blue Harbor Airlines", "Vertex Labs", "Reuters"]
+MISC = ["German", "French", "Japanese", "Olympic", "Nobel", "Brazilian", "Canadian", "World Cup"]
+
+NER_TEMPLATES = [
+    "{PER} flew to {LOC} on Monday .",
+    "{ORG} hired {PER} as chief executive .",
+    "Shares of {ORG} rose 3 percent in {LOC} .",
+    "{PER} met {PER} in {LOC} to discuss the {MISC} deal .",
+    "The {MISC} team beat {LOC} 2-1 on Sunday .",
+    "{PER} , a spokesman for {ORG} , declined to comment .",
+    "Police in {LOC} said {PER} was arrested .",
+    "{ORG} opened a new office in {LOC} .",
+    "The {MISC} government praised {ORG} .",
+    "{PER} won the {MISC} prize .",
+    "Rain delayed the match between {LOC} and {LOC} .",
+    "Analysts at {ORG} expect growth to slow .",
+]
+
+POSITIVE = ["wonderful", "moving", "brilliant", "charming", "funny", "beautiful", "gripping", "delightful"]
+NEGATIVE = ["boring", "clumsy", "dull", "tedious", "awful", "confusing", "lifeless", "forgettable"]
+SUBJECTS = ["the film", "this movie", "the story", "the acting", "the script", "the ending", "the soundtrack",
+            "the cast", "the direction", "the dialogue"]
+SENTIMENT_TEMPLATES = [
+    "{subject} is {adj} .",
+    "{subject} was {adj} and {adj} .",
+    "i found {subject} {adj} from start to finish .",
+    "what a {adj} experience ; {subject} is {adj} .",
+    "honestly , {subject} felt {adj} .",
+    "even the critics agree {subject} is {adj} .",
+]
+
+
+def _ner_sentence(rng: random.Random):
+    template = rng.choice(NER_TEMPLATES)
+    tokens, tags = [], []
+    for piece in template.split():
+        if piece.startswith("{") and piece.endswith("}"):
+            kind = piece[1:-1]
+            name = rng.choice({"PER": PEOPLE, "LOC": PLACES, "ORG": ORGS, "MISC": MISC}[kind])
+            words = name.split()
+            if words[0] == "the":  # "the" is not part of the organisation's name
+                tokens.append("the")
+                tags.append("O")
+                words = words[1:]
+            for i, word in enumerate(words):
+                tokens.append(word)
+                tags.append(("B-" if i == 0 else "I-") + kind)
+        else:
+            tokens.append(piece)
+            tags.append("O")
+    return tokens, tags
+
+
+def _sentiment_row(rng: random.Random):
+    label = rng.randrange(2)
+    words = POSITIVE if label else NEGATIVE
+    text = rng.choice(SENTIMENT_TEMPLATES)
+    while "{adj}" in text:
+        text = text.replace("{adj}", rng.choice(words), 1)
+    return text.replace("{subject}", rng.choice(SUBJECTS)), label
+
+
+def write_conll(path: Path, sentences) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("-DOCSTART- O\n\n")
+        for tokens, tags in sentences:
+            handle.writelines(f"{token} {tag}\n" for token, tag in zip(tokens, tags))
+            handle.write("\n")
+
+
+def write_tsv(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("sentence\tlabel\n")
+        handle.writelines(f"{text}\t{label}\n" for text, label in rows)
+
+
+def main(out_dir: Path, seed: int = 13) -> None:
+    rng = random.Random(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_conll(out_dir / "ner_train.txt", [_ner_sentence(rng) for _ in range(400)])
+    write_conll(out_dir / "ner_valid.txt", [_ner_sentence(rng) for _ in range(100)])
+    write_tsv(out_dir / "sentiment_train.tsv", [_sentiment_row(rng) for _ in range(400)])
+    write_tsv(out_dir / "sentiment_valid.tsv", [_sentiment_row(rng) for _ in range(100)])
+    (out_dir / "ner_predict.txt").write_text(
+        "Anna Schmidt flew to Tokyo on Monday.\nShares of Globex rose in Madrid.\n", encoding="utf-8")
+    (out_dir / "sentiment_predict.txt").write_text(
+        "the acting was brilliant and moving .\nthe script is dull .\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "data")
+    parser.add_argument("--seed", type=int, default=13)
+    arguments = parser.parse_args()
+    main(arguments.out_dir, arguments.seed)

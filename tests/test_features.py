@@ -1,0 +1,103 @@
+"""Label alignment, truncation counts and windows on sentences whose subwords are written out by hand.
+
+With the tiny vocabulary, "unbelievable" is ``un ##believ ##able`` and "films" is
+``film ##s``; every other word used here is one token.
+"""
+
+import numpy as np
+import pytest
+
+from tfft.data.examples import TextExample, TokenExample
+from tfft.data.labels import LabelMap
+from tfft.features import (
+    IGNORE_INDEX, NO_WORD, encode_for_inference, encode_for_training, encode_raw_texts,
+)
+from tfft.inference import example_probabilities, word_probabilities
+
+LABELS = LabelMap(["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-PER", "I-PER"])
+
+
+def ids(tokenizer, *tokens):
+    return [tokenizer.convert_tokens_to_ids(t) for t in tokens]
+
+
+def test_first_subword_carries_the_label(tiny_tokenizer):
+    example = TokenExample(["Anna", "flew", "to", "Tokyo", "unbelievable"], ["B-PER", "O", "O", "B-LOC", "O"])
+    encoding = encode_for_training(tiny_tokenizer, [example], LABELS, max_length=32)
+    assert encoding.input_ids.tolist() == ids(
+        tiny_tokenizer, "[CLS]", "anna", "flew", "to", "tokyo", "un", "##believ", "##able", "[SEP]")
+    o, b_loc, b_per = LABELS.id("O"), LABELS.id("B-LOC"), LABELS.id("B-PER")
+    assert encoding.labels.tolist() == [IGNORE_INDEX, b_per, o, o, b_loc, o, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
+    assert encoding.word_index.tolist() == [NO_WORD, 0, 1, 2, 3, 4, NO_WORD, NO_WORD, NO_WORD]
+    assert encoding.num_truncated == 0
+
+
+def test_label_all_subwords_continues_an_entity_with_inside_tags(tiny_tokenizer):
+    example = TokenExample(["films", "unbelievable"], ["O", "B-MISC"])
+    encoding = encode_for_training(tiny_tokenizer, [example], LABELS, max_length=32, label_all_subwords=True)
+    o, b, i = LABELS.id("O"), LABELS.id("B-MISC"), LABELS.id("I-MISC")
+    # [CLS] film ##s un ##believ ##able [SEP]
+    assert encoding.labels.tolist() == [IGNORE_INDEX, o, o, b, i, i, IGNORE_INDEX]
+
+
+def test_truncation_is_counted_and_keeps_one_row_per_example(tiny_tokenizer):
+    long_one = TokenExample(["unbelievable"] * 4, ["O"] * 4)  # 12 subwords + 2 specials
+    short_one = TokenExample(["the", "film"], ["O", "O"])
+    encoding = encode_for_training(tiny_tokenizer, [long_one, short_one], LABELS, max_length=8)
+    assert encoding.num_truncated == 1
+    assert encoding.row_lengths.tolist() == [8, 4]
+    assert encoding.example_index.tolist() == [0, 1]
+
+
+def test_inference_windows_cover_every_word_and_merge_on_the_most_central_window(tiny_tokenizer):
+    words = ["the", "film", "is", "good", "the", "film", "is", "bad", "."]
+    encoding = encode_for_inference(tiny_tokenizer, [TokenExample(words)], max_length=6, stride=2)
+    assert encoding.num_rows > 1
+    assert set(encoding.example_index.tolist()) == {0}
+    seen = set(encoding.word_index[encoding.word_index != NO_WORD].tolist())
+    assert seen == set(range(len(words)))
+    # Give each token a one-hot on its position in its row: the merged word row then
+    # reveals which window position was chosen; it must never be an edge if avoidable.
+    positions = np.concatenate([np.arange(n) for n in encoding.row_lengths])
+    probabilities = np.eye(6, dtype=np.float32)[positions]
+    merged = word_probabilities(encoding, probabilities, [len(words)])[0]
+    chosen_position = merged.argmax(-1)
+    assert chosen_position.shape == (len(words),)
+    # Windows hold 4 words each; with stride 2 every word after the first has a window
+    # where it sits at position 2 or 3 (not next to [CLS]/[SEP]) except the last one.
+    assert all(p in (2, 3) for p in chosen_position[1:-1])
+
+
+def test_sequence_windows_average_probabilities(tiny_tokenizer):
+    examples = [TextExample("the film is good . " * 6), TextExample("bad")]
+    encoding = encode_for_inference(tiny_tokenizer, examples, max_length=10, stride=2)
+    counts = np.bincount(encoding.example_index)
+    assert counts[0] > 1 and counts[1] == 1
+    rows = np.zeros((encoding.num_rows, 2), np.float32)
+    rows[encoding.example_index == 0] = [[1.0, 0.0]] * (counts[0] - 1) + [[0.0, 1.0]]
+    rows[encoding.example_index == 1] = [0.25, 0.75]
+    merged = example_probabilities(encoding, rows)
+    np.testing.assert_allclose(merged[0], [(counts[0] - 1) / counts[0], 1 / counts[0]], rtol=1e-6)
+    np.testing.assert_allclose(merged[1], [0.25, 0.75])
+
+
+def test_sequence_labels_follow_the_label_map(tiny_tokenizer):
+    labels = LabelMap(["neg", "pos"])
+    examples = [TextExample("the film is good", label="pos"), TextExample("the film is bad", label="neg")]
+    encoding = encode_for_training(tiny_tokenizer, examples, labels, max_length=16)
+    assert encoding.labels.tolist() == [1, 0]
+    assert encoding.word_index is None
+
+
+def test_sentence_pairs_get_segment_ids(tiny_tokenizer):
+    labels = LabelMap(["0", "1"])
+    encoding = encode_for_training(tiny_tokenizer, [TextExample("the film", "is good", "1")], labels, max_length=16)
+    assert encoding.input_ids.tolist() == ids(tiny_tokenizer, "[CLS]", "the", "film", "[SEP]", "is", "good", "[SEP]")
+    assert encoding.token_type_ids.tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_raw_text_words_have_character_offsets(tiny_tokenizer):
+    text = "Anna  flew to Tokyo, unbelievable!"
+    encoding, spans = encode_raw_texts(tiny_tokenizer, [text], max_length=32, stride=4)
+    assert [text[s:e] for s, e in spans[0]] == ["Anna", "flew", "to", "Tokyo", ",", "unbelievable", "!"]
+    assert int((encoding.word_index != NO_WORD).sum()) == 7

@@ -1,0 +1,130 @@
+"""The ``tfft`` command line: argument parsing only; the work is done by the library.
+
+    tfft train     fine-tune a classifier (flags or --config YAML)
+    tfft evaluate  score a run on a labelled file, write the report beside the run
+    tfft predict   one JSON object per input line
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import List, Optional
+
+from tfft.config import TrainConfig, read_yaml
+from tfft.errors import TfftError
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, documented by the field's help text."""
+    parser.add_argument("--config", metavar="YAML", help="YAML file of options (keys as the flags, without --); "
+                                                         "flags given on the command line override it")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        kwargs["type"] = _field_parser(f)
+        parser.add_argument(flag, metavar=f.name.upper(), **kwargs)
+
+
+def _field_parser(f: dataclasses.Field):
+    annotation = str(f.type)
+    if "int" in annotation:
+        return int
+    if "float" in annotation:
+        return float
+    return str
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the YAML file, then the flags actually given."""
+    values = read_yaml(args.config) if getattr(args, "config", None) else {}
+    config = TrainConfig.from_dict(values, source=args.config or "configuration")
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return dataclasses.replace(config, **flags)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfft", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="fine-tune a token or sequence classifier",
+                                description="Fine-tune a TF BERT classifier with model.fit, stop early on the "
+                                            "validation metric, and write a run directory (config, labels, "
+                                            "tokenizer, best model, metrics history, reports).")
+    _add_config_flags(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run on a labelled file",
+                                   description="Print the evaluation report of a run on labelled data (same "
+                                               "format and reader options as training) and write it to "
+                                               "RUN_DIR/reports/<file stem>.txt/.json (and a confusion matrix PNG).")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train`")
+    evaluate.add_argument("--data", required=True, metavar="FILE", help="labelled data file to evaluate on")
+    evaluate.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="predict on raw text, one JSON object per line",
+                                  description="Read one text per line (a file or - for stdin) and print one JSON "
+                                              "object per line: entities with type, text, start, end and score for "
+                                              "NER; label and class probabilities for classification.")
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train`")
+    predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
+    predict.add_argument("--encoding", default="utf-8", help="encoding of the input file (default: utf-8)")
+    predict.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    predict.add_argument("--words", action="store_true", help="NER: also print every word with its tag and score")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def _train(args) -> int:
+    from tfft.training import train
+
+    result = train(config_from_args(args))
+    best = ", ".join(f"{k}={v:.4f}" for k, v in result.best_scores.items())
+    epoch = "-" if result.best_epoch is None else result.best_epoch + 1
+    print(f"tfft train: done in {result.seconds:.0f}s; best epoch {epoch}: {best}; run directory {result.run_dir}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from tfft.evaluation import evaluate_run
+
+    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size)
+    print(report.text)
+    return 0
+
+
+def _predict(args) -> int:
+    from tfft.prediction import Predictor, read_input_lines
+
+    texts = read_input_lines(args.input, args.encoding)
+    predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
+    for result in predictor.predict(texts):
+        if not args.words:
+            result.pop("words", None)
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except TfftError as error:
+        print(f"tfft {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tfft {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

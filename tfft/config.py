@@ -1,0 +1,127 @@
+"""Run configuration: one dataclass that the CLI flags, YAML files and Python share.
+
+Each field's ``help`` metadata is the documentation of the matching ``--flag`` and YAML
+key, so the three cannot drift apart. Precedence: defaults < ``--config`` YAML < flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import yaml
+
+from tfft.errors import ConfigError
+
+TASKS = ("token-classification", "sequence-classification")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _option(default: Any, help: str, **extra: Any):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a fine-tuning run; saved as ``config.yaml`` in the run directory."""
+
+    task: Optional[str] = _option(None, "what to fine-tune for", choices=TASKS)
+    train: Optional[str] = _option(None, "training data: a CoNLL file (token task), a CSV/TSV/JSONL file "
+                                         "(sequence task) or tfds:NAME[:SPLIT]")
+    validation: Optional[str] = _option(None, "validation data, same format as --train; drives early stopping")
+    model: str = _option("default", "pretrained checkpoint: 'default' (the packaged all-MiniLM-L6-v2), "
+                                    "a local Hugging Face directory, or a hub name (needs network)")
+    output_dir: Optional[str] = _option(None, "run directory to create (default: runs/<task>)")
+    epochs: int = _option(3, "maximum number of epochs (early stopping may end sooner)")
+    batch_size: int = _option(32, "training batch size (sentences per step)")
+    learning_rate: float = _option(1e-4, "peak AdamW learning rate")
+    warmup_fraction: float = _option(0.1, "fraction of the training steps spent warming the learning rate up")
+    weight_decay: float = _option(0.01, "decoupled AdamW weight decay (not applied to LayerNorm and biases)")
+    dropout: Optional[float] = _option(None, "classifier dropout (default: the checkpoint's)")
+    max_length: int = _option(256, "maximum tokens per training example; longer ones are truncated (and counted)")
+    stride: int = _option(32, "tokens of overlap between windows when predicting on longer inputs")
+    label_all_subwords: bool = _option(False, "train on every subword of a word, not only its first")
+    patience: int = _option(2, "epochs without improvement before early stopping")
+    monitor: Optional[str] = _option(None, "metric for early stopping and the best checkpoint "
+                                           "(default: val_f1 for tokens, val_accuracy for sequences)")
+    seed: int = _option(42, "random seed for initialisation, shuffling and dropout")
+    precision: str = _option("fp32", "numeric precision: fp32, or bf16 (mixed_bfloat16)", choices=PRECISIONS)
+    xla: bool = _option(False, "compile training and prediction steps with XLA")
+    num_buckets: int = _option(8, "length buckets for batching (bounded set of batch shapes)")
+    eval_batch_size: int = _option(64, "batch size for validation and prediction")
+    max_train_examples: Optional[int] = _option(None, "use only the first N training examples")
+    max_validation_examples: Optional[int] = _option(None, "use only the first N validation examples")
+    text_column: Optional[str] = _option(None, "text column of tabular data (default: 'text' or 'sentence')")
+    text_pair_column: Optional[str] = _option(None, "second text column, for sentence-pair classification")
+    label_column: str = _option("label", "label column of tabular data")
+    token_column: int = _option(0, "CoNLL column holding the token")
+    tag_column: int = _option(-1, "CoNLL column holding the tag (-1: the last)")
+    tag_scheme: str = _option("auto", "tagging scheme of CoNLL input, normalised to IOB2",
+                              choices=("auto", "IOB1", "IOB2", "BIOES"))
+    encoding: str = _option("utf-8", "text encoding of the data files")
+    tfds_data_dir: Optional[str] = _option(None, "TensorFlow Datasets data_dir holding prepared datasets "
+                                                 "(for tfds:NAME[:SPLIT] data)")
+    tensorboard: bool = _option(True, "write TensorBoard logs to <output_dir>/logs")
+
+    @property
+    def monitor_metric(self) -> str:
+        if self.monitor:
+            return self.monitor
+        return "val_f1" if self.task == "token-classification" else "val_accuracy"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.task}")
+
+    def validate(self) -> "TrainConfig":
+        """Check values a run cannot start with; returns self for chaining."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"The '{f.name}' option must be one of {', '.join(choices)}. Got {value!r} instead.")
+        if not self.train:
+            raise ConfigError("The 'train' option is required (a training data file).")
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "num_buckets"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"The '{name}' option must be a positive integer. Got {getattr(self, name)!r} instead.")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Union[str, Path]) -> None:
+        from tfft.files import write_text
+
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], source: str = "configuration") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        normalised = {str(k).replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(normalised) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
+        return cls(**normalised)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "TrainConfig":
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+
+def read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(values).__name__}")
+    return values

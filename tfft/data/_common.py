@@ -1,0 +1,138 @@
+"""Helpers every reader shares, so that files, texts and labels fail the same way everywhere.
+
+Files are read as bytes and decoded line by line, because a decoding error raised by
+a text-mode file object only says which buffered chunk failed; decoding each line
+ourselves lets the error name the exact line and the encoding that was tried.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import numbers
+import os
+from typing import Iterator, Optional
+
+from tfft.errors import ConfigError, DataFormatError, PathLike
+
+TOKEN_CLASSIFICATION = "token-classification"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is one tfft knows, else raise ConfigError listing the known ones."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
+    return task
+
+
+def iter_lines(path: PathLike, encoding: str) -> Iterator[str]:
+    """Yield the lines of a text file one at a time, each with its line ending.
+
+    Streaming keeps memory flat for large corpora. A byte-order mark at the start is
+    dropped (spreadsheet exports add one, and it would otherwise become part of the
+    first token or header name). Raises DataFormatError for a missing file and for
+    bytes that are not valid in ``encoding``, naming the line.
+    """
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r}") from None
+    if "\n".encode(codec.name) != b"\n":
+        # Splitting bytes on b"\n" is only sound for encodings that share ASCII's newline.
+        raise ConfigError(
+            f"encoding {encoding!r} is not supported: tfft reads line-based files in "
+            "ASCII-compatible encodings (utf-8, latin-1, cp1252, ...); convert the file first"
+        )
+    if not os.path.isfile(path):
+        raise DataFormatError("no such file" if not os.path.exists(path) else "not a file", path)
+    decoder = codec.incrementaldecoder("strict")
+    number = 0
+    with open(path, "rb") as raw:
+        for number, data in enumerate(raw, start=1):
+            try:
+                line = decoder.decode(data, final=False)
+            except UnicodeDecodeError as error:
+                bad = data[error.start : error.end].hex()
+                raise DataFormatError(
+                    f"cannot decode byte 0x{bad} (byte {error.start + 1} of the line) as {encoding}; "
+                    "if the file uses another encoding, pass it with --encoding "
+                    "(e.g. --encoding latin-1)",
+                    path,
+                    number,
+                ) from None
+            if number == 1:
+                line = line.lstrip("\ufeff")
+            yield line
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise DataFormatError(
+                f"the file ends in the middle of a {encoding} character; "
+                "pass the file's encoding with --encoding",
+                path,
+                number,
+            ) from None
+
+
+def clean_text(value: object, what: str, path: PathLike, line: Optional[int]) -> str:
+    """Return ``value`` as a stripped, non-empty string.
+
+    Surrounding whitespace carries no meaning for a subword tokenizer, and SST-2-style
+    TSV rows end their text with a space, so texts are stripped everywhere.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise DataFormatError(f"{what} must be a string, got {type(value).__name__} {value!r}", path, line)
+    text = value.strip()
+    if not text:
+        raise DataFormatError(f"empty {what}", path, line)
+    return text
+
+
+def clean_label(value: object, path: PathLike, line: Optional[int]) -> str:
+    """Return a class label as the string tfft uses for it.
+
+    Labels are strings everywhere so that ``1`` in a JSON file, ``"1"`` in a TSV file and
+    ``1.0`` from a pandas column all name the same class; booleans become "true"/"false".
+    Missing values (None, NaN, an empty string) raise DataFormatError.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        label = value.strip()
+    elif isinstance(value, bool):
+        label = "true" if value else "false"
+    elif isinstance(value, numbers.Integral):
+        label = str(int(value))
+    elif isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        label = str(int(value))
+    elif value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
+        label = ""
+    else:
+        raise DataFormatError(
+            f"label {value!r} is not a class name: expected a string, an integer or a boolean", path, line
+        )
+    if not label:
+        raise DataFormatError("missing label", path, line)
+    return label
+
+
+def is_in_memory(path: Optional[str]) -> bool:
+    """Whether a source path names in-memory data (``"<texts>"``, ``"<tfds:imdb_reviews:train>"``).
+
+    Such sources use the item's 0-based index as their "line", shared by all its tokens.
+    """
+    return path is not None and path.startswith("<")
+
+
+def split_source(source: Optional[str]) -> tuple[Optional[str], Optional[int]]:
+    """Split an example's ``"path:line"`` source back into its parts (line None if absent)."""
+    if source is None:
+        return None, None
+    path, _, line = source.rpartition(":")
+    if path and line.isdigit():
+        return path, int(line)
+    return source, None

@@ -1,0 +1,30 @@
+"""Plain records that every reader produces and every later stage consumes.
+
+They hold strings only (labels included), so readers stay free of TensorFlow and of
+any label-id decision: label ids are assigned once, from the training data, by
+``LabelMap``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class TokenExample:
+    """One sentence for token classification: words and their IOB2 tags (None when unlabelled)."""
+
+    tokens: List[str]
+    tags: Optional[List[str]] = None
+    source: Optional[str] = field(default=None, compare=False)  # "path:line" of the first token
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One text (or text pair) for sequence classification, with its label as a string."""
+
+    text: str
+    text_pair: Optional[str] = None
+    label: Optional[str] = None
+    source: Optional[str] = field(default=None, compare=False)  # "path:line"

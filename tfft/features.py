@@ -1,0 +1,218 @@
+"""Tokenization: examples -> subword id arrays, with word/subword label alignment.
+
+Everything is encoded once, in one batched call of the Hugging Face *fast* tokenizer,
+into flat NumPy arrays plus row lengths (a ragged layout). The tf.data pipeline slices
+those arrays directly, so no Python runs per example while training.
+
+Two encodings exist because they answer different needs:
+
+* ``encode_for_training``: one row per example, truncated to ``max_length`` (the number
+  of truncated examples is reported, never silent);
+* ``encode_for_inference``: long examples become several overlapping windows
+  (``stride`` tokens of shared context), so prediction and evaluation see every word.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from tfft.data.examples import TextExample, TokenExample
+from tfft.data.labels import LabelMap
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label id excluded from the loss and the metrics
+NO_WORD = -1  # word index of special and padding tokens, and of non-first subwords' heads
+
+Examples = Union[Sequence[TokenExample], Sequence[TextExample]]
+
+
+@dataclass
+class Encoding:
+    """Ragged encoded rows: flat token arrays plus the length of each row.
+
+    ``word_index`` (token tasks) gives, per token, the index of the word it starts, or
+    ``NO_WORD`` for special tokens and continuation subwords (only the first subword of
+    a word carries that word's prediction). ``labels`` is per token for token tasks
+    (``IGNORE_INDEX`` where not scored) and per row for sequence tasks; None without labels.
+    ``example_index`` maps each row back to its example (several rows per example when
+    windowed).
+    """
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    row_lengths: np.ndarray
+    example_index: np.ndarray
+    word_index: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
+    num_examples: int = 0
+    num_truncated: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.row_lengths)
+
+    def row_starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.row_lengths)[:-1]]).astype(np.int64)
+
+
+def is_token_task(examples: Examples) -> bool:
+    return bool(examples) and isinstance(examples[0], TokenExample)
+
+
+def encode_for_training(
+    tokenizer,
+    examples: Examples,
+    label_map: LabelMap,
+    max_length: int,
+    label_all_subwords: bool = False,
+) -> Encoding:
+    """Encode labelled examples for ``model.fit``: one truncated row per example."""
+    return _encode(tokenizer, examples, label_map, max_length, stride=None, label_all_subwords=label_all_subwords)
+
+
+def encode_for_inference(
+    tokenizer,
+    examples: Examples,
+    max_length: int,
+    stride: int,
+    label_map: Optional[LabelMap] = None,
+) -> Encoding:
+    """Encode examples for prediction/evaluation: long ones become overlapping windows.
+
+    ``stride`` is the number of tokens two consecutive windows share, so each word near
+    a window edge is also seen with context in the neighbouring window.
+    """
+    if not 0 <= stride < max_length - 3:
+        raise ValueError(f"stride must be in [0, max_length - 3); got stride={stride}, max_length={max_length}")
+    return _encode(tokenizer, examples, label_map, max_length, stride=stride, label_all_subwords=False)
+
+
+def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwords) -> Encoding:
+    if not examples:
+        raise ValueError("no examples to encode")
+    token_task = is_token_task(examples)
+    windowed = stride is not None
+    has_pairs = not token_task and any(e.text_pair is not None for e in examples)
+    # Overflowing windows are always requested: for training only each example's first
+    # window is kept, and an example with more than one window is an exact truncation count.
+    kwargs = dict(
+        truncation="only_second" if has_pairs else True,
+        max_length=max_length,
+        stride=stride or 0,
+        return_overflowing_tokens=True,
+        return_attention_mask=False,
+        return_token_type_ids=True,
+    )
+    if token_task:
+        batch = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, **kwargs)
+    else:
+        texts = [e.text for e in examples]
+        batch = tokenizer(texts, [e.text_pair for e in examples] if has_pairs else None, **kwargs)
+
+    example_index = np.asarray(batch["overflow_to_sample_mapping"], dtype=np.int64)
+    keep = np.arange(len(example_index))
+    num_truncated = 0
+    if not windowed:
+        first_window = np.concatenate([[True], example_index[1:] != example_index[:-1]])
+        keep = np.flatnonzero(first_window)
+        num_truncated = len(example_index) - len(keep)
+        if num_truncated:
+            logger.warning(
+                "%d of %d examples are longer than max_length=%d tokens and were truncated for training",
+                num_truncated, len(examples), max_length,
+            )
+        example_index = example_index[keep]
+    rows = [batch["input_ids"][i] for i in keep]
+    row_lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    total = int(row_lengths.sum())
+    encoding = Encoding(
+        input_ids=np.fromiter((t for r in rows for t in r), dtype=np.int32, count=total),
+        token_type_ids=np.fromiter((t for i in keep for t in batch["token_type_ids"][i]), dtype=np.int32, count=total),
+        row_lengths=row_lengths,
+        example_index=example_index,
+        num_examples=len(examples),
+        num_truncated=num_truncated,
+    )
+    if token_task:
+        word_ids = [batch.word_ids(int(i)) for i in keep]
+        encoding.word_index = _first_subword_word_index(word_ids)
+        if label_map is not None and examples[0].tags is not None:
+            encoding.labels = _align_token_labels(word_ids, examples, example_index, label_map, label_all_subwords)
+    elif label_map is not None and examples[0].label is not None:
+        labels = np.asarray([label_map.id(e.label) for e in examples], dtype=np.int32)
+        encoding.labels = labels[example_index]
+    return encoding
+
+
+def _first_subword_word_index(word_ids: List[List[Optional[int]]]) -> np.ndarray:
+    flat = []
+    for ids in word_ids:
+        previous = None
+        for w in ids:
+            flat.append(w if (w is not None and w != previous) else NO_WORD)
+            previous = w
+    return np.asarray(flat, dtype=np.int32)
+
+
+def _align_token_labels(word_ids, examples, example_index, label_map: LabelMap, label_all_subwords: bool) -> np.ndarray:
+    """Give each first subword its word's label id; other subwords get IGNORE_INDEX.
+
+    With ``label_all_subwords`` continuation subwords get the word's label too, with a
+    ``B-`` tag turned into ``I-`` so that an entity still starts only once.
+    """
+    flat = []
+    for row, ids in enumerate(word_ids):
+        tags = examples[example_index[row]].tags
+        previous = None
+        for w in ids:
+            if w is None:
+                flat.append(IGNORE_INDEX)
+            elif w != previous:
+                flat.append(label_map.id(tags[w]))
+            elif label_all_subwords:
+                tag = tags[w]
+                inside = "I-" + tag[2:]
+                flat.append(label_map.id(inside if tag.startswith("B-") and inside in label_map.labels else tag))
+            else:
+                flat.append(IGNORE_INDEX)
+            previous = w
+    return np.asarray(flat, dtype=np.int32)
+
+
+def encode_raw_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int):
+    """Encode raw strings for token-classification prediction, in windows.
+
+    Words are the tokenizer's own pre-tokenized words (whitespace and punctuation
+    splits after normalisation), so what gets a tag is exactly what the model sees.
+    Returns the encoding and, per text, the ``(start, end)`` character span of each word
+    in the original string.
+    """
+    batch = tokenizer(
+        list(texts), truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True,
+        return_offsets_mapping=True, return_attention_mask=False, return_token_type_ids=True,
+    )
+    rows = batch["input_ids"]
+    example_index = np.asarray(batch["overflow_to_sample_mapping"], dtype=np.int64)
+    word_ids = [batch.word_ids(i) for i in range(len(rows))]
+    spans: List[dict] = [dict() for _ in texts]
+    for row, ids in enumerate(word_ids):
+        found = spans[example_index[row]]
+        for word, (start, end) in zip(ids, batch["offset_mapping"][row]):
+            if word is not None:
+                first = found.get(word, (start, end))
+                found[word] = (min(first[0], start), max(first[1], end))
+    row_lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    encoding = Encoding(
+        input_ids=np.concatenate([np.asarray(r, np.int32) for r in rows]),
+        token_type_ids=np.concatenate([np.asarray(r, np.int32) for r in batch["token_type_ids"]]),
+        row_lengths=row_lengths,
+        example_index=example_index,
+        word_index=_first_subword_word_index(word_ids),
+        num_examples=len(texts),
+    )
+    return encoding, [[found[w] for w in sorted(found)] for found in spans]

@@ -1,0 +1,70 @@
+"""Write-then-rename helpers, so no reader ever sees a half-written file or directory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: os.PathLike, write: Callable[[str], Any]) -> None:
+    """Call ``write(temporary_path)`` in ``path``'s directory, then rename onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 is for the temporary only
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path: os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: os.PathLike, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling directory that becomes ``path`` when the block succeeds.
+
+    On error the temporary directory is removed and ``path`` is untouched. With
+    ``replace``, an existing ``path`` is swapped out only after the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield staging
+        replace_directory(staging, path, replace=replace)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_directory(source: os.PathLike, path: os.PathLike, replace: bool = True) -> None:
+    """Rename a finished directory onto ``path``; an older ``path`` is removed only afterwards."""
+    source, path = Path(source), Path(path)
+    if not path.exists():
+        os.replace(source, path)
+        return
+    if not replace:
+        raise FileExistsError(f"{path} already exists")
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+    os.replace(path, old / path.name)
+    os.replace(source, path)
+    shutil.rmtree(old, ignore_errors=True)

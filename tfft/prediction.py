@@ -1,0 +1,116 @@
+"""Prediction on raw text with a trained run: entity spans or labels with probabilities.
+
+The run directory is the single source of truth: the label map is read from the saved
+model's config, max length/stride from ``config.yaml``, the tokenizer from ``model/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from tfft.data.labels import LabelMap
+from tfft.data.tags import iob2_spans
+from tfft.data.examples import TextExample
+from tfft.features import encode_for_inference, encode_raw_texts
+from tfft.inference import predict_encoded
+from tfft.models import TOKEN_CLASSIFICATION, label_map_of
+from tfft.run_dir import load_run
+
+@dataclass
+class Predictor:
+    """A trained model with what it needs to turn raw text into predictions."""
+
+    model: object
+    tokenizer: object
+    task: str
+    label_map: LabelMap
+    max_length: int = 256
+    stride: int = 32
+    batch_size: int = 64
+    jit_compile: bool = False
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
+        """Load the model, tokenizer and settings a ``tfft train`` run saved."""
+        config, model, tokenizer = load_run(run_dir)
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            task=config.task,
+            label_map=label_map_of(model),
+            max_length=config.max_length,
+            stride=config.stride,
+            batch_size=batch_size or config.eval_batch_size,
+            jit_compile=config.xla,
+        )
+
+    @property
+    def window_length(self) -> int:
+        return min(self.max_length, self.tokenizer.model_max_length)
+
+    def _run(self, encoding, words_per_example=None):
+        return predict_encoded(
+            self.model, encoding, words_per_example=words_per_example, batch_size=self.batch_size,
+            pad_token_id=self.tokenizer.pad_token_id, jit_compile=self.jit_compile,
+        )
+
+    def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Dict]:
+        """One result per text.
+
+        Token classification: ``{"text", "entities": [{"type", "text", "start", "end",
+        "score"}], "words": [{"text", "start", "end", "tag", "score"}]}`` with character
+        offsets into the original string; sequence classification: ``{"text", "label",
+        "probabilities": {label: p}}``.
+        """
+        if self.task == TOKEN_CLASSIFICATION:
+            return self._predict_entities(texts)
+        pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
+        examples = [TextExample(text=t, text_pair=p) for t, p in zip(texts, pairs)]
+        encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride)
+        probabilities = self._run(encoding)
+        labels = self.label_map.labels
+        return [
+            {"text": text, "label": labels[int(p.argmax())],
+             "probabilities": {label: round(float(v), 6) for label, v in zip(labels, p)}}
+            for text, p in zip(texts, probabilities)
+        ]
+
+    def _predict_entities(self, texts: Sequence[str]) -> List[Dict]:
+        encoding, word_spans = encode_raw_texts(self.tokenizer, texts, self.window_length, self.stride)
+        probabilities = self._run(encoding, [len(spans) for spans in word_spans])
+        labels = self.label_map.labels
+        results = []
+        for text, spans, word_probs in zip(texts, word_spans, probabilities):
+            tag_ids = word_probs.argmax(-1) if len(spans) else np.zeros(0, int)
+            tags = [labels[i] for i in tag_ids]
+            scores = word_probs[np.arange(len(tag_ids)), tag_ids] if len(spans) else np.zeros(0)
+            words = [
+                {"text": text[s:e], "start": s, "end": e, "tag": tag, "score": round(float(score), 6)}
+                for (s, e), tag, score in zip(spans, tags, scores)
+            ]
+            entities = []
+            for entity_type, first, last in iob2_spans(tags):
+                start, end = spans[first][0], spans[last - 1][1]
+                entities.append({
+                    "type": entity_type, "text": text[start:end], "start": start, "end": end,
+                    "score": round(float(np.mean(scores[first:last])), 6),
+                })
+            results.append({"text": text, "entities": entities, "words": words})
+        return results
+
+
+def read_input_lines(source: str, encoding: str = "utf-8") -> List[str]:
+    """Texts to predict, one per line of a file (or of stdin for ``-``), line endings removed.
+
+    Blank lines are kept (they produce an empty result) so output line N answers input line N.
+    """
+    import sys
+
+    from tfft.data._common import iter_lines
+
+    lines = sys.stdin if source == "-" else iter_lines(source, encoding)
+    return [line.rstrip("\r\n") for line in lines]

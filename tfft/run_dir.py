@@ -1,0 +1,56 @@
+"""The layout of a run directory, in one place: what ``train`` writes and the rest reads.
+
+    RUN_DIR/config.yaml      resolved TrainConfig
+    RUN_DIR/labels.json      label map (also in model/config.json as id2label)
+    RUN_DIR/model/           save_pretrained model + tokenizer
+    RUN_DIR/history.json     per-epoch metrics (history.csv: Keras' CSVLogger)
+    RUN_DIR/metrics.json     best epoch and its validation scores
+    RUN_DIR/reports/         evaluation reports and plots
+    RUN_DIR/logs/            TensorBoard
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from tfft.config import TrainConfig
+from tfft.data import read_examples
+from tfft.errors import ModelLoadError
+from tfft.models import load_tokenizer, load_trained_model
+
+MODEL_SUBDIR = "model"
+CONFIG_FILE = "config.yaml"
+REPORTS_SUBDIR = "reports"
+
+
+def load_run_config(run_dir: Union[str, Path]) -> TrainConfig:
+    """Read a run directory's config, with a clear error when it is not a run."""
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file() or not (path / MODEL_SUBDIR).is_dir():
+        raise ModelLoadError(f"{path}: not a tfft run directory (expected {CONFIG_FILE} and {MODEL_SUBDIR}/ in it)")
+    return TrainConfig.load(path / CONFIG_FILE)
+
+
+def read_config_examples(config: TrainConfig, path: str, limit: Optional[int] = None):
+    """Read a data file with the reader options of ``config`` (the run's, for evaluate)."""
+    token_task = config.task == "token-classification"
+    if path.startswith("tfds:"):
+        options = dict(data_dir=config.tfds_data_dir)
+        options.update(dict(scheme=config.tag_scheme) if token_task else dict(
+            text_key=config.text_column, text_pair_key=config.text_pair_column, label_key=config.label_column))
+    elif token_task:
+        options = dict(token_column=config.token_column, tag_column=config.tag_column, scheme=config.tag_scheme,
+                       encoding=config.encoding)
+    else:
+        options = dict(text_column=config.text_column, text_pair_column=config.text_pair_column,
+                       label_column=config.label_column, encoding=config.encoding)
+    examples = read_examples(path, config.task, **options)
+    return examples[:limit] if limit else examples
+
+
+def load_run(run_dir: Union[str, Path]):
+    """Return ``(config, model, tokenizer)`` of a finished run."""
+    config = load_run_config(run_dir)
+    model_dir = Path(run_dir) / MODEL_SUBDIR
+    return config, load_trained_model(config.task, model_dir), load_tokenizer(str(model_dir))

@@ -1,0 +1,116 @@
+"""Keras callbacks: the metric that matters in ``logs``, and crash-safe best checkpoints.
+
+``ValidationMetrics`` must come first in the callbacks list: Keras calls callbacks in
+order, and ``EarlyStopping``/``ModelCheckpoint``/``CSVLogger`` can only see ``val_f1``
+after it has written it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from tfft.backend import keras
+from tfft.data.labels import LabelMap
+from tfft.files import atomic_write
+from tfft.features import Encoding, encode_for_inference, is_token_task
+from tfft.inference import predict_encoded
+from tfft.metrics import score_predictions
+
+logger = logging.getLogger(__name__)
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """After each epoch, score the validation set and add ``val_*`` entries to ``logs``.
+
+    Token classification: seqeval entity-level ``val_precision``, ``val_recall``,
+    ``val_f1`` plus ``val_accuracy`` (per word) and ``val_loss``. Sequence
+    classification: ``val_accuracy``, ``val_macro_f1``, ``val_macro_precision``,
+    ``val_macro_recall`` and ``val_loss``. Long examples are scored over sliding
+    windows, exactly as ``evaluate`` and ``predict`` do.
+    """
+
+    def __init__(self, encoding: Encoding, true_labels: Sequence, label_map: LabelMap, *,
+                 batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False):
+        super().__init__()
+        self.encoding = encoding
+        self.true_labels = list(true_labels)
+        self.label_map = label_map
+        self.batch_size = batch_size
+        self.pad_token_id = pad_token_id
+        self.jit_compile = jit_compile
+        self.last_scores: Dict[str, float] = {}
+
+    @classmethod
+    def from_examples(cls, tokenizer, examples, label_map: LabelMap, *, max_length: int = 256,
+                      stride: int = 32, **options) -> "ValidationMetrics":
+        """Encode validation examples once, up front, so each epoch only runs the model."""
+        label_map.check(examples)
+        encoding = encode_for_inference(tokenizer, examples, max_length, stride)
+        if is_token_task(examples):
+            true_labels = [list(e.tags) for e in examples]
+        else:
+            true_labels = [e.label for e in examples]
+        return cls(encoding, true_labels, label_map, pad_token_id=tokenizer.pad_token_id, **options)
+
+    def score(self) -> Dict[str, float]:
+        """Score the current model on the validation set (no ``val_`` prefix)."""
+        words_per_example = [len(t) for t in self.true_labels] if self.encoding.word_index is not None else None
+        probabilities = predict_encoded(
+            self.model, self.encoding, words_per_example=words_per_example, batch_size=self.batch_size,
+            pad_token_id=self.pad_token_id, jit_compile=self.jit_compile,
+        )
+        return score_predictions(self.true_labels, probabilities, self.label_map)
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self.last_scores = self.score()
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in self.last_scores.items()})
+
+
+class BestWeightsCheckpoint(keras.callbacks.Callback):
+    """Keep the weights of the best epoch on disk, written atomically.
+
+    The weights go to a temporary file that is then renamed over ``path``, so a run
+    killed mid-write never leaves a truncated checkpoint. The best value seen is kept
+    beside it, so a resumed run (``BackupAndRestore``) keeps comparing against it.
+    """
+
+    def __init__(self, path: os.PathLike, monitor: str = "val_f1", mode: str = "max"):
+        super().__init__()
+        self.path = Path(path)
+        self.state_path = self.path.with_suffix(".json")
+        self.monitor = monitor
+        self.better = np.greater if mode == "max" else np.less
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        if self.state_path.is_file():
+            state = json.loads(self.state_path.read_text())
+            self.best, self.best_epoch = state["best"], state["epoch"]
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            raise KeyError(
+                f"BestWeightsCheckpoint monitors '{self.monitor}', which is not in logs "
+                f"(available: {sorted(logs or {})}); put ValidationMetrics before it in the callbacks list"
+            )
+        if self.best is not None and not self.better(current, self.best):
+            return
+        self.best, self.best_epoch = float(current), epoch
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, lambda tmp: self.model.save_weights(tmp))
+        atomic_write(self.state_path, lambda tmp: Path(tmp).write_text(
+            json.dumps({"monitor": self.monitor, "best": self.best, "epoch": epoch})))
+
+    def restore(self) -> Optional[int]:
+        """Load the best weights into the model; returns the best epoch (0-based) or None."""
+        if self.path.is_file():
+            self.model.load_weights(str(self.path))
+            return self.best_epoch
+        return None

@@ -1,0 +1,22 @@
+"""Losses that ignore padding, special tokens and continuation subwords."""
+
+from __future__ import annotations
+
+from tfft.backend import tf
+from tfft.features import IGNORE_INDEX
+
+
+def masked_sparse_categorical_crossentropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy over the positions whose label is not ``IGNORE_INDEX``.
+
+    Works for token logits ``[batch, length, classes]`` and sequence logits
+    ``[batch, classes]`` alike. Averaging over scored positions only (not over the
+    padded length) keeps the loss scale independent of how much padding a batch has.
+    """
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    scored = tf.not_equal(labels, IGNORE_INDEX)
+    safe_labels = tf.where(scored, labels, tf.zeros_like(labels))
+    per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+    weights = tf.cast(scored, tf.float32)
+    return tf.reduce_sum(per_position * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
