@@ -102,6 +102,7 @@ def test_missing_key_in_a_json_line(tmp_path):
         ("a.csv", "text,label\nfoo,1\nbar,0,extra\n", 3, "expected 2 fields like the header, got 3"),
         ("a.tsv", "text\tlabel\nfoo\t1\nbar\n", 3, "expected 2 fields like the header, got 1"),
         ("a.csv", "text,label\nfoo,\n", 2, "missing label"),
+        ("a.tsv", "text\tlabel\nfoo\t1\na\rb\t1\n", 3, "cannot parse TSV row: new-line character seen in unquoted field$"),
         ("a.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1\n', 2, r"invalid JSON: .* \(column \d+\)"),
         ("a.jsonl", '["a", 1]\n', 1, "expected a JSON object per line, got list"),
         ("a.jsonl", '{"text": "a", "label": null}\n', 1, "missing label"),

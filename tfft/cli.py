@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
     predict.add_argument("--words", action="store_true", help="NER: also print every word with its tag and score")
     predict.set_defaults(handler=_predict)
+
+    from tfft.tuning.options import TUNE_DESCRIPTION, add_tune_arguments
+
+    tune = commands.add_parser("tune", help="search hyperparameters with KerasTuner", description=TUNE_DESCRIPTION,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_config_flags(tune)
+    add_tune_arguments(tune)
+    tune.set_defaults(handler=_tune)
     return parser
 
 
@@ -111,6 +119,19 @@ def _predict(args) -> int:
         if not args.words:
             result.pop("words", None)
         print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _tune(args) -> int:
+    from tfft.tuning import search_space_from_args, tune
+
+    config = config_from_args(args)
+    result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=search_space_from_args(args, config),
+                  retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor)
+    best = result.report.best
+    print(f"tfft tune: {len(result.report.completed)} trials completed, {len(result.report.failed)} failed; best trial "
+          f"{best.trial_id} {result.report.objective}={best.objective:.4f}; results in {result.directory}; "
+          f"best run directory {result.best_run.run_dir}")
     return 0
 
 

@@ -43,8 +43,8 @@ def read_config_examples(config: TrainConfig, path: str, limit: Optional[int] = 
         options = dict(token_column=config.token_column, tag_column=config.tag_column, scheme=config.tag_scheme,
                        encoding=config.encoding)
     else:
-        options = dict(text_column=config.text_column, text_pair_column=config.text_pair_column,
-                       label_column=config.label_column, encoding=config.encoding)
+        options = dict(text_column=_column(config.text_column), text_pair_column=_column(config.text_pair_column),
+                       label_column=_column(config.label_column), encoding=config.encoding)
     examples = read_examples(path, config.task, **options)
     return examples[:limit] if limit else examples
 
@@ -54,3 +54,8 @@ def load_run(run_dir: Union[str, Path]):
     config = load_run_config(run_dir)
     model_dir = Path(run_dir) / MODEL_SUBDIR
     return config, load_trained_model(config.task, model_dir), load_tokenizer(str(model_dir))
+
+
+def _column(name: Optional[str]):
+    """Column names from flags are strings; digits mean a position in a headerless file."""
+    return int(name) if isinstance(name, str) and name.isdigit() else name

@@ -7,7 +7,7 @@ over the same labels, or over shuffled training files, give the same model head.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from tfft.data._common import is_in_memory, split_source
 from tfft.data.examples import TextExample, TokenExample
@@ -64,7 +64,9 @@ class LabelMap:
                 if entity_type is not None:
                     types.add(entity_type)
         if not types:
-            raise DataFormatError("token classification needs entities, but every tag is 'O' (or there are no examples)", path)
+            raise DataFormatError(
+                "token classification needs entities, but every tag is 'O' (or there are no examples)", path
+            )
         return cls(["O"] + [f"{prefix}-{entity_type}" for entity_type in sorted(types) for prefix in "BI"])
 
     @classmethod
@@ -97,7 +99,7 @@ class LabelMap:
     def __len__(self) -> int:
         return len(self._labels)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._labels)
 
     def __contains__(self, label: object) -> bool:

@@ -46,7 +46,8 @@ def _delimited_rows(path: PathLike, encoding: str, file_format: str, headerless:
         try:
             fields = next(reader, None)
         except csv.Error as error:
-            raise DataFormatError(f"cannot parse {file_format.upper()} row: {error}", path, reader.line_num) from None
+            reason = str(error).split(" - ")[0]  # drop csv's advice about opening files, which does not apply
+            raise DataFormatError(f"cannot parse {file_format.upper()} row: {reason}", path, reader.line_num) from None
         if fields is None:
             break
         fields = [field.strip() for field in fields]
@@ -88,10 +89,23 @@ def _value(row: Row, column: Column, path: PathLike, line: int) -> object:
         raise DataFormatError(f"no column {column!r}; the columns are {available}", path, line) from None
 
 
+TEXT_COLUMN_CANDIDATES = ("text", "sentence", "review", "content", "document")
+
+
+def _guess_text_column(row: dict, path: PathLike, line: int) -> str:
+    for candidate in TEXT_COLUMN_CANDIDATES:
+        if candidate in row:
+            return candidate
+    available = ", ".join(repr(name) for name in row)
+    raise DataFormatError(
+        f"no text column found (looked for {', '.join(TEXT_COLUMN_CANDIDATES)}); the columns are {available}; "
+        "name it with --text-column", path, line)
+
+
 def read_table(
     path: PathLike,
     *,
-    text_column: Column = "text",
+    text_column: Optional[Column] = "text",
     text_pair_column: Optional[Column] = None,
     label_column: Optional[Column] = "label",
     file_format: Optional[str] = None,
@@ -104,6 +118,7 @@ def read_table(
     columns mean the CSV/TSV file has no header; every column must then be an index.
     Texts and string labels are stripped; integer labels become their decimal string.
     With ``labelled=False`` the label column is not read and labels are None.
+    ``text_column=None`` picks the first of TEXT_COLUMN_CANDIDATES the file has.
     """
     resolved = table_format(path, file_format)
     columns: Sequence[Optional[Column]] = (text_column, text_pair_column, label_column if labelled else None)
@@ -126,6 +141,8 @@ def read_table(
     source = os.fspath(path)
     examples = []
     for line, row in rows:
+        if text_column is None:
+            text_column = _guess_text_column(row, path, line)
         text = clean_text(_value(row, text_column, path, line), f"text in column {text_column!r}", path, line)
         pair = None
         if text_pair_column is not None:
@@ -135,5 +152,5 @@ def read_table(
         label = clean_label(_value(row, label_column, path, line), path, line) if labelled else None
         examples.append(TextExample(text, pair, label, f"{source}:{line}"))
     if not examples:
-        raise DataFormatError("contains no rows" + ("" if headerless or resolved == "jsonl" else " after the header"), path)
+        raise DataFormatError("contains no rows" + ("" if resolved == "jsonl" else " after the header"), path)
     return examples

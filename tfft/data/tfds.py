@@ -16,7 +16,13 @@ from tfft.data.memory import from_texts, from_tokens
 from tfft.errors import DataFormatError, PathLike
 
 # Feature names of common datasets (imdb_reviews, glue/sst2, glue/mrpc, glue/qqp, glue/mnli).
-_TEXT_KEYS = (("text", None), ("sentence", None), ("sentence1", "sentence2"), ("question1", "question2"), ("premise", "hypothesis"))
+_TEXT_KEYS = (
+    ("text", None),
+    ("sentence", None),
+    ("sentence1", "sentence2"),
+    ("question1", "question2"),
+    ("premise", "hypothesis"),
+)
 # conll2003 in tensorflow-datasets calls its tags "ner"; Hugging Face exports call them "ner_tags".
 _TAG_KEYS = ("ner_tags", "ner", "tags")
 
@@ -76,7 +82,9 @@ def read_tfds(
         """A function turning a numpy value of feature ``key`` into Python strings (or None)."""
         if key not in features:
             available = ", ".join(map(repr, features))
-            raise DataFormatError(f"no feature {key!r}; the features are {available} (choose with the *_key options)", origin)
+            raise DataFormatError(
+                f"no feature {key!r}; the features are {available} (choose with the *_key options)", origin
+            )
         feature = features[key]
         inner = getattr(feature, "feature", feature)  # the element feature of a Sequence
         if isinstance(inner, tfds.features.ClassLabel):

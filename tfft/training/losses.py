@@ -14,7 +14,8 @@ def masked_sparse_categorical_crossentropy(labels: tf.Tensor, logits: tf.Tensor)
     padded length) keeps the loss scale independent of how much padding a batch has.
     """
     logits = tf.cast(logits, tf.float32)
-    labels = tf.cast(labels, tf.int32)
+    # Keras hands per-example labels over as [batch, 1]; match them to the logits' batch shape.
+    labels = tf.reshape(tf.cast(labels, tf.int32), tf.shape(logits)[:-1])
     scored = tf.not_equal(labels, IGNORE_INDEX)
     safe_labels = tf.where(scored, labels, tf.zeros_like(labels))
     per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)

@@ -32,6 +32,53 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
 
+class SparseAwareAdamW(keras.optimizers.AdamW):
+    """AdamW that updates an embedding matrix only in the rows a batch used.
+
+    Keras' AdamW turns a sparse (``IndexedSlices``) embedding gradient into passes over
+    the whole 30k x hidden matrix -- moment decay, update and weight decay -- every
+    step; on a CPU that costs more than the rest of the optimizer. Here those rows'
+    moments, decay and update are computed lazily, as in TF-Addons' LazyAdam: rows not
+    in the batch keep their moments until they next appear. Dense variables follow
+    plain AdamW exactly.
+    """
+
+    def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        # Decided at trace time: which variables take the lazy path (and lazy decay).
+        self._sparse_keys = {self._var_key(v) for g, v in grads_and_vars if isinstance(g, tf.IndexedSlices)}
+        return super().apply_gradients(grads_and_vars, name=name,
+                                       skip_gradients_aggregation=skip_gradients_aggregation, **kwargs)
+
+    def _use_weight_decay(self, variable):
+        if self._var_key(variable) in getattr(self, "_sparse_keys", ()):
+            return False  # decayed row by row in update_step instead
+        return super()._use_weight_decay(variable)
+
+    def update_step(self, gradient, variable):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable)
+        dtype = variable.dtype
+        lr = tf.cast(self.learning_rate, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+
+        rows, positions = tf.unique(gradient.indices)
+        grad = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+        m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * grad
+        v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(grad)
+        values = tf.gather(variable, rows)
+        if self.weight_decay and super()._use_weight_decay(variable):
+            values = values * (1 - lr * tf.cast(self.weight_decay, dtype))
+        values = values - alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_update(tf.IndexedSlices(values, rows))
+
+
 def create_optimizer(
     learning_rate: float,
     total_steps: int,
@@ -42,7 +89,7 @@ def create_optimizer(
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1); got {warmup_fraction}")
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(warmup_fraction * total_steps)))
-    optimizer = keras.optimizers.AdamW(
+    optimizer = SparseAwareAdamW(
         learning_rate=schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-6
     )
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAME_PARTS))

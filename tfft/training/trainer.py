@@ -14,13 +14,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from tfft.backend import keras, tf
 from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.evaluation import evaluate_examples, plot_training_curves
-from tfft.features import encode_for_training
+from tfft.features import Encoding, encode_for_training
 from tfft.files import replace_directory, write_json
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer
 from tfft.pipeline import make_dataset
@@ -59,11 +59,38 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
     model.compile(optimizer=optimizer, loss=masked_sparse_categorical_crossentropy, jit_compile=config.xla)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Fine-tune per ``config`` and write the run directory; see the module docstring."""
+@dataclass
+class PreparedData:
+    """Everything read and encoded from the data once, reusable across fits (and tuner trials)."""
+
+    tokenizer: object
+    label_map: LabelMap
+    train_examples: list
+    validation_examples: Optional[list]
+    encoding: Encoding
+
+    def train_dataset(self, config: TrainConfig):
+        """The shuffled, length-bucketed training pipeline for ``config.batch_size``."""
+        return make_dataset(
+            self.encoding, batch_size=config.batch_size, pad_token_id=self.tokenizer.pad_token_id,
+            shuffle=True, seed=config.seed, num_buckets=config.num_buckets,
+        )
+
+    def window_length(self, config: TrainConfig) -> int:
+        return min(config.max_length, self.tokenizer.model_max_length)
+
+    def validation_metrics(self, config: TrainConfig) -> Optional[ValidationMetrics]:
+        if self.validation_examples is None:
+            return None
+        return ValidationMetrics.from_examples(
+            self.tokenizer, self.validation_examples, self.label_map, max_length=self.window_length(config),
+            stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+        )
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Read, check and encode the data of ``config``; fails before anything is written."""
     config.validate()
-    started = time.time()
-    # Everything that can fail on bad input is checked before anything is written.
     tokenizer = load_tokenizer(config.model)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
     label_map = (LabelMap.from_token_examples(train_examples) if config.task == TOKEN_CLASSIFICATION
@@ -72,62 +99,105 @@ def train(config: TrainConfig) -> TrainResult:
     if config.validation:
         validation_examples = read_config_examples(config, config.validation, config.max_validation_examples)
         label_map.check(validation_examples)
-
-    keras.utils.set_random_seed(config.seed)
-    set_precision(config.precision)
     encoding = encode_for_training(tokenizer, train_examples, label_map, config.max_length, config.label_all_subwords)
-    train_dataset = make_dataset(
-        encoding, batch_size=config.batch_size, pad_token_id=tokenizer.pad_token_id,
-        shuffle=True, seed=config.seed, num_buckets=config.num_buckets,
-    )
-    steps_per_epoch = int(train_dataset.cardinality())
+    return PreparedData(tokenizer, label_map, train_examples, validation_examples, encoding)
 
-    run_dir = config.run_dir
-    work_dir = run_dir.parent / f".{run_dir.name}.partial"
-    work_dir.mkdir(parents=True, exist_ok=True)
+
+def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int):
+    """Build and compile the model (and optimizer) inside the current distribution strategy."""
+    set_precision(config.precision)
     with tf.distribute.get_strategy().scope():
         model = build_model(config.task, label_map, config.model, dropout=config.dropout)
         compile_model(model, config, steps_per_epoch)
+    return model
 
+
+def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup: bool = True,
+              extra_callbacks: Sequence = ()):
+    """Seed, build, ``model.fit`` with tfft's callbacks, and restore the best epoch's weights.
+
+    ``work_dir`` receives the best checkpoint, ``history.csv``, TensorBoard logs and
+    (with ``backup``) the ``BackupAndRestore`` state that lets a rerun resume.
+    Returns ``(model, best_epoch or None, history)``.
+    """
+    keras.utils.set_random_seed(config.seed)
+    train_dataset = data.train_dataset(config)
+    model = create_model(config, data.label_map, int(train_dataset.cardinality()))
+    work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = BestWeightsCheckpoint(work_dir / "best_weights.h5", monitor=config.monitor_metric,
                                        mode=checkpoint_mode(config))
     callbacks: List[keras.callbacks.Callback] = []
-    if validation_examples is not None:
+    validation_metrics = data.validation_metrics(config)
+    if validation_metrics is not None:
         callbacks += [
-            ValidationMetrics.from_examples(
-                tokenizer, validation_examples, label_map, max_length=min(config.max_length, tokenizer.model_max_length),
-                stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
-            ),
+            validation_metrics,
             checkpoint,
             keras.callbacks.EarlyStopping(monitor=config.monitor_metric, mode=checkpoint_mode(config),
                                           patience=config.patience, verbose=1),
         ]
+    callbacks += list(extra_callbacks)
     callbacks.append(keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
-
-    print(
-        f"Training {config.task} on {len(train_examples)} examples ({encoding.num_truncated} truncated to "
-        f"{config.max_length} tokens), {len(label_map)} labels, {steps_per_epoch} steps/epoch", flush=True,
-    )
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
     model.fit(train_dataset, epochs=config.epochs, callbacks=callbacks, verbose=1 if os.isatty(1) else 2)
-    best_epoch = checkpoint.restore() if validation_examples is not None else None
-    history = read_history(work_dir / "history.csv")
+    best_epoch = checkpoint.restore() if validation_metrics is not None else None
+    return model, best_epoch, read_history(work_dir / "history.csv")
+
+
+def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, best_epoch: Optional[int],
+              history: Dict[str, List[float]], started: float) -> TrainResult:
+    """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory."""
     best_scores = {}
     if best_epoch is not None:
         best_scores = {k: v[best_epoch] for k, v in history.items() if k.startswith("val_") and len(v) > best_epoch}
-
-    _finalize_run(work_dir, model, tokenizer, config, label_map, history, best_epoch, best_scores, encoding.num_truncated)
-    if validation_examples is not None:
+    model.save_pretrained(str(work_dir / MODEL_SUBDIR))
+    data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
+    config.save(work_dir / CONFIG_FILE)
+    write_json(work_dir / "labels.json", data.label_map.to_dict())
+    write_json(work_dir / "metrics.json", {
+        "best_epoch": None if best_epoch is None else best_epoch + 1,
+        "monitor": config.monitor_metric,
+        "best": best_scores,
+        "truncated_training_examples": data.encoding.num_truncated,
+    })
+    write_json(work_dir / "history.json", history)
+    plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
+    if data.validation_examples is not None:
         report = evaluate_examples(
-            model, tokenizer, validation_examples, label_map, max_length=min(config.max_length, tokenizer.model_max_length),
+            model, data.tokenizer, data.validation_examples, data.label_map, max_length=data.window_length(config),
             stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
         )
         report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)
-    replace_directory(work_dir, run_dir)
-    return TrainResult(run_dir, best_epoch, best_scores, history, encoding.num_truncated, time.time() - started)
+    for leftover in ("backup", "best_weights.h5", "best_weights.json"):
+        target = work_dir / leftover
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    replace_directory(work_dir, config.run_dir)
+    return TrainResult(config.run_dir, best_epoch, best_scores, history, data.encoding.num_truncated,
+                       time.time() - started)
+
+
+def work_dir_of(run_dir: Path) -> Path:
+    """The hidden sibling a run is built in; a rerun of the same command resumes from it."""
+    return run_dir.parent / f".{run_dir.name}.partial"
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Fine-tune per ``config`` and write the run directory; see the module docstring."""
+    started = time.time()
+    data = prepare_data(config)
+    print(
+        f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} truncated to "
+        f"{config.max_length} tokens), {len(data.label_map)} labels", flush=True,
+    )
+    work_dir = work_dir_of(config.run_dir)
+    model, best_epoch, history = fit_model(config, data, work_dir)
+    return write_run(config, data, model, work_dir, best_epoch, history, started)
 
 
 def checkpoint_mode(config: TrainConfig) -> str:
@@ -143,24 +213,3 @@ def read_history(path: Path) -> Dict[str, List[float]]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
-
-
-def _finalize_run(work_dir: Path, model, tokenizer, config, label_map, history, best_epoch, best_scores, num_truncated):
-    model.save_pretrained(str(work_dir / MODEL_SUBDIR))
-    tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
-    config.save(work_dir / CONFIG_FILE)
-    write_json(work_dir / "labels.json", label_map.to_dict())
-    write_json(work_dir / "metrics.json", {
-        "best_epoch": None if best_epoch is None else best_epoch + 1,
-        "monitor": config.monitor_metric,
-        "best": best_scores,
-        "truncated_training_examples": num_truncated,
-    })
-    write_json(work_dir / "history.json", history)
-    plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
-    for leftover in ("backup", "best_weights.h5", "best_weights.json"):
-        target = work_dir / leftover
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()

@@ -1,0 +1,165 @@
+"""Training behaviour users rely on: the run directory, early stopping restoring the best
+epoch, resuming an interrupted fit, and the CLI failing cleanly on bad input."""
+
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tfft.backend import keras
+from tfft.cli import main
+from tfft.config import TrainConfig
+from tfft.data.labels import LabelMap
+from tfft.models import build_model
+from tfft.training import BestWeightsCheckpoint
+from tfft.training.trainer import fit_model, prepare_data, train, work_dir_of
+
+from conftest import SAMPLE_DATA
+
+
+@pytest.fixture
+def ner_config(tiny_model_dir, tmp_path):
+    return TrainConfig(
+        task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
+        validation=str(SAMPLE_DATA / "ner_valid.txt"), model=str(tiny_model_dir), output_dir=str(tmp_path / "run"),
+        epochs=2, batch_size=16, max_train_examples=64, max_validation_examples=32, learning_rate=1e-3,
+        tensorboard=False,
+    )
+
+
+def test_train_writes_a_complete_run_directory(ner_config):
+    result = train(ner_config)
+    run = result.run_dir
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]
+    labels = json.loads((run / "labels.json").read_text())
+    model_config = json.loads((run / "model" / "config.json").read_text())
+    assert model_config["id2label"] == labels["id2label"]
+    assert labels["id2label"]["0"] == "O"
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["val_f1"]) == 2 and len(history["loss"]) == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["monitor"] == "val_f1"
+    assert metrics["best"]["val_f1"] == max(history["val_f1"])
+    assert (run / "reports" / "validation.txt").read_text().startswith("precision=")
+    assert (run / "reports" / "training_curves.png").stat().st_size > 1000
+    assert not work_dir_of(run).exists()
+
+
+class ScriptedMetric(keras.callbacks.Callback):
+    """Puts a given val_f1 per epoch into logs and remembers the weights of each epoch."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights = values, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_f1"] = self.values[epoch]
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def test_early_stopping_restores_the_best_epoch(tiny_model_dir, tiny_tokenizer, tmp_path):
+    labels = LabelMap(["O", "B-X", "I-X"])
+    model = build_model("token-classification", labels, str(tiny_model_dir))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ids = np.random.default_rng(0).integers(5, 30, size=(16, 6)).astype(np.int32)
+    x = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    y = np.random.default_rng(1).integers(0, 3, size=(16, 6))
+    scripted = ScriptedMetric([0.5, 0.9, 0.6, 0.4, 0.3])
+    checkpoint = BestWeightsCheckpoint(tmp_path / "best.h5", monitor="val_f1")
+    stopper = keras.callbacks.EarlyStopping(monitor="val_f1", mode="max", patience=2)
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[scripted, checkpoint, stopper])
+    assert len(history.history["loss"]) == 4  # best at epoch 2, two epochs without improvement
+    assert checkpoint.restore() == 1
+    for restored, best in zip(model.get_weights(), scripted.weights[1]):
+        np.testing.assert_array_equal(restored, best)
+    assert not np.array_equal(model.get_weights()[0], scripted.weights[-1][0])
+
+
+class InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_an_interrupted_fit_resumes_where_it_stopped(ner_config, tmp_path):
+    config = replace(ner_config, epochs=3)
+    data = prepare_data(config)
+    work_dir = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(2)])
+    recorder = EpochRecorder()
+    _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
+    assert recorder.epochs == [2]
+    assert len(history["val_f1"]) == 3
+    assert best_epoch == int(np.argmax(history["val_f1"]))
+
+
+def test_sequence_classification_reports_accuracy_and_macro_f1(tiny_model_dir, tmp_path):
+    config = TrainConfig(
+        task="sequence-classification", train=str(SAMPLE_DATA / "sentiment_train.tsv"),
+        validation=str(SAMPLE_DATA / "sentiment_valid.tsv"), model=str(tiny_model_dir),
+        output_dir=str(tmp_path / "run"), epochs=1, batch_size=16, max_train_examples=48, tensorboard=False,
+    )
+    result = train(config)
+    assert {"val_accuracy", "val_macro_f1", "val_loss"} <= set(result.best_scores)
+    report = json.loads((result.run_dir / "reports" / "validation.json").read_text())
+    assert report["labels"] == ["0", "1"]
+    assert np.asarray(report["confusion_matrix"]).sum() == 100
+    assert (result.run_dir / "reports" / "validation_confusion.png").is_file()
+
+
+BAD_INPUTS = {
+    "missing tag": ("token-classification", "train.txt", "EU B-ORG\nrejects\n\n", r"train\.txt:2: .*column"),
+    "empty file": ("token-classification", "train.txt", "", r"train\.txt"),
+    "undecodable bytes": ("token-classification", "train.txt", "caf\xe9 O\n", r"train\.txt:1: .*decode"),
+    "missing column": ("sequence-classification", "train.tsv", "sentence\tscore\ngood\t1\n", r"train\.tsv.*'label'"),
+    "empty text": ("sequence-classification", "train.tsv", "text\tlabel\ngood\t1\n \t0\n", r"train\.tsv:3: .*empty"),
+    "single class": ("sequence-classification", "train.tsv", "text\tlabel\ngood\t1\nfine\t1\n", r"train\.tsv.*2 classes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_cli_rejects_bad_training_input_and_writes_nothing(case, tiny_model_dir, tmp_path, capsys):
+    task, name, content, expected = BAD_INPUTS[case]
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    run_dir = tmp_path / "run"
+    code = main(["train", "--task", task, "--train", str(path), "--model", str(tiny_model_dir),
+                 "--output-dir", str(run_dir)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert re.search(expected, error), error
+    assert not run_dir.exists() and not work_dir_of(run_dir).exists()
+
+
+def test_cli_rejects_a_validation_label_never_seen_in_training(tiny_model_dir, tmp_path, capsys):
+    valid = tmp_path / "valid.txt"
+    valid.write_text("Paris B-LOC\nrocks B-GENRE\n\n", encoding="utf-8")
+    code = main(["train", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+                 "--validation", str(valid), "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert re.search(r"valid\.txt:2: label 'B-GENRE' was not seen", capsys.readouterr().err)
+
+
+def test_cli_rejects_a_missing_model_directory(tmp_path, capsys):
+    code = main(["train", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+                 "--model", str(tmp_path / "no-such-model"), "--output-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert "no-such-model: model directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
