@@ -13,28 +13,41 @@ The public API, layer by layer (each depends only on the ones above it):
 KerasTuner (``tfft.tuning``) and export (``tfft.export``) are imported on use.
 """
 
-from tfft.backend import keras, tf  # noqa: F401  (first: selects tf-keras before TensorFlow loads)
-from tfft.config import TrainConfig
-from tfft.data import (
-    LabelMap, TextExample, TokenExample, from_dataframe, from_texts, from_tokens, read_conll, read_examples,
-    read_table, read_tfds,
-)
-from tfft.errors import ConfigError, DataFormatError, ModelLoadError, TfftError
-from tfft.evaluation import EvaluationReport, evaluate_examples, evaluate_run
-from tfft.features import encode_for_inference, encode_for_training
-from tfft.models import build_model, load_tokenizer
-from tfft.pipeline import make_dataset
-from tfft.prediction import Predictor
-from tfft.training import (
-    BestWeightsCheckpoint, ValidationMetrics, create_optimizer, masked_sparse_categorical_crossentropy, train,
-)
+import importlib
+
+import tfft._environment  # noqa: F401  (before anything imports TensorFlow)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "TrainConfig", "LabelMap", "TextExample", "TokenExample", "from_dataframe", "from_texts", "from_tokens",
-    "read_conll", "read_examples", "read_table", "read_tfds", "ConfigError", "DataFormatError", "ModelLoadError",
-    "TfftError", "EvaluationReport", "evaluate_examples", "evaluate_run", "encode_for_inference",
-    "encode_for_training", "build_model", "load_tokenizer", "make_dataset", "Predictor", "BestWeightsCheckpoint",
-    "ValidationMetrics", "create_optimizer", "masked_sparse_categorical_crossentropy", "train",
-]
+# Public name -> module. Imported on first use (PEP 562), so `import tfft` and
+# `import tfft.data` stay free of TensorFlow until a TensorFlow-backed name is used.
+_EXPORTS = {
+    "TrainConfig": "tfft.config",
+    **{name: "tfft.data" for name in (
+        "LabelMap", "TextExample", "TokenExample", "from_dataframe", "from_texts", "from_tokens", "read_conll",
+        "read_examples", "read_table", "read_tfds")},
+    **{name: "tfft.errors" for name in ("ConfigError", "DataFormatError", "ModelLoadError", "TfftError")},
+    **{name: "tfft.evaluation" for name in ("EvaluationReport", "evaluate_examples", "evaluate_run")},
+    **{name: "tfft.features" for name in ("encode_for_inference", "encode_for_training")},
+    **{name: "tfft.models" for name in ("build_model", "load_tokenizer")},
+    "make_dataset": "tfft.pipeline",
+    "Predictor": "tfft.prediction",
+    **{name: "tfft.training" for name in (
+        "BestWeightsCheckpoint", "ValidationMetrics", "create_optimizer", "masked_sparse_categorical_crossentropy",
+        "train")},
+    "export_run": "tfft.export.saved_model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfft' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -9,14 +9,7 @@ Every tfft module imports ``tf`` and ``keras`` from here, never on its own.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("USE_TORCH", "0")
-os.environ.setdefault("USE_TF", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import tfft._environment  # noqa: F401  (must run before TensorFlow is imported)
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tfft.data.labels import LabelMap
-from tfft.features import encode_for_inference, is_token_task
+from tfft.features import encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions, tags_from_probabilities
@@ -49,11 +49,11 @@ class EvaluationReport:
         return written
 
 
-def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: int = 256,
+def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: Optional[int] = None,
                       stride: int = 32, batch_size: int = 64, jit_compile: bool = False) -> EvaluationReport:
     """Predict ``examples`` (sliding windows for long ones) and build the full report."""
     label_map.check(examples)
-    encoding = encode_for_inference(tokenizer, examples, max_length, stride)
+    encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride)
     token_task = is_token_task(examples)
     true_labels = [list(e.tags) for e in examples] if token_task else [e.label for e in examples]
     probabilities = predict_encoded(
@@ -103,7 +103,7 @@ def _score_line(scores: Dict[str, float]) -> str:
 
 def plot_training_curves(history: Dict[str, List[float]], path: Path) -> None:
     """One panel for losses, one for the other validation metrics, per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     losses = {k: v for k, v in history.items() if k.endswith("loss") and v}
     others = {k: v for k, v in history.items() if k.startswith("val_") and not k.endswith("loss") and v}
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -116,11 +116,11 @@ def plot_training_curves(history: Dict[str, List[float]], path: Path) -> None:
             ax.legend()
         ax.grid(alpha=0.3)
     figure.tight_layout()
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4, 0.6 * len(labels) + 2)
     figure, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
@@ -132,10 +132,10 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path)
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
     figure.tight_layout()
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
-def _pyplot():
+def pyplot():
     # Imported on use: `import tfft` should not pay for matplotlib.
     import matplotlib
 
@@ -145,10 +145,10 @@ def _pyplot():
     return plt
 
 
-def _save_figure(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     path = Path(path)
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
 def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None) -> EvaluationReport:
@@ -161,7 +161,7 @@ def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None) -> Evalua
     examples = read_config_examples(config, data)
     report = evaluate_examples(
         model, tokenizer, examples, label_map_of(model),
-        max_length=min(config.max_length, tokenizer.model_max_length), stride=config.stride,
+        stride=config.stride,
         batch_size=batch_size or config.eval_batch_size, jit_compile=config.xla,
     )
     report.write(Path(run_dir) / REPORTS_SUBDIR, Path(str(data).split(":")[-1]).stem or "evaluation")

@@ -60,6 +60,15 @@ class Encoding:
         return np.concatenate([[0], np.cumsum(self.row_lengths)[:-1]]).astype(np.int64)
 
 
+def inference_length(tokenizer) -> int:
+    """Window length for prediction and evaluation: the model's maximum, capped at BERT's 512.
+
+    Training truncates at ``max_length`` to bound memory; inference uses the model's full
+    context so that windows (and their seams) are needed only for really long inputs.
+    """
+    return int(min(tokenizer.model_max_length, 512))
+
+
 def is_token_task(examples: Examples) -> bool:
     return bool(examples) and isinstance(examples[0], TokenExample)
 

@@ -15,7 +15,7 @@ import numpy as np
 from tfft.data.labels import LabelMap
 from tfft.data.tags import iob2_spans
 from tfft.data.examples import TextExample
-from tfft.features import encode_for_inference, encode_raw_texts
+from tfft.features import encode_for_inference, encode_raw_texts, inference_length
 from tfft.inference import predict_encoded
 from tfft.models import TOKEN_CLASSIFICATION, label_map_of
 from tfft.run_dir import load_run
@@ -28,7 +28,6 @@ class Predictor:
     tokenizer: object
     task: str
     label_map: LabelMap
-    max_length: int = 256
     stride: int = 32
     batch_size: int = 64
     jit_compile: bool = False
@@ -42,7 +41,6 @@ class Predictor:
             tokenizer=tokenizer,
             task=config.task,
             label_map=label_map_of(model),
-            max_length=config.max_length,
             stride=config.stride,
             batch_size=batch_size or config.eval_batch_size,
             jit_compile=config.xla,
@@ -50,7 +48,7 @@ class Predictor:
 
     @property
     def window_length(self) -> int:
-        return min(self.max_length, self.tokenizer.model_max_length)
+        return inference_length(self.tokenizer)
 
     def _run(self, encoding, words_per_example=None):
         return predict_encoded(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 from tfft.backend import keras
 from tfft.data.labels import LabelMap
 from tfft.files import atomic_write
-from tfft.features import Encoding, encode_for_inference, is_token_task
+from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions
 
@@ -47,11 +48,11 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.last_scores: Dict[str, float] = {}
 
     @classmethod
-    def from_examples(cls, tokenizer, examples, label_map: LabelMap, *, max_length: int = 256,
+    def from_examples(cls, tokenizer, examples, label_map: LabelMap, *, max_length: Optional[int] = None,
                       stride: int = 32, **options) -> "ValidationMetrics":
         """Encode validation examples once, up front, so each epoch only runs the model."""
         label_map.check(examples)
-        encoding = encode_for_inference(tokenizer, examples, max_length, stride)
+        encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride)
         if is_token_task(examples):
             true_labels = [list(e.tags) for e in examples]
         else:
@@ -114,3 +115,29 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
             self.model.load_weights(str(self.path))
             return self.best_epoch
         return None
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """One line every ``every`` steps with loss and sentences/s, for logs written to files.
+
+    Keras' progress bar only prints at epoch end when output is not a terminal, which
+    leaves a long background run silent for many minutes.
+    """
+
+    def __init__(self, batch_size: int, every: int = 50):
+        super().__init__()
+        self.batch_size = batch_size
+        self.every = every
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self.epoch, self.started, self.timed_from = epoch, time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        if (batch + 1) % self.every:
+            return
+        now = time.perf_counter()
+        rate = (batch + 1 - self.timed_from) * self.batch_size / max(now - self.started, 1e-9)
+        self.started, self.timed_from = now, batch + 1
+        total = self.params.get("steps") or "?"
+        print(f"epoch {self.epoch + 1} step {batch + 1}/{total} - loss {logs.get('loss', float('nan')):.4f} "
+              f"- {rate:.1f} sentences/s", flush=True)

@@ -25,7 +25,7 @@ from tfft.files import replace_directory, write_json
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer
 from tfft.pipeline import make_dataset
 from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, read_config_examples
-from tfft.training.callbacks import BestWeightsCheckpoint, ValidationMetrics
+from tfft.training.callbacks import BestWeightsCheckpoint, ProgressLog, ValidationMetrics
 from tfft.training.losses import masked_sparse_categorical_crossentropy
 from tfft.training.optimization import create_optimizer
 
@@ -76,14 +76,11 @@ class PreparedData:
             shuffle=True, seed=config.seed, num_buckets=config.num_buckets,
         )
 
-    def window_length(self, config: TrainConfig) -> int:
-        return min(config.max_length, self.tokenizer.model_max_length)
-
     def validation_metrics(self, config: TrainConfig) -> Optional[ValidationMetrics]:
         if self.validation_examples is None:
             return None
         return ValidationMetrics.from_examples(
-            self.tokenizer, self.validation_examples, self.label_map, max_length=self.window_length(config),
+            self.tokenizer, self.validation_examples, self.label_map,
             stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
         )
 
@@ -141,7 +138,10 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
     if backup:
         callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
-    model.fit(train_dataset, epochs=config.epochs, callbacks=callbacks, verbose=1 if os.isatty(1) else 2)
+    interactive = os.isatty(1)
+    if not interactive:
+        callbacks.append(ProgressLog(config.batch_size))
+    model.fit(train_dataset, epochs=config.epochs, callbacks=callbacks, verbose=1 if interactive else 2)
     best_epoch = checkpoint.restore() if validation_metrics is not None else None
     return model, best_epoch, read_history(work_dir / "history.csv")
 
@@ -166,7 +166,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
     plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
     if data.validation_examples is not None:
         report = evaluate_examples(
-            model, data.tokenizer, data.validation_examples, data.label_map, max_length=data.window_length(config),
+            model, data.tokenizer, data.validation_examples, data.label_map,
             stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
         )
         report.write(work_dir / REPORTS_SUBDIR, "validation")
@@ -212,4 +212,4 @@ def read_history(path: Path) -> Dict[str, List[float]]:
         return {}
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
+    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "", "NA")] for key in (rows[0] if rows else {})}

@@ -1,0 +1,237 @@
+"""A KerasTuner ``Tuner`` whose trials are tfft fits, and the oracle (search algorithm) choice.
+
+KerasTuner 1.4.8 works with Keras 3 and rejects the tf-keras models tfft trains, and its
+callbacks cannot be given to a tf-keras ``fit``. ``TfftTuner`` therefore overrides the
+extension points KerasTuner provides for custom training: ``run_trial`` fits with
+``trainer.fit_model`` (tfft's validation metrics, early stopping and best-epoch restore)
+and returns the best epoch's metrics; ``save_model``/``load_model`` keep each trial's best
+weights. Everything else (oracles, resuming a project, ``results_summary``,
+``get_best_hyperparameters``, ``get_best_models``) is KerasTuner's own.
+
+    DIR/search/trial_<id>/trial.json        KerasTuner's trial record (hyperparameters, score, status)
+    DIR/search/trial_<id>/weights.h5        the trial's best-epoch weights
+    DIR/search/trial_<id>/tfft_trial.json   epochs run, best epoch, seconds spent
+    DIR/search/trial_<id>/fit/              the fit's history.csv and TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import keras_tuner as kt
+
+from tfft.backend import keras
+from tfft.config import TrainConfig
+from tfft.errors import ConfigError
+from tfft.files import atomic_write, write_json
+from tfft.training.trainer import PreparedData, checkpoint_mode, fit_model, prepare_data, read_history
+from tfft.tuning.hypermodels import TfftHyperModel
+from tfft.tuning.options import TUNERS, SearchSpace
+from tfft.tuning.results import SearchFailedError, SearchReport, collect_report
+
+SEARCH_SUBDIR = "search"
+FIT_SUBDIR = "fit"
+WEIGHTS_FILE = "weights.h5"
+TRIAL_INFO_FILE = "tfft_trial.json"
+
+
+def tune_dir_of(config: TrainConfig) -> Path:
+    """Where a search over ``config`` lives: ``--output-dir``, else ``runs/<task>-tune``."""
+    return Path(config.output_dir or f"runs/{config.task}-tune")
+
+
+class ScheduleSegment(keras.callbacks.Callback):
+    """Train only epochs ``[start_epoch, stop_epoch)`` of a fit whose schedule spans ``config.epochs``.
+
+    Hyperband trains a configuration in rounds: a later round continues the earlier
+    round's best weights (``initial_weights``) and the optimizer step count is moved to
+    ``start_epoch``, so the learning rate carries on along the same warmup/decay
+    schedule rather than warming up again. Put before ``BackupAndRestore`` (as
+    ``fit_model``'s extra callbacks are) so a resumed fit restores its own later state.
+    """
+
+    def __init__(self, start_epoch: int, stop_epoch: int, initial_weights: Optional[Path] = None):
+        super().__init__()
+        self.start_epoch = start_epoch
+        self.stop_epoch = stop_epoch
+        self.initial_weights = initial_weights
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        if self.initial_weights is not None:
+            self.model.load_weights(str(self.initial_weights))
+        self.model.optimizer.iterations.assign(self.start_epoch * self.params["steps"])
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if epoch + 1 >= self.stop_epoch - self.start_epoch:
+            self.model.stop_training = True
+
+
+class BoundedHyperbandOracle(kt.oracles.HyperbandOracle):
+    """KerasTuner's Hyperband, also stopping at ``max_trials`` (which ``Oracle.create_trial``
+    honours), so ``--max-trials`` bounds every tuner alike."""
+
+    def __init__(self, max_trials: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.max_trials = max_trials
+
+
+class TfftTuner(kt.Tuner):
+    """A KerasTuner ``Tuner`` over a ``TfftHyperModel``: ``search``, ``results_summary``,
+    ``get_best_hyperparameters`` and ``get_best_models`` (tf-keras models with the trial's
+    best weights) work as for any tuner. ``overwrite=False`` resumes a project: finished
+    trials are kept and an interrupted one is rerun, resuming its fit where it stopped."""
+
+    def __init__(self, oracle: kt.Oracle, hypermodel: TfftHyperModel, directory: Path,
+                 project_name: str = SEARCH_SUBDIR, overwrite: bool = False):
+        if not isinstance(hypermodel, TfftHyperModel):
+            raise TypeError(f"TfftTuner trains through tfft's fit loop and needs a TfftHyperModel; got {hypermodel!r}")
+        super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
+                         project_name=project_name, overwrite=overwrite)
+
+    def _populate_initial_space(self) -> None:
+        # KerasTuner builds the model repeatedly here to discover conditional
+        # hyperparameters. tfft's space has none and is declared without a model,
+        # which saves loading a checkpoint whenever a tuner is created.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def search(self, callbacks: Sequence = (), verbose: int = 1) -> SearchReport:
+        """Run trials until ``max_trials`` (counting earlier runs of the project) or the oracle is done.
+
+        ``callbacks``: extra tf-keras callbacks for every trial's ``fit`` (copied per trial).
+        Prints how many trials completed and failed, with each failure's error, and returns
+        the report. Raises ``SearchFailedError`` (with that summary) when no trial has
+        completed, or when KerasTuner stopped the search after ``max_consecutive_failed_trials``
+        failures in a row.
+        """
+        self.oracle.verbose = verbose
+        try:
+            super().search(callbacks=list(callbacks))
+        except RuntimeError as error:
+            report = collect_report(self)
+            if not report.failed:
+                raise
+            raise SearchFailedError(f"KerasTuner stopped the search: {str(error).splitlines()[0]}\n"
+                                    f"{report.summary()}", report) from error
+        report = collect_report(self)
+        if not report.completed:
+            raise SearchFailedError(report.summary(), report)
+        print(report.summary(), flush=True)
+        return report
+
+    def run_trial(self, trial: kt.engine.trial.Trial, callbacks: Sequence = ()) -> Dict[str, float]:
+        """Fit the trial's configuration; return its best epoch's metrics (``val_*`` and ``loss``)."""
+        started = time.monotonic()
+        hp = trial.hyperparameters
+        fit_dir = self.fit_dir(trial.trial_id)
+        previous = self.trial_info(trial.trial_id)
+        if "best_epoch" in previous:
+            # This trial's fit finished before the process stopped: start over rather than
+            # append to its history. An interrupted fit resumes (fit_model's BackupAndRestore).
+            shutil.rmtree(fit_dir, ignore_errors=True)
+        info = {"seconds": previous.get("seconds", 0.0)}
+        try:
+            config = self.hypermodel.config_for(hp)
+            segment = []
+            if "tuner/epochs" in hp.values:
+                parent = hp.values.get("tuner/trial_id")
+                segment.append(ScheduleSegment(hp.values["tuner/initial_epoch"], hp.values["tuner/epochs"],
+                                               self.weights_path(parent) if parent else None))
+            keras.backend.clear_session()  # free the previous trial's graphs
+            model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir,
+                                                   extra_callbacks=copy.deepcopy(list(callbacks)) + segment)
+            self.save_model(trial.trial_id, model, step=best_epoch)
+            (fit_dir / "best_weights.h5").unlink(missing_ok=True)  # superseded by weights.h5
+            info["best_epoch"] = best_epoch
+            return {name: values[best_epoch] for name, values in history.items()
+                    if name != "epoch" and len(values) > best_epoch}
+        finally:
+            info["seconds"] += time.monotonic() - started
+            info["epochs_run"] = max(map(len, read_history(fit_dir / "history.csv").values()), default=0)
+            write_json(self.trial_dir(trial.trial_id) / TRIAL_INFO_FILE, info)
+
+    def save_model(self, trial_id: str, model, step: int = 0) -> None:
+        """Keep the trial's best-epoch weights (``step``: that epoch, recorded in ``tfft_trial.json``)."""
+        atomic_write(self.weights_path(trial_id), lambda tmp: model.save_weights(tmp))
+
+    def load_model(self, trial: kt.engine.trial.Trial):
+        """The trial's tf-keras model with its best-epoch weights."""
+        model = self.hypermodel.build(trial.hyperparameters.copy())
+        model.load_weights(str(self.weights_path(trial.trial_id)))
+        return model
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id))
+
+    def fit_dir(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / FIT_SUBDIR
+
+    def weights_path(self, trial_id: str) -> Path:
+        return self.trial_dir(trial_id) / WEIGHTS_FILE
+
+    def trial_info(self, trial_id: str) -> dict:
+        """``{"seconds", "epochs_run", "best_epoch" (0-based; only when completed)}``, or {} before a trial ran."""
+        path = self.trial_dir(trial_id) / TRIAL_INFO_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def epochs_to_best(self, trial: kt.engine.trial.Trial) -> int:
+        """Epochs from scratch to the trial's best epoch (a Hyperband round counts its parents' epochs)."""
+        return trial.hyperparameters.values.get("tuner/initial_epoch", 0) + self.trial_info(trial.trial_id)["best_epoch"] + 1
+
+
+def make_oracle(tuner: str, objective: kt.Objective, *, max_trials: int, max_epochs: int,
+                hyperparameters: Optional[kt.HyperParameters] = None, tune_new_entries: bool = True,
+                seed: Optional[int] = None, hyperband_factor: int = 3,
+                max_consecutive_failed_trials: int = 3) -> kt.Oracle:
+    """KerasTuner's oracle for ``tuner`` (random, bayesian or hyperband, bounded by ``max_trials``)."""
+    common = dict(objective=objective, hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+                  seed=seed, max_consecutive_failed_trials=max_consecutive_failed_trials)
+    if tuner == "random":
+        return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+    if tuner == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+    if tuner == "hyperband":
+        return BoundedHyperbandOracle(max_trials=max_trials, max_epochs=max_epochs, factor=hyperband_factor, **common)
+    raise ConfigError(f"The 'tuner' option must be one of {', '.join(TUNERS)}. Got {tuner!r} instead.")
+
+
+def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10,
+                 space: Optional[SearchSpace] = None, hyperparameters: Optional[kt.HyperParameters] = None,
+                 tune_new_entries: bool = True, directory: Optional[Path] = None, overwrite: bool = False,
+                 data: Optional[PreparedData] = None, hyperband_factor: int = 3,
+                 max_consecutive_failed_trials: int = 3) -> TfftTuner:
+    """A tuner searching ``space`` (default ``SearchSpace.default(config)``) around ``config``.
+
+    The objective is ``config.monitor_metric`` (val_f1 for tokens, val_accuracy or e.g.
+    val_macro_f1 for sequences), maximised (minimised for a loss). ``hyperparameters`` and
+    ``tune_new_entries`` are KerasTuner's: register entries there to override the space,
+    and with ``tune_new_entries=False`` only those are searched, the rest keeping the
+    config's values. The project lives in ``directory/search`` (default
+    ``tune_dir_of(config)``); an existing one is resumed unless ``overwrite``. ``data``:
+    the config's data if already read (default: ``prepare_data(config)``).
+    """
+    if not config.validation:
+        raise ConfigError("Tuning needs validation data (--validation): the objective is a validation metric.")
+    if max_trials < 1:
+        raise ConfigError(f"The 'max_trials' option must be a positive integer. Got {max_trials!r} instead.")
+    space = space or SearchSpace.default(config)
+    if tuner == "hyperband":
+        if space.epochs not in (None, SearchSpace.default(config).epochs):
+            raise ConfigError("Hyperband sets each trial's epochs itself, up to --epochs; drop the epochs search range.")
+        space = dataclasses.replace(space, epochs=None)
+    oracle = make_oracle(
+        tuner, kt.Objective(config.monitor_metric, checkpoint_mode(config)), max_trials=max_trials,
+        max_epochs=config.epochs, hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+        seed=config.seed, hyperband_factor=hyperband_factor, max_consecutive_failed_trials=max_consecutive_failed_trials,
+    )
+    data = data or prepare_data(config)
+    return TfftTuner(oracle, TfftHyperModel(config, data, space), directory=directory or tune_dir_of(config),
+                     overwrite=overwrite)
+
