@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 		|| (echo "torch got installed into $(VENV); remove it (TensorFlow and torch cannot share a process)"; exit 1)
 	touch $@
 
-# Fine-tune both demo models on the shipped sample data, evaluate, predict, export.
+# Fine-tune both demo models on the shipped sample data, evaluate, predict, export, serve-predict.
 demo: setup
 	$(TFFT) train --config examples/ner_demo.yaml
 	$(TFFT) evaluate runs/demo-ner --data examples/data/ner_valid.txt
@@ -27,6 +27,10 @@ demo: setup
 	$(TFFT) train --config examples/sentiment_demo.yaml
 	$(TFFT) evaluate runs/demo-sentiment --data examples/data/sentiment_valid.tsv
 	$(TFFT) predict runs/demo-sentiment --input examples/data/sentiment_predict.txt
+	$(TFFT) export runs/demo-ner --name demo-ner
+	$(TFFT) export runs/demo-sentiment --name demo-sentiment
+	$(TFFT) predict --saved-model $$(ls -d saved_models/demo-ner/* | sort -t/ -k3 -n | tail -1) \
+		--input examples/data/ner_predict.txt
 
 test: setup
 	$(PY) -m pytest -q
@@ -35,4 +39,4 @@ bench: setup
 	$(PY) bench/throughput.py
 
 clean:
-	rm -rf runs saved_models/*/ .pytest_cache
+	rm -rf runs saved_models/demo-* .pytest_cache

@@ -25,11 +25,11 @@ from tfft.backend import keras, tf  # noqa: E402
 from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
-from tfft.models import build_model, load_tokenizer  # noqa: E402
+from tfft.models import build_model, load_tokenizer, set_precision  # noqa: E402
 from tfft.pipeline import make_dataset  # noqa: E402
 from tfft.prediction import Predictor  # noqa: E402
 from tfft.training.losses import masked_sparse_categorical_crossentropy  # noqa: E402
-from tfft.training.trainer import create_model, set_precision  # noqa: E402
+from tfft.training.trainer import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {

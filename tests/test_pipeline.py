@@ -93,3 +93,17 @@ def test_row_probabilities_match_unpadded_single_row_calls(tiny_model_dir, tiny_
         }
         single = tf.nn.softmax(model(features).logits)[0].numpy()
         np.testing.assert_allclose(batched[span], single, atol=1e-5)
+
+
+def test_token_budget_batches_grow_as_rows_shrink(tiny_tokenizer):
+    encoding = encode_for_training(tiny_tokenizer, labelled(random_examples(300, seed=2)), LABELS, max_length=64)
+    boundaries = fit_bucket_boundaries(encoding.row_lengths, num_buckets=3)
+    dataset = make_dataset(encoding, batch_size=8, shuffle=True, seed=0, bucket_boundaries=boundaries,
+                           batch_tokens=128)
+    rows = 0
+    for features, _ in dataset:
+        width = features["input_ids"].shape[1]
+        assert features["input_ids"].shape[0] <= 128 // width
+        rows += features["input_ids"].shape[0]
+    assert rows == 300
+    assert int(dataset.cardinality()) == sum(1 for _ in dataset)

@@ -2,7 +2,9 @@
 
     tfft train     fine-tune a classifier (flags or --config YAML)
     tfft evaluate  score a run on a labelled file, write the report beside the run
-    tfft predict   one JSON object per input line
+    tfft predict   one JSON object per input line (from a run or an exported SavedModel)
+    tfft export    SavedModel for TF Serving (raw-text and token-id signatures)
+    tfft tune      hyperparameter search with KerasTuner
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from typing import List, Optional
 
 from tfft.config import TrainConfig, read_yaml
-from tfft.errors import TfftError
+from tfft.errors import ConfigError, TfftError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -75,12 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Read one text per line (a file or - for stdin) and print one JSON "
                                               "object per line: entities with type, text, start, end and score for "
                                               "NER; label and class probabilities for classification.")
-    predict.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train`")
+    predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a directory written by `tfft train`")
+    predict.add_argument("--saved-model", metavar="DIR", help="predict with an exported SavedModel "
+                                                              "(saved_models/NAME/VERSION) instead of a run directory")
     predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input file (default: utf-8)")
     predict.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
     predict.add_argument("--words", action="store_true", help="NER: also print every word with its tag and score")
     predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser("export", help="export a run as a SavedModel for TF Serving",
+                                 description="Write EXPORT_DIR/NAME/VERSION/, the layout TF Serving watches, with a "
+                                             "raw-text `serving_default` signature (tokenizer in the graph, core "
+                                             "TensorFlow ops only) and a `predict_ids` signature for token ids. The "
+                                             "version directory is written elsewhere and renamed into place.")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train` (or `tfft tune`'s best/)")
+    export.add_argument("--name", required=True, help="model name: the directory under EXPORT_DIR")
+    export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    export.add_argument("--export-dir", default="saved_models", help="root of the model store (default: saved_models)")
+    export.set_defaults(handler=_export)
 
     from tfft.tuning.options import TUNE_DESCRIPTION, add_tune_arguments
 
@@ -113,12 +128,27 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from tfft.prediction import Predictor, read_input_lines
 
+    if (args.run_dir is None) == (args.saved_model is None):
+        raise ConfigError("give either RUN_DIR or --saved-model DIR")
     texts = read_input_lines(args.input, args.encoding)
-    predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
+    if args.saved_model:
+        from tfft.export.predictor import SavedModelPredictor
+
+        predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64)
+    else:
+        predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
     for result in predictor.predict(texts):
         if not args.words:
             result.pop("words", None)
         print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _export(args) -> int:
+    from tfft.export.saved_model import export_run
+
+    path = export_run(args.run_dir, args.name, version=args.version, export_dir=args.export_dir)
+    print(f"tfft export: wrote {path} (signatures: serving_default, predict_ids)")
     return 0
 
 

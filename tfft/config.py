@@ -13,9 +13,9 @@ from typing import Any, Dict, Optional, Union
 
 import yaml
 
+from tfft.data import TASKS, TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
 
-TASKS = ("token-classification", "sequence-classification")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -36,6 +36,8 @@ class TrainConfig:
     output_dir: Optional[str] = _option(None, "run directory to create (default: runs/<task>)")
     epochs: int = _option(3, "maximum number of epochs (early stopping may end sooner)")
     batch_size: int = _option(32, "training batch size (sentences per step)")
+    batch_tokens: Optional[int] = _option(None, "size training batches by tokens instead: about this many "
+                                                "tokens per batch (overrides --batch-size per length bucket)")
     learning_rate: float = _option(1e-4, "peak AdamW learning rate")
     warmup_fraction: float = _option(0.1, "fraction of the training steps spent warming the learning rate up")
     weight_decay: float = _option(0.01, "decoupled AdamW weight decay (not applied to LayerNorm and biases)")
@@ -69,7 +71,7 @@ class TrainConfig:
     def monitor_metric(self) -> str:
         if self.monitor:
             return self.monitor
-        return "val_f1" if self.task == "token-classification" else "val_accuracy"
+        return "val_f1" if self.task == TOKEN_CLASSIFICATION else "val_accuracy"
 
     @property
     def run_dir(self) -> Path:

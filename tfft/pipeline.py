@@ -45,6 +45,7 @@ def make_dataset(
     num_buckets: int = 8,
     with_labels: bool = True,
     pad_to_length: Optional[int] = None,
+    batch_tokens: Optional[int] = None,
 ) -> tf.data.Dataset:
     """Build a batched ``tf.data.Dataset`` of ``(features, labels)`` (or features only).
 
@@ -52,6 +53,8 @@ def make_dataset(
     so batches are random but homogeneous in length. Inference keeps the input order
     (callers sort rows by length first) and pads each batch to its bucket boundary.
     ``pad_to_length`` pads everything to one fixed length instead (the plain baseline).
+    ``batch_tokens`` (training) sizes each bucket's batches to about that many tokens
+    instead of ``batch_size`` rows: short rows then come in larger, more efficient batches.
     """
     lengths = encoding.row_lengths
     boundaries = list(bucket_boundaries or fit_bucket_boundaries(lengths, num_buckets))
@@ -87,14 +90,16 @@ def make_dataset(
     padded_shapes = ([None], [None]) + ((([None] if token_labels else []),) if has_labels else ())
 
     if shuffle:
+        batch_sizes = ([batch_size] * len(boundaries) if batch_tokens is None
+                       else [max(1, batch_tokens // b) for b in boundaries])
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=lambda input_ids, *_: tf.shape(input_ids)[0],
             bucket_boundaries=[b + 1 for b in boundaries[:-1]],
-            bucket_batch_sizes=[batch_size] * len(boundaries),
+            bucket_batch_sizes=batch_sizes,
             padded_shapes=padded_shapes,
             padding_values=padding_values,
         )
-        num_batches = _count_bucketed_batches(lengths, boundaries, batch_size)
+        num_batches = _count_bucketed_batches(lengths, boundaries, batch_sizes)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     else:
         dataset = dataset.padded_batch(batch_size, padded_shapes=padded_shapes, padding_values=padding_values)
@@ -124,10 +129,10 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_size: int) -> int:
+def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_sizes: Sequence[int]) -> int:
     bucket_of_row = np.searchsorted(np.asarray(boundaries), lengths, side="left")
     counts = np.bincount(bucket_of_row, minlength=len(boundaries))
-    return int(sum(-(-c // batch_size) for c in counts))
+    return int(sum(-(-c // size) for c, size in zip(counts, batch_sizes)))
 
 
 def sort_by_length(encoding: Encoding) -> Tuple[Encoding, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -70,12 +70,7 @@ class Predictor:
         examples = [TextExample(text=t, text_pair=p) for t, p in zip(texts, pairs)]
         encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride)
         probabilities = self._run(encoding)
-        labels = self.label_map.labels
-        return [
-            {"text": text, "label": labels[int(p.argmax())],
-             "probabilities": {label: round(float(v), 6) for label, v in zip(labels, p)}}
-            for text, p in zip(texts, probabilities)
-        ]
+        return [label_result(text, self.label_map.labels, p) for text, p in zip(texts, probabilities)]
 
     def _predict_entities(self, texts: Sequence[str]) -> List[Dict]:
         encoding, word_spans = encode_raw_texts(self.tokenizer, texts, self.window_length, self.stride)
@@ -84,21 +79,36 @@ class Predictor:
         results = []
         for text, spans, word_probs in zip(texts, word_spans, probabilities):
             tag_ids = word_probs.argmax(-1) if len(spans) else np.zeros(0, int)
-            tags = [labels[i] for i in tag_ids]
             scores = word_probs[np.arange(len(tag_ids)), tag_ids] if len(spans) else np.zeros(0)
-            words = [
-                {"text": text[s:e], "start": s, "end": e, "tag": tag, "score": round(float(score), 6)}
-                for (s, e), tag, score in zip(spans, tags, scores)
-            ]
-            entities = []
-            for entity_type, first, last in iob2_spans(tags):
-                start, end = spans[first][0], spans[last - 1][1]
-                entities.append({
-                    "type": entity_type, "text": text[start:end], "start": start, "end": end,
-                    "score": round(float(np.mean(scores[first:last])), 6),
-                })
-            results.append({"text": text, "entities": entities, "words": words})
+            results.append(entity_result(text, spans, [labels[i] for i in tag_ids], scores))
         return results
+
+
+def entity_result(text: str, spans: Sequence[Tuple[int, int]], tags: Sequence[str], scores: np.ndarray) -> Dict:
+    """The JSON object of one token-classification prediction, from its words' tags.
+
+    Shared with :class:`tfft.export.predictor.SavedModelPredictor` so that predictions from a
+    run directory and from an exported SavedModel are formatted (and decoded into IOB2
+    entities) by the same code. ``spans`` are character offsets into ``text``.
+    """
+    words = [
+        {"text": text[s:e], "start": s, "end": e, "tag": tag, "score": round(float(score), 6)}
+        for (s, e), tag, score in zip(spans, tags, scores)
+    ]
+    entities = []
+    for entity_type, first, last in iob2_spans(tags):
+        start, end = spans[first][0], spans[last - 1][1]
+        entities.append({
+            "type": entity_type, "text": text[start:end], "start": start, "end": end,
+            "score": round(float(np.mean(scores[first:last])), 6),
+        })
+    return {"text": text, "entities": entities, "words": words}
+
+
+def label_result(text: str, labels: Sequence[str], probabilities: np.ndarray) -> Dict:
+    """The JSON object of one sequence-classification prediction (shared like :func:`entity_result`)."""
+    return {"text": text, "label": labels[int(np.argmax(probabilities))],
+            "probabilities": {label: round(float(v), 6) for label, v in zip(labels, probabilities)}}
 
 
 def read_input_lines(source: str, encoding: str = "utf-8") -> List[str]:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 from tfft.config import TrainConfig
-from tfft.data import read_examples
+from tfft.data import TOKEN_CLASSIFICATION, read_examples
 from tfft.errors import ModelLoadError
-from tfft.models import load_tokenizer, load_trained_model
+from tfft.models import load_tokenizer, load_trained_model, set_precision
 
 MODEL_SUBDIR = "model"
 CONFIG_FILE = "config.yaml"
@@ -34,7 +34,7 @@ def load_run_config(run_dir: Union[str, Path]) -> TrainConfig:
 
 def read_config_examples(config: TrainConfig, path: str, limit: Optional[int] = None):
     """Read a data file with the reader options of ``config`` (the run's, for evaluate)."""
-    token_task = config.task == "token-classification"
+    token_task = config.task == TOKEN_CLASSIFICATION
     if path.startswith("tfds:"):
         options = dict(data_dir=config.tfds_data_dir)
         options.update(dict(scheme=config.tag_scheme) if token_task else dict(
@@ -49,10 +49,12 @@ def read_config_examples(config: TrainConfig, path: str, limit: Optional[int] = 
     return examples[:limit] if limit else examples
 
 
-def load_run(run_dir: Union[str, Path]):
-    """Return ``(config, model, tokenizer)`` of a finished run."""
+def load_run(run_dir: Union[str, Path], precision: Optional[str] = None):
+    """Return ``(config, model, tokenizer)`` of a finished run, the model built in
+    ``precision`` (default: the precision the run was trained in)."""
     config = load_run_config(run_dir)
     model_dir = Path(run_dir) / MODEL_SUBDIR
+    set_precision(precision or config.precision)
     return config, load_trained_model(config.task, model_dir), load_tokenizer(str(model_dir))
 
 

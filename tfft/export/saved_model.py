@@ -35,10 +35,11 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from tfft.backend import tf
 from tfft.export.tokenizer import InGraphBertTokenizer
+from tfft.data import TOKEN_CLASSIFICATION
+from tfft.errors import ConfigError
 from tfft.features import inference_length
 from tfft.files import replace_directory
 
-TOKEN_CLASSIFICATION = "token-classification"
 MODEL_CARD = "model_card.json"
 
 
@@ -190,19 +191,18 @@ def next_version(model_dir: Path) -> int:
 def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = None,
                export_dir: Union[str, Path] = "saved_models") -> Path:
     """Export a ``tfft train`` run as ``export_dir/name/version`` and return that path."""
-    from tfft.backend import keras
     from tfft.models import label_map_of
     from tfft.run_dir import MODEL_SUBDIR, load_run
 
-    keras.mixed_precision.set_global_policy("float32")
-    config, model, tokenizer = load_run(run_dir)
+    # Exports compute in float32 whatever the training precision: any server can run it.
+    config, model, tokenizer = load_run(run_dir, precision="fp32")
     model_dir = Path(run_dir) / MODEL_SUBDIR
     labels = list(label_map_of(model).labels)
     target_parent = Path(export_dir) / name
     version = version if version is not None else next_version(target_parent)
     target = target_parent / str(version)
     if target.exists():
-        raise FileExistsError(f"{target} already exists; choose another --version or omit it for the next free one")
+        raise ConfigError(f"{target} already exists; choose another --version or omit it for the next free one")
     metrics_path = Path(run_dir) / "metrics.json"
     card = {
         "name": name, "version": version, "task": config.task, "labels": labels,

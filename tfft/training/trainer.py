@@ -22,7 +22,7 @@ from tfft.data.labels import LabelMap
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training
 from tfft.files import replace_directory, write_json
-from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer
+from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, set_precision
 from tfft.pipeline import make_dataset
 from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, read_config_examples
 from tfft.training.callbacks import BestWeightsCheckpoint, ProgressLog, ValidationMetrics
@@ -41,11 +41,6 @@ class TrainResult:
     history: Dict[str, List[float]]
     num_truncated: int
     seconds: float
-
-
-def set_precision(precision: str) -> None:
-    """Select the Keras dtype policy before models are built (bf16 = mixed_bfloat16)."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -73,7 +68,7 @@ class PreparedData:
         """The shuffled, length-bucketed training pipeline for ``config.batch_size``."""
         return make_dataset(
             self.encoding, batch_size=config.batch_size, pad_token_id=self.tokenizer.pad_token_id,
-            shuffle=True, seed=config.seed, num_buckets=config.num_buckets,
+            shuffle=True, seed=config.seed, num_buckets=config.num_buckets, batch_tokens=config.batch_tokens,
         )
 
     def validation_metrics(self, config: TrainConfig) -> Optional[ValidationMetrics]:

@@ -1,0 +1,361 @@
+"""SavedModel export for TF Serving, end to end: the version layout, the assets, and that the
+exported signatures predict what the in-memory model predicts, in a process that cannot
+import ``transformers``, ``tokenizers`` or ``tensorflow_text`` (as in a stock model server).
+
+The tiny test BERT gets a vocabulary of the sample data's frequent words and one epoch of
+training, so that predictions vary (entities of several types, both sentiment labels) and a
+mix-up of labels, words or offsets would show.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import string
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+
+import tfft
+from tfft.backend import keras, tf
+from tfft.cli import main
+from tfft.config import TrainConfig
+from tfft.errors import ConfigError
+from tfft.export.predictor import SavedModelPredictor
+from tfft.export.saved_model import export_run
+from tfft.prediction import Predictor
+from tfft.training import train
+
+from conftest import REPO, SAMPLE_DATA, TINY_VOCAB, write_tiny_checkpoint
+
+HARD_TEXTS = [
+    "Café Déjà vu naïve Ångström in São Paulo",
+    "我爱北京天安门 and 東京 Tokyo",
+    "I ❤️ 🍕 in Paris !! 🏳️‍🌈",
+    "a\x00b\u200bc\x07d\te\x1bf Anna",  # control characters, removed or splitting
+    "x" * 300,  # longer than a word may be: one [UNK]
+    "",
+    "   \t ",
+    "hello [MASK] Anna [SEP] x[CLS]y",
+]
+NER_TEXTS = [
+    "Anna flew to Tokyo on Monday .",
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn met Werner Zwingmann in Brussels",
+    "The Nobel team beat Sydney 2-1 on Sunday .",
+    *HARD_TEXTS,
+]
+CLASSIFICATION_TEXTS = [
+    "the film is good .",
+    "the dialogue was gripping and gripping .",
+    "what a tedious experience ; the soundtrack is tedious .",
+    "honestly , the cast felt charming .",
+    "the story is tedious .",
+    "a dull , boring mess",
+    *HARD_TEXTS,
+]
+# More tokens than the tiny model's 64: the raw-text signature tags a prefix only.
+LONG_TEXT = " ".join(["Anna flew to Tokyo on Monday ."] * 15)
+BLOCKED_MODULES = ("transformers", "tokenizers", "tensorflow_text")
+
+NER_OUTPUTS = {
+    "tags": "string", "tag_ids": "int32", "tag_scores": "float32", "word_start": "int64", "word_end": "int64",
+    "num_words": "int32", "truncated": "bool", "entity_types": "string", "entity_start": "int64",
+    "entity_end": "int64", "entity_scores": "float32", "num_entities": "int32",
+}
+WORD_PADDING = {"tags": "", "tag_ids": -1, "tag_scores": 0.0, "word_start": -1, "word_end": -1}
+ENTITY_PADDING = {"entity_types": "", "entity_start": -1, "entity_end": -1, "entity_scores": 0.0}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """The tiny test BERT, but with the sample data's frequent words (and letters) in its vocabulary."""
+    counts: collections.Counter = collections.Counter()
+    for line in (SAMPLE_DATA / "ner_train.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("-DOCSTART-"):
+            counts[line.split()[0].lower()] += 1
+    for line in (SAMPLE_DATA / "sentiment_train.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        counts.update(line.split("\t")[0].split())
+    letters = list(string.ascii_lowercase)
+    vocab = TINY_VOCAB + letters + ["##" + c for c in letters] + [w for w, _ in counts.most_common(400)]
+    keras.utils.set_random_seed(0)
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("vocab-bert"), list(dict.fromkeys(vocab)))
+
+
+@pytest.fixture(scope="module")
+def runs(checkpoint, tmp_path_factory) -> Dict[str, Path]:
+    """One-epoch runs of both tasks (settings found to give varied predictions with this seed)."""
+    root = tmp_path_factory.mktemp("runs")
+    ner = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"), model=str(checkpoint),
+                      output_dir=str(root / "ner"), epochs=1, batch_size=16, learning_rate=5e-2, tensorboard=False)
+    sentiment = TrainConfig(task="sequence-classification", train=str(SAMPLE_DATA / "sentiment_train.tsv"),
+                            model=str(checkpoint), output_dir=str(root / "sentiment"), epochs=1, batch_size=4,
+                            max_train_examples=200, learning_rate=3e-2, warmup_fraction=0.0, weight_decay=0.0,
+                            tensorboard=False)
+    return {"ner": train(ner).run_dir, "sentiment": train(sentiment).run_dir}
+
+
+@pytest.fixture(scope="module")
+def exports(runs, tmp_path_factory) -> Path:
+    """``ner/1`` written by ``export_run``, ``sentiment/1`` by the CLI."""
+    export_dir = tmp_path_factory.mktemp("saved_models")
+    assert export_run(runs["ner"], "ner", export_dir=export_dir) == export_dir / "ner" / "1"
+    assert main(["export", str(runs["sentiment"]), "--name", "sentiment", "--export-dir", str(export_dir)]) == 0
+    return export_dir
+
+
+@pytest.fixture(scope="module")
+def predictors(runs) -> Dict[str, Predictor]:
+    return {task: Predictor.from_run_dir(run) for task, run in runs.items()}
+
+
+def assert_same_results(expected: Any, actual: Any, where: str = "result") -> None:
+    """Equal JSON structures, except that floats (scores, probabilities) may differ by 1e-4."""
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected), where
+        for key in expected:
+            assert_same_results(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), where
+        for index, (e, a) in enumerate(zip(expected, actual)):
+            assert_same_results(e, a, f"{where}[{index}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, abs=1e-4), where
+    else:
+        assert actual == expected, where
+
+
+def test_versions_assets_and_refusals(checkpoint, runs, exports, capsys, monkeypatch):
+    ner_dir = exports / "ner"
+    assert export_run(runs["ner"], "ner", export_dir=exports) == ner_dir / "2"
+    assert sorted(os.listdir(ner_dir)) == ["1", "2"]
+
+    with pytest.raises(ConfigError, match=r"ner/1 already exists; choose another --version"):
+        export_run(runs["ner"], "ner", version=1, export_dir=exports)
+    capsys.readouterr()
+    assert main(["export", str(runs["ner"]), "--name", "ner", "--version", "2", "--export-dir", str(exports)]) == 2
+    assert "tfft export: error:" in capsys.readouterr().err
+
+    def fail_midway(obj, export_dir, **kwargs):
+        (Path(export_dir) / "saved_model.pb").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        export_run(runs["ner"], "ner", export_dir=exports)
+    assert sorted(os.listdir(ner_dir)) == ["1", "2"]  # no 3/, no temporary directories
+
+    for task, run in runs.items():
+        version = exports / task / "1"
+        assert sorted(os.listdir(version)) == ["assets", "fingerprint.pb", "saved_model.pb", "variables"]
+        assets = version / "assets"
+        assert sorted(os.listdir(assets)) == ["labels.json", "model_card.json", "vocab.txt"]
+        assert (assets / "vocab.txt").read_bytes() == (run / "model" / "vocab.txt").read_bytes()
+        labels = json.loads((assets / "labels.json").read_text())
+        assert labels == json.loads((run / "labels.json").read_text())["id2label"]
+        card = json.loads((assets / "model_card.json").read_text())
+        assert card["task"] == ("token-classification" if task == "ner" else "sequence-classification")
+        assert card["labels"] == [labels[str(i)] for i in range(len(labels))]
+        assert (card["name"], card["version"], card["max_length"]) == (task, 1, 64)
+        assert card["base_model"] == str(checkpoint)
+        assert (card["tfft_version"], card["tensorflow_version"]) == (tfft.__version__, tf.__version__)
+
+
+SERVE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    for name in {blocked!r}:
+        sys.modules[name] = None  # importing it now raises ImportError
+    import tensorflow as tf
+    from tfft.export.predictor import SavedModelPredictor
+
+    def plain(value):
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+
+    result = {{}}
+    for task, request in json.load(sys.stdin).items():
+        loaded = tf.saved_model.load(request["path"])
+        result[task] = {{"predictions": SavedModelPredictor(request["path"]).predict(request["texts"])}}
+        calls = {{"serving_default": {{"text": tf.constant(request["texts"])}},
+                 "predict_ids": {{k: tf.constant(v, tf.int32) for k, v in request["ids"].items()}}}}
+        for name, inputs in calls.items():
+            signature = loaded.signatures[name]
+            result[task][name] = {{
+                "inputs": sorted(signature.structured_input_signature[1]),
+                "outputs": {{k: {{"dtype": v.dtype.name, "shape": v.shape.as_list(), "value": plain(v.numpy().tolist())}}
+                            for k, v in signature(**inputs).items()}},
+            }}
+    result["imported"] = sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r} and sys.modules[m] is not None)
+    print(json.dumps(result))
+    """
+).format(blocked=BLOCKED_MODULES)
+
+
+@pytest.fixture(scope="module")
+def served(exports, predictors) -> Dict[str, Any]:
+    """What the SavedModels answer in a process without transformers, tokenizers and tensorflow_text."""
+    request = {}
+    for task, texts in (("ner", NER_TEXTS + [LONG_TEXT]), ("sentiment", CLASSIFICATION_TEXTS)):
+        ids = predictors[task].tokenizer(texts[:4], padding=True, return_tensors="np")
+        request[task] = {"path": str(exports / task / "1"), "texts": texts,
+                         "ids": {k: ids[k].tolist() for k in ("input_ids", "attention_mask", "token_type_ids")}}
+    process = subprocess.run([sys.executable, "-c", SERVE_SCRIPT], input=json.dumps(request), capture_output=True,
+                             text=True, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result.pop("imported") == []
+    for task in result:
+        result[task]["ids"] = request[task]["ids"]
+    return result
+
+
+def check_predict_ids(served_task: Dict[str, Any], predictor: Predictor, num_labels: int) -> None:
+    signature = served_task["predict_ids"]
+    assert signature["inputs"] == ["attention_mask", "input_ids", "token_type_ids"]
+    outputs = signature["outputs"]
+    assert sorted(outputs) == ["logits", "probabilities"]
+    features = {k: tf.constant(v, tf.int32) for k, v in served_task["ids"].items()}
+    expected = predictor.model(features, training=False).logits.numpy()
+    for name in ("logits", "probabilities"):
+        assert outputs[name]["dtype"] == "float32"
+        assert outputs[name]["shape"] == list(expected.shape) and expected.shape[-1] == num_labels
+    np.testing.assert_allclose(outputs["logits"]["value"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outputs["probabilities"]["value"], tf.nn.softmax(expected).numpy(), atol=1e-6)
+
+
+def test_token_classification_signatures_match_the_in_memory_model(served, predictors):
+    predictor = predictors["ner"]
+    expected = predictor.predict(NER_TEXTS + [LONG_TEXT])
+    assert any(result["entities"] for result in expected), "the test model should find entities"
+    signature = served["ner"]["serving_default"]
+    assert signature["inputs"] == ["text"]
+    outputs = signature["outputs"]
+    assert {name: output["dtype"] for name, output in outputs.items()} == NER_OUTPUTS
+    values = {name: output["value"] for name, output in outputs.items()}
+    batch, words, entities = len(NER_TEXTS) + 1, max(values["num_words"]), max(values["num_entities"])
+    for name, output in outputs.items():
+        width = words if name in WORD_PADDING else entities if name in ENTITY_PADDING else None
+        assert output["shape"] == ([batch] if width is None else [batch, width]), name
+    assert values["truncated"] == [False] * len(NER_TEXTS) + [True]
+
+    for row, result in enumerate(expected):
+        count, found = values["num_words"][row], values["num_entities"][row]
+        for name, padding in WORD_PADDING.items():
+            assert values[name][row][count:] == [padding] * (words - count), (row, name)
+        for name, padding in ENTITY_PADDING.items():
+            assert values[name][row][found:] == [padding] * (entities - found), (row, name)
+        graph_words = [(values["word_start"][row][i], values["word_end"][row][i], values["tags"][row][i])
+                       for i in range(count)]
+        graph_entities = [(values["entity_types"][row][i], values["entity_start"][row][i], values["entity_end"][row][i])
+                          for i in range(found)]
+        if row == len(NER_TEXTS):  # the long text: a prefix of its words, the first ones from the same window
+            assert count < len(result["words"])
+            assert [w[:2] for w in graph_words] == [(w["start"], w["end"]) for w in result["words"][:count]]
+            assert [w[2] for w in graph_words[:10]] == [w["tag"] for w in result["words"][:10]]
+            continue
+        assert graph_words == [(w["start"], w["end"], w["tag"]) for w in result["words"]], row
+        assert graph_entities == [(e["type"], e["start"], e["end"]) for e in result["entities"]], row
+        np.testing.assert_allclose(values["tag_scores"][row][:count], [w["score"] for w in result["words"]], atol=1e-4)
+        np.testing.assert_allclose(values["entity_scores"][row][:found], [e["score"] for e in result["entities"]],
+                                   atol=1e-4)
+        assert values["tag_ids"][row][:count] == [predictor.label_map.labels.index(w[2]) for w in graph_words]
+
+    predictions = served["ner"]["predictions"]
+    assert_same_results(expected[:-1], predictions[:-1])
+    # The long text is tagged in several raw-text windows: every word, with the same spans.
+    long_expected, long_served = expected[-1], predictions[-1]
+    assert [w["text"] for w in long_served["words"]] == [w["text"] for w in long_expected["words"]]
+    assert [(w["start"], w["end"]) for w in long_served["words"]] == [(w["start"], w["end"]) for w in long_expected["words"]]
+    assert_same_results(long_expected["words"][:10], long_served["words"][:10])
+
+    check_predict_ids(served["ner"], predictor, len(predictor.label_map))
+
+
+def test_sequence_classification_signatures_match_the_in_memory_model(served, predictors):
+    predictor = predictors["sentiment"]
+    expected = predictor.predict(CLASSIFICATION_TEXTS)
+    assert len({result["label"] for result in expected}) > 1, "the test model should predict both labels"
+    signature = served["sentiment"]["serving_default"]
+    assert signature["inputs"] == ["text"]
+    outputs = signature["outputs"]
+    batch, classes = len(CLASSIFICATION_TEXTS), len(predictor.label_map)
+    assert {name: (o["dtype"], o["shape"]) for name, o in outputs.items()} == {
+        "label": ("string", [batch]), "label_id": ("int32", [batch]), "probabilities": ("float32", [batch, classes])}
+    assert outputs["label"]["value"] == [result["label"] for result in expected]
+    assert outputs["label_id"]["value"] == [predictor.label_map.labels.index(r["label"]) for r in expected]
+    np.testing.assert_allclose(outputs["probabilities"]["value"],
+                               [list(result["probabilities"].values()) for result in expected], atol=1e-4)
+    assert_same_results(expected, served["sentiment"]["predictions"])
+    check_predict_ids(served["sentiment"], predictor, classes)
+
+
+@pytest.mark.parametrize("task", ["ner", "sentiment"])
+def test_cli_predict_with_a_saved_model_prints_what_the_run_prints(task, runs, exports, tmp_path, capsys):
+    texts = NER_TEXTS if task == "ner" else CLASSIFICATION_TEXTS
+    source = tmp_path / "input.txt"
+    source.write_text("".join(text + "\n" for text in texts), encoding="utf-8")
+    printed = []
+    for where in ([str(runs[task])], ["--saved-model", str(exports / task / "1")]):
+        assert main(["predict", *where, "--input", str(source), "--words"]) == 0
+        printed.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    assert len(printed[0]) == len(texts)
+    assert_same_results(printed[0], printed[1])
+
+
+def test_saved_model_predictor_rejects_what_it_cannot_serve(exports, tmp_path):
+    with pytest.raises(tfft.ModelLoadError, match="not a tfft SavedModel"):
+        SavedModelPredictor(exports / "ner")
+    with pytest.raises(ConfigError, match="single texts, not text pairs"):
+        SavedModelPredictor(exports / "sentiment" / "1").predict(["a"], text_pairs=["b"])
+
+
+class WordsServe:
+    """A stand-in ``serving_default`` that tags at most ``width`` whitespace-separated words.
+
+    Each word's tag names the first word of the window it was tagged in, and its score is
+    its context in that window (words to the nearer edge), so the merge of windows shows.
+    """
+
+    structured_input_signature = ((), {"text": tf.TensorSpec([None], tf.string)})
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def __call__(self, text: tf.Tensor) -> Dict[str, tf.Tensor]:
+        rows = []
+        for value in text.numpy():
+            line = value.decode("utf-8")
+            words = line.split()
+            starts, offset = [], 0
+            for word in words:
+                offset = line.index(word, offset)
+                starts.append(offset)
+                offset += len(word)
+            count = min(len(words), self.width)
+            rows.append({"tags": [f"B-{words[0]}"] * count, "tag_scores": [float(min(i, count - 1 - i)) for i in range(count)],
+                         "word_start": starts[:count], "word_end": [s + len(w) for s, w in zip(starts, words)][:count],
+                         "num_words": count, "truncated": len(words) > count})
+        return {name: tf.ragged.constant([row[name] for row in rows]).to_tensor()
+                if isinstance(rows[0][name], list) else tf.constant([row[name] for row in rows]) for name in rows[0]}
+
+
+def test_long_texts_are_tagged_in_overlapping_windows(tmp_path, monkeypatch):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "assets" / "model_card.json").write_text(json.dumps({"task": "token-classification"}))
+    (tmp_path / "assets" / "labels.json").write_text(json.dumps({"0": "O"}))
+    monkeypatch.setattr(tf.saved_model, "load", lambda path: type("Loaded", (), {"signatures": {"serving_default": WordsServe(6)}}))
+    text = " ".join(f"w{i}" for i in range(20)) + "  "
+    [result] = SavedModelPredictor(tmp_path, window_overlap=2).predict([text])
+    # Windows start at words 0, 4, 8, 12, 16 and share two words; the first of those stays in the earlier window.
+    assert [w["tag"] for w in result["words"]] == ["B-w0"] * 5 + ["B-w4"] * 4 + ["B-w8"] * 4 + ["B-w12"] * 4 + ["B-w16"] * 3
+    assert [w["score"] for w in result["words"]] == [0, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 1, 0]
+    assert [(w["text"], w["start"]) for w in result["words"]] == [(f"w{i}", text.index(f"w{i} ")) for i in range(20)]

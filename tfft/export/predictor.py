@@ -1,0 +1,116 @@
+"""Prediction with an exported SavedModel, in a process that has no ``transformers``.
+
+Why: ``tfft predict --saved-model`` runs exactly the graph TF Serving will run (tokenizer
+included), so it checks an export before it is deployed, and it predicts where only
+TensorFlow is installed. The output is :class:`tfft.prediction.Predictor`'s JSON, produced
+by the same formatting functions; only the word spans and probabilities come from the graph.
+
+One difference is inherent to the raw-text signature: it sees at most the model's maximum
+length of tokens. For token classification it says so (``truncated``), and this predictor
+then tags the rest of the text in further raw-text windows that start at a word boundary
+and share ``window_overlap`` words with the previous window (each shared word keeps the
+window where it has more context); the seams are therefore not exactly those of
+``Predictor``, which windows by tokens. Sequence classification sees the first
+``max_length`` tokens only, as a TF Serving client does (``Predictor`` averages windows).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from tfft.backend import tf
+from tfft.errors import ConfigError, ModelLoadError
+from tfft.export.saved_model import MODEL_CARD, TOKEN_CLASSIFICATION
+from tfft.prediction import entity_result, label_result
+
+LABELS_ASSET = "labels.json"
+
+
+class _Word(NamedTuple):
+    start: int
+    end: int
+    tag: str
+    score: float
+
+
+class SavedModelPredictor:
+    """An exported ``EXPORT_DIR/NAME/VERSION`` directory, predicting like :class:`~tfft.prediction.Predictor`.
+
+    Texts are sent to ``serving_default`` in chunks of ``batch_size`` sorted by length, so a
+    chunk pads little. Task and labels come from the SavedModel's own assets.
+    """
+
+    def __init__(self, path: Union[str, Path], batch_size: int = 64, window_overlap: int = 32):
+        self.path = Path(path)
+        assets = self.path / "assets"
+        if not (self.path / "saved_model.pb").is_file() or not (assets / MODEL_CARD).is_file():
+            raise ModelLoadError(f"{self.path}: not a tfft SavedModel (expected saved_model.pb and "
+                                 f"assets/{MODEL_CARD}; give the version directory, e.g. saved_models/NAME/1)")
+        card = json.loads((assets / MODEL_CARD).read_text(encoding="utf-8"))
+        label_ids = json.loads((assets / LABELS_ASSET).read_text(encoding="utf-8"))
+        self.task: str = card["task"]
+        self.labels: List[str] = [label_ids[str(i)] for i in range(len(label_ids))]
+        self.batch_size = batch_size
+        self.window_overlap = window_overlap
+        # The loaded object owns the variables and the vocabulary table the signature uses.
+        self._loaded = tf.saved_model.load(str(self.path))
+        self._serve = self._loaded.signatures["serving_default"]
+        self.with_pairs = "text_pair" in self._serve.structured_input_signature[1]
+
+    def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Dict]:
+        """One result per text, in :meth:`tfft.prediction.Predictor.predict`'s format."""
+        if (text_pairs is not None) != self.with_pairs:
+            raise ConfigError(f"{self.path}: this model takes " + (
+                "a text_pair with every text" if self.with_pairs else "single texts, not text pairs"))
+        if self.task == TOKEN_CLASSIFICATION:
+            return self._predict_entities(list(texts))
+        rows = self._serve_rows(list(texts), None if text_pairs is None else list(text_pairs))
+        return [label_result(text, self.labels, row["probabilities"]) for text, row in zip(texts, rows)]
+
+    def _serve_rows(self, texts: List[str], pairs: Optional[List[str]] = None) -> List[Dict[str, np.ndarray]]:
+        """``serving_default``'s outputs for each text (one row each, still padded), in input order."""
+        def length(i: int) -> int:
+            return len(texts[i]) + (len(pairs[i]) if pairs is not None else 0)
+
+        order = sorted(range(len(texts)), key=length)
+        rows: List[Dict[str, np.ndarray]] = [{} for _ in texts]
+        for begin in range(0, len(order), self.batch_size):
+            chunk = order[begin:begin + self.batch_size]
+            inputs = {"text": tf.constant([texts[i] for i in chunk], tf.string)}
+            if pairs is not None:
+                inputs["text_pair"] = tf.constant([pairs[i] for i in chunk], tf.string)
+            outputs = {name: value.numpy() for name, value in self._serve(**inputs).items()}
+            for position, i in enumerate(chunk):
+                rows[i] = {name: value[position] for name, value in outputs.items()}
+        return rows
+
+    def _predict_entities(self, texts: List[str]) -> List[Dict]:
+        words: List[List[_Word]] = [[] for _ in texts]
+        # (text index, character offset where its window starts, words shared with the previous window)
+        pending = [(i, 0, 0) for i in range(len(texts))]
+        while pending:
+            rows = self._serve_rows([texts[i][offset:] for i, offset, _ in pending])
+            following = []
+            for (i, offset, shared), row in zip(pending, rows):
+                count = int(row["num_words"])
+                window = [
+                    _Word(offset + int(start), offset + int(end), tag.decode("utf-8"), float(score))
+                    for start, end, tag, score in zip(
+                        row["word_start"][:count], row["word_end"][:count], row["tags"][:count], row["tag_scores"][:count])
+                ]
+                # The first half of the shared words has more context in the previous window.
+                kept = shared // 2
+                words[i] = words[i][:len(words[i]) - shared + kept] + window[kept:]
+                if row["truncated"] and count:
+                    overlap = min(self.window_overlap, count // 2)
+                    following.append((i, window[count - overlap - 1].end, overlap))
+            pending = following
+        return [
+            entity_result(text, [(w.start, w.end) for w in text_words], [w.tag for w in text_words],
+                          np.array([w.score for w in text_words], np.float32))
+            for text, text_words in zip(texts, words)
+        ]
