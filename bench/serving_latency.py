@@ -40,7 +40,7 @@ from tfft.data import LabelMap, read_conll  # noqa: E402
 from tfft.export.saved_model import ServingModule  # noqa: E402
 from tfft.export.tokenizer import InGraphBertTokenizer  # noqa: E402
 from tfft.features import inference_length  # noqa: E402
-from tfft.models import TOKEN_CLASSIFICATION, build_model, default_model_dir, load_tokenizer  # noqa: E402
+from tfft.models import build_model, default_model_dir, load_tokenizer  # noqa: E402
 
 SENTENCES = Path(__file__).resolve().parents[1] / "examples" / "data" / "ner_valid.txt"
 LABELS = {
@@ -55,8 +55,9 @@ def export_default_model(task: str, directory: Path) -> Path:
     labels = LABELS[task]
     model = build_model(task, LabelMap(labels), "default")
     model_dir = default_model_dir()
-    module = ServingModule(model, InGraphBertTokenizer.from_pretrained_dir(model_dir), task, labels,
-                           inference_length(load_tokenizer(str(model_dir))), assets={"vocab": str(model_dir / "vocab.txt")})
+    max_length = inference_length(load_tokenizer(str(model_dir)))
+    module = ServingModule(model, InGraphBertTokenizer.from_pretrained_dir(model_dir), task, labels, max_length,
+                           assets={"vocab": str(model_dir / "vocab.txt")})
     path = directory / task
     tf.saved_model.save(module, str(path), signatures=module.signatures())
     return path
@@ -76,7 +77,8 @@ def token_ids_call(predict_ids, tokenizer) -> Callable[[List[str]], object]:
 
     def call(texts: List[str]):
         ids = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
-        outputs = predict_ids(**{k: tf.constant(ids[k], tf.int32) for k in ("input_ids", "attention_mask", "token_type_ids")})
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        outputs = predict_ids(**{name: tf.constant(ids[name], tf.int32) for name in names})
         return np.argmax(outputs["probabilities"].numpy(), axis=-1)
 
     return call

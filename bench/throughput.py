@@ -85,11 +85,12 @@ def plain_dataset(tokenizer, examples, labels, batch_size, seed):
     return make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed, pad_to_length=128), encoding
 
 
-def measure_training(task, examples, labels, tokenizer, *, pipeline, precision, batch_size, steps, warmup, seed=0):
+def measure_training(task, examples, labels, tokenizer, *, pipeline, precision, batch_size, steps, warmup, seed=0,
+                     batch_tokens=None):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
-                         learning_rate=5e-5)
+                         learning_rate=5e-5, batch_tokens=batch_tokens)
     if pipeline == "plain":
         set_precision("fp32")
         dataset, encoding = plain_dataset(tokenizer, examples, labels, batch_size, seed)
@@ -98,8 +99,10 @@ def measure_training(task, examples, labels, tokenizer, *, pipeline, precision, 
                       loss=masked_sparse_categorical_crossentropy)
     else:
         encoding = encode_for_training(tokenizer, examples, labels, max_length=256)
-        dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed)
+        dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed, batch_tokens=batch_tokens)
         model = create_model(config, labels, int(dataset.cardinality()))
+        if batch_tokens:  # rows per step vary: count them from the pipeline's real batch sizes
+            batch_size = len(encoding.row_lengths) / int(dataset.cardinality())
     total = warmup + steps
     timer = StepTimer(warmup)
     model.fit(dataset.repeat().take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
@@ -133,6 +136,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="ner,sst2")
     parser.add_argument("--precisions", default="fp32,bf16", help="tfft pipeline precisions to measure")
+    parser.add_argument("--batch-tokens", type=int, default=0,
+                        help="also measure tfft bf16 with token-budget batches of this many tokens (0: skip)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=8)
@@ -161,6 +166,11 @@ def main() -> None:
         for precision in args.precisions.split(","):
             fast = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision=precision, **common)
             rows.append((name, f"tfft bucketed {precision}", fast, fast["sentences_per_s"] / plain["sentences_per_s"]))
+        if args.batch_tokens:
+            budget = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision="bf16",
+                                      batch_tokens=args.batch_tokens, **common)
+            rows.append((name, f"tfft bf16 {args.batch_tokens} tok/batch", budget,
+                         budget["sentences_per_s"] / plain["sentences_per_s"]))
     results["training"] = [
         {"task": t, "pipeline": p, **{k: round(v, 2) for k, v in m.items()}, "ratio_vs_plain": round(r, 2)}
         for t, p, m, r in rows

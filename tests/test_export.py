@@ -190,8 +190,8 @@ SERVE_SCRIPT = textwrap.dedent(
             signature = loaded.signatures[name]
             result[task][name] = {{
                 "inputs": sorted(signature.structured_input_signature[1]),
-                "outputs": {{k: {{"dtype": v.dtype.name, "shape": v.shape.as_list(), "value": plain(v.numpy().tolist())}}
-                            for k, v in signature(**inputs).items()}},
+                "outputs": {{k: {{"dtype": v.dtype.name, "shape": v.shape.as_list(),
+                                 "value": plain(v.numpy().tolist())}} for k, v in signature(**inputs).items()}},
             }}
     result["imported"] = sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r} and sys.modules[m] is not None)
     print(json.dumps(result))
@@ -273,7 +273,8 @@ def test_token_classification_signatures_match_the_in_memory_model(served, predi
     # The long text is tagged in several raw-text windows: every word, with the same spans.
     long_expected, long_served = expected[-1], predictions[-1]
     assert [w["text"] for w in long_served["words"]] == [w["text"] for w in long_expected["words"]]
-    assert [(w["start"], w["end"]) for w in long_served["words"]] == [(w["start"], w["end"]) for w in long_expected["words"]]
+    assert [(w["start"], w["end"]) for w in long_served["words"]] == [
+        (w["start"], w["end"]) for w in long_expected["words"]]
     assert_same_results(long_expected["words"][:10], long_served["words"][:10])
 
     check_predict_ids(served["ner"], predictor, len(predictor.label_map))
@@ -340,7 +341,8 @@ class WordsServe:
                 starts.append(offset)
                 offset += len(word)
             count = min(len(words), self.width)
-            rows.append({"tags": [f"B-{words[0]}"] * count, "tag_scores": [float(min(i, count - 1 - i)) for i in range(count)],
+            rows.append({"tags": [f"B-{words[0]}"] * count,
+                         "tag_scores": [float(min(i, count - 1 - i)) for i in range(count)],
                          "word_start": starts[:count], "word_end": [s + len(w) for s, w in zip(starts, words)][:count],
                          "num_words": count, "truncated": len(words) > count})
         return {name: tf.ragged.constant([row[name] for row in rows]).to_tensor()
@@ -352,10 +354,12 @@ def test_long_texts_are_tagged_in_overlapping_windows(tmp_path, monkeypatch):
     (tmp_path / "saved_model.pb").write_bytes(b"")
     (tmp_path / "assets" / "model_card.json").write_text(json.dumps({"task": "token-classification"}))
     (tmp_path / "assets" / "labels.json").write_text(json.dumps({"0": "O"}))
-    monkeypatch.setattr(tf.saved_model, "load", lambda path: type("Loaded", (), {"signatures": {"serving_default": WordsServe(6)}}))
+    loaded = type("Loaded", (), {"signatures": {"serving_default": WordsServe(6)}})
+    monkeypatch.setattr(tf.saved_model, "load", lambda path: loaded)
     text = " ".join(f"w{i}" for i in range(20)) + "  "
     [result] = SavedModelPredictor(tmp_path, window_overlap=2).predict([text])
     # Windows start at words 0, 4, 8, 12, 16 and share two words; the first of those stays in the earlier window.
-    assert [w["tag"] for w in result["words"]] == ["B-w0"] * 5 + ["B-w4"] * 4 + ["B-w8"] * 4 + ["B-w12"] * 4 + ["B-w16"] * 3
+    windows = ["B-w0"] * 5 + ["B-w4"] * 4 + ["B-w8"] * 4 + ["B-w12"] * 4 + ["B-w16"] * 3
+    assert [w["tag"] for w in result["words"]] == windows
     assert [w["score"] for w in result["words"]] == [0, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 1, 0]
     assert [(w["text"], w["start"]) for w in result["words"]] == [(f"w{i}", text.index(f"w{i} ")) for i in range(20)]

@@ -31,6 +31,8 @@ LABELS_ASSET = "labels.json"
 
 
 class _Word(NamedTuple):
+    """A tagged word: its character span in the whole text, its tag and the tag's probability."""
+
     start: int
     end: int
     tag: str
@@ -42,6 +44,7 @@ class SavedModelPredictor:
 
     Texts are sent to ``serving_default`` in chunks of ``batch_size`` sorted by length, so a
     chunk pads little. Task and labels come from the SavedModel's own assets.
+    ``window_overlap`` is the number of words consecutive windows of a long text share.
     """
 
     def __init__(self, path: Union[str, Path], batch_size: int = 64, window_overlap: int = 32):
@@ -97,11 +100,9 @@ class SavedModelPredictor:
             following = []
             for (i, offset, shared), row in zip(pending, rows):
                 count = int(row["num_words"])
-                window = [
-                    _Word(offset + int(start), offset + int(end), tag.decode("utf-8"), float(score))
-                    for start, end, tag, score in zip(
-                        row["word_start"][:count], row["word_end"][:count], row["tags"][:count], row["tag_scores"][:count])
-                ]
+                columns = (row[name][:count] for name in ("word_start", "word_end", "tags", "tag_scores"))
+                window = [_Word(offset + int(start), offset + int(end), tag.decode("utf-8"), float(score))
+                          for start, end, tag, score in zip(*columns)]
                 # The first half of the shared words has more context in the previous window.
                 kept = shared // 2
                 words[i] = words[i][:len(words[i]) - shared + kept] + window[kept:]

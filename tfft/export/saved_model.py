@@ -194,15 +194,15 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     from tfft.models import label_map_of
     from tfft.run_dir import MODEL_SUBDIR, load_run
 
-    # Exports compute in float32 whatever the training precision: any server can run it.
-    config, model, tokenizer = load_run(run_dir, precision="fp32")
-    model_dir = Path(run_dir) / MODEL_SUBDIR
-    labels = list(label_map_of(model).labels)
     target_parent = Path(export_dir) / name
     version = version if version is not None else next_version(target_parent)
     target = target_parent / str(version)
     if target.exists():
         raise ConfigError(f"{target} already exists; choose another --version or omit it for the next free one")
+    # Exports compute in float32 whatever the training precision: any server can run it.
+    config, model, tokenizer = load_run(run_dir, precision="fp32")
+    model_dir = Path(run_dir) / MODEL_SUBDIR
+    labels = list(label_map_of(model).labels)
     metrics_path = Path(run_dir) / "metrics.json"
     card = {
         "name": name, "version": version, "task": config.task, "labels": labels,
@@ -225,7 +225,10 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         staging = Path(tempfile.mkdtemp(dir=target_parent, prefix=f".{version}.tmp-"))
         try:
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
-            replace_directory(staging, target, replace=False)
+            try:
+                replace_directory(staging, target, replace=False)
+            except FileExistsError:  # another export took this version number meanwhile
+                raise ConfigError(f"{target} was created by another export while this one ran; run it again") from None
         finally:
             if staging.exists():
                 import shutil
