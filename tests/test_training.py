@@ -48,6 +48,17 @@ def test_train_writes_a_complete_run_directory(ner_config):
     assert not work_dir_of(run).exists()
 
 
+def test_evaluate_reproduces_the_recorded_validation_scores(ner_config):
+    from tfft.evaluation import evaluate_run
+
+    result = train(ner_config)
+    report = evaluate_run(result.run_dir, ner_config.validation)  # the run's slice of 32 sentences
+    assert report.num_examples == 32
+    for name in ("f1", "precision", "recall", "accuracy"):
+        assert report.scores[name] == pytest.approx(result.best_scores[f"val_{name}"], abs=1e-6)
+    assert evaluate_run(result.run_dir, ner_config.validation, max_examples=100).num_examples == 100
+
+
 class ScriptedMetric(keras.callbacks.Callback):
     """Puts a given val_f1 per epoch into logs and remembers the weights of each epoch."""
 

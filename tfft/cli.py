@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train`")
     evaluate.add_argument("--data", required=True, metavar="FILE", help="labelled data file to evaluate on")
     evaluate.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    evaluate.add_argument("--max-examples", type=int, default=None,
+                          help="score only the first N examples (default: all; for the run's own validation file, "
+                               "the run's --max-validation-examples, so its recorded figures are reproduced)")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="predict on raw text, one JSON object per line",
@@ -120,7 +123,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from tfft.evaluation import evaluate_run
 
-    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size)
+    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_examples=args.max_examples)
     print(report.text)
     return 0
 

@@ -151,14 +151,22 @@ def save_figure(figure, path: Path) -> None:
     pyplot().close(figure)
 
 
-def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None) -> EvaluationReport:
+def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,
+                 max_examples: Optional[int] = None) -> EvaluationReport:
     """Evaluate a ``tfft train`` run on a labelled file and write the report beside the run
-    (``RUN_DIR/reports/<file stem>.{txt,json}``)."""
+    (``RUN_DIR/reports/<file stem>.{txt,json}``).
+
+    ``max_examples`` scores only the first examples. When ``data`` is the run's own
+    validation file it defaults to the run's ``max_validation_examples``, so re-evaluating
+    reproduces the validation figures the run (or a tuning trial) recorded.
+    """
     from tfft.models import label_map_of
     from tfft.run_dir import REPORTS_SUBDIR, load_run, read_config_examples
 
     config, model, tokenizer = load_run(run_dir)
-    examples = read_config_examples(config, data)
+    if max_examples is None and config.validation and _same_file(data, config.validation):
+        max_examples = config.max_validation_examples
+    examples = read_config_examples(config, data, max_examples)
     report = evaluate_examples(
         model, tokenizer, examples, label_map_of(model),
         stride=config.stride,
@@ -166,3 +174,10 @@ def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None) -> Evalua
     )
     report.write(Path(run_dir) / REPORTS_SUBDIR, Path(str(data).split(":")[-1]).stem or "evaluation")
     return report
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
