@@ -48,3 +48,9 @@ def test_invalid_values_are_refused(field, value, message):
 def test_monitor_defaults_to_the_task_metric():
     assert TrainConfig(task="token-classification").monitor_metric == "val_f1"
     assert TrainConfig(task="sequence-classification").monitor_metric == "val_accuracy"
+
+
+def test_learning_rate_defaults_per_task_and_explicit_values_win():
+    assert TrainConfig(task="token-classification").learning_rate == 2e-4
+    assert TrainConfig(task="sequence-classification").learning_rate == 1e-4
+    assert parse("--task", "token-classification", "--learning-rate", "5e-5").learning_rate == 5e-5

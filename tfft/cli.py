@@ -48,9 +48,9 @@ def _field_parser(f: dataclasses.Field):
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the YAML file, then the flags actually given."""
     values = read_yaml(args.config) if getattr(args, "config", None) else {}
-    config = TrainConfig.from_dict(values, source=args.config or "configuration")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    return dataclasses.replace(config, **flags)
+    return TrainConfig.from_dict({**values, **flags}, source=args.config or "configuration")
 
 
 def build_parser() -> argparse.ArgumentParser:
