@@ -35,8 +35,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Side-by-side speed figures (needs ../shared/data for the training rows).
 bench: setup
-	$(PY) bench/throughput.py
+	$(PY) bench/throughput.py --batch-tokens 2048
+	$(PY) bench/serving_latency.py
 
 clean:
 	rm -rf runs saved_models/demo-* .pytest_cache

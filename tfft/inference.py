@@ -14,7 +14,7 @@ import numpy as np
 
 from tfft.backend import tf
 from tfft.features import NO_WORD, Encoding
-from tfft.pipeline import make_dataset, sort_by_length
+from tfft.pipeline import LENGTH_MULTIPLE, sort_by_length
 
 
 def forward_function(model, jit_compile: bool = False):
@@ -43,21 +43,15 @@ def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_to
     ``encoding.input_ids``; sequence tasks get ``[rows, classes]``.
     """
     ordered, order = sort_by_length(encoding)
-    dataset = make_dataset(ordered, batch_size=batch_size, pad_token_id=pad_token_id, with_labels=False)
     forward = forward_function(model, jit_compile)
     token_task = encoding.word_index is not None
     pieces = []
-    row = 0
-    for features in dataset:
+    for features, lengths in padded_batches(ordered, batch_size, pad_token_id):
         probabilities = forward(features).numpy()
-        count = probabilities.shape[0]
         if token_task:
-            lengths = ordered.row_lengths[row:row + count]
-            valid = np.arange(probabilities.shape[1])[None, :] < lengths[:, None]
-            pieces.append(probabilities[valid])
+            pieces.append(probabilities[np.arange(probabilities.shape[1])[None, :] < lengths[:, None]])
         else:
             pieces.append(probabilities)
-        row += count
     sorted_output = np.concatenate(pieces)
     if not token_task:
         unsorted = np.empty_like(sorted_output)
@@ -71,6 +65,29 @@ def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_to
         [np.arange(sorted_starts[inverse[r]], sorted_starts[inverse[r]] + encoding.row_lengths[r]) for r in range(len(order))]
     )
     return sorted_output[positions]
+
+
+def padded_batches(encoding: Encoding, batch_size: int, pad_token_id: int):
+    """Yield ``(features, row_lengths)`` for consecutive rows, padded to a multiple of 8.
+
+    Built with NumPy rather than tf.data: for a single sentence, setting up a tf.data
+    pipeline costs more than running the model. Rows are expected sorted by length, so
+    each batch carries little padding; widths rounded to 8 keep the set of shapes small.
+    """
+    starts = encoding.row_starts()
+    for begin in range(0, encoding.num_rows, batch_size):
+        end = min(begin + batch_size, encoding.num_rows)
+        lengths = encoding.row_lengths[begin:end]
+        width = int(-(-lengths.max() // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
+        filled = np.arange(width)[None, :] < lengths[:, None]
+        span = slice(starts[begin], starts[begin] + int(lengths.sum()))
+        ids = np.full((end - begin, width), pad_token_id, np.int32)
+        ids[filled] = encoding.input_ids[span]
+        types = np.zeros((end - begin, width), np.int32)
+        types[filled] = encoding.token_type_ids[span]
+        features = {"input_ids": tf.constant(ids), "attention_mask": tf.constant(filled.astype(np.int32)),
+                    "token_type_ids": tf.constant(types)}
+        yield features, lengths
 
 
 def word_probabilities(encoding: Encoding, token_probabilities: np.ndarray, words_per_example: List[int]) -> List[np.ndarray]:
