@@ -14,7 +14,7 @@ import numpy as np
 
 from tfft.backend import tf
 from tfft.features import NO_WORD, Encoding
-from tfft.pipeline import LENGTH_MULTIPLE, sort_by_length
+from tfft.pipeline import LENGTH_MULTIPLE, model_input_signature, sort_by_length
 
 
 def forward_function(model, jit_compile: bool = False):
@@ -30,7 +30,8 @@ def forward_function(model, jit_compile: bool = False):
             logits = model(features, training=False).logits
             return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
-        cached = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+        # One trace for every batch shape (XLA, when on, still compiles per shape).
+        cached = tf.function(forward, jit_compile=jit_compile, input_signature=[model_input_signature()])
         object.__setattr__(model, key, cached)
     return cached
 
