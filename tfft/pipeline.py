@@ -50,8 +50,9 @@ def make_dataset(
     """Build a batched ``tf.data.Dataset`` of ``(features, labels)`` (or features only).
 
     Training (``shuffle=True``) groups rows into length buckets after a seeded shuffle,
-    so batches are random but homogeneous in length. Inference keeps the input order
-    (callers sort rows by length first) and pads each batch to its bucket boundary.
+    so batches are random but homogeneous in length. Without shuffling (a validation set
+    for ``model.evaluate``) rows keep their order and each batch is padded to its bucket
+    boundary. (tfft's own prediction batches in NumPy: see ``tfft.inference``.)
     ``pad_to_length`` pads everything to one fixed length instead (the plain baseline).
     ``batch_tokens`` (training) sizes each bucket's batches to about that many tokens
     instead of ``batch_size`` rows: short rows then come in larger, more efficient batches.
