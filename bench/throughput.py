@@ -86,11 +86,11 @@ def plain_dataset(tokenizer, examples, labels, batch_size, seed):
 
 
 def measure_training(task, examples, labels, tokenizer, *, pipeline, precision, batch_size, steps, warmup, seed=0,
-                     batch_tokens=None):
+                     batch_tokens=None, xla=False):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
-                         learning_rate=5e-5, batch_tokens=batch_tokens)
+                         learning_rate=5e-5, batch_tokens=batch_tokens, xla=xla)
     if pipeline == "plain":
         set_precision("fp32")
         dataset, encoding = plain_dataset(tokenizer, examples, labels, batch_size, seed)
@@ -103,6 +103,13 @@ def measure_training(task, examples, labels, tokenizer, *, pipeline, precision, 
         model = create_model(config, labels, int(dataset.cardinality()))
         if batch_tokens:  # rows per step vary: count them from the pipeline's real batch sizes
             batch_size = len(encoding.row_lengths) / int(dataset.cardinality())
+        if xla:  # compile every batch shape before timing (a bounded set, thanks to the buckets)
+            seen = set()
+            for features, targets in dataset:
+                shape = tuple(features["input_ids"].shape)
+                if shape not in seen:
+                    seen.add(shape)
+                    model.train_on_batch(features, targets)
     total = warmup + steps
     timer = StepTimer(warmup)
     model.fit(dataset.repeat().take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
@@ -143,7 +150,8 @@ def measure_prediction(tokenizer, labels, sentences, precision, batch_size=64, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="ner,sst2")
-    parser.add_argument("--precisions", default="fp32,bf16", help="tfft pipeline precisions to measure")
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="tfft pipeline variants to measure: fp32, bf16, and either with +xla (e.g. fp32+xla)")
     parser.add_argument("--batch-tokens", type=int, default=0,
                         help="also measure tfft bf16 with token-budget batches of this many tokens (0: skip)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -170,9 +178,11 @@ def main() -> None:
         common = dict(batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
         plain = measure_training(task, examples, labels, tokenizer, pipeline="plain", precision="fp32", **common)
         rows.append((name, "plain padded-128 fp32", plain, 1.0))
-        for precision in args.precisions.split(","):
-            fast = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision=precision, **common)
-            rows.append((name, f"tfft bucketed {precision}", fast, fast["sentences_per_s"] / plain["sentences_per_s"]))
+        for variant in args.precisions.split(","):
+            precision, _, xla = variant.partition("+")
+            fast = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision=precision,
+                                    xla=xla == "xla", **common)
+            rows.append((name, f"tfft bucketed {variant}", fast, fast["sentences_per_s"] / plain["sentences_per_s"]))
         if args.batch_tokens:
             budget = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision="bf16",
                                       batch_tokens=args.batch_tokens, **common)
@@ -188,7 +198,7 @@ def main() -> None:
         sentences = [" ".join(e.tokens) for e in valid]
         labels = LabelMap.from_token_examples(valid)
         results["prediction"] = [measure_prediction(tokenizer, labels, sentences, precision)
-                                 for precision in args.precisions.split(",")]
+                                 for precision in dict.fromkeys(v.partition("+")[0] for v in args.precisions.split(","))]
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"\nmatmul peak: fp32 {results['matmul_peak_fp32'] / 1e9:.0f} GFLOP/s, "
