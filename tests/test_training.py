@@ -174,3 +174,23 @@ def test_cli_rejects_a_missing_model_directory(tmp_path, capsys):
     assert code == 2
     assert "no-such-model: model directory not found" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_sentence_pair_classification_trains_and_predicts_from_the_cli(tiny_model_dir, tmp_path, capsys):
+    rows = ["premise\thypothesis\tlabel"] + [
+        f"the film is {a}\tthe film is {b}\t{'same' if a == b else 'different'}"
+        for a in ("good", "bad") for b in ("good", "bad")] * 6
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--task", "sequence-classification", "--train", str(tmp_path / "pairs.tsv"),
+                 "--text-column", "premise", "--text-pair-column", "hypothesis", "--model", str(tiny_model_dir),
+                 "--output-dir", str(run_dir), "--epochs", "1", "--no-tensorboard"]) == 0
+    capsys.readouterr()
+    inputs = tmp_path / "input.txt"
+    inputs.write_text("the film is good\tthe film is bad\nthe film is bad\tthe film is bad\n", encoding="utf-8")
+    assert main(["predict", str(run_dir), "--input", str(inputs), "--pair-separator", "\t"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [sorted(line["probabilities"]) for line in lines] == [["different", "same"]] * 2
+    inputs.write_text("the film is good\tthe film is bad\nno separator here\n", encoding="utf-8")
+    assert main(["predict", str(run_dir), "--input", str(inputs), "--pair-separator", "\t"]) == 2
+    assert re.search(r"input\.txt:2: expected TEXT", capsys.readouterr().err)

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input file (default: utf-8)")
     predict.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
     predict.add_argument("--words", action="store_true", help="NER: also print every word with its tag and score")
+    predict.add_argument("--pair-separator", metavar="SEP", default=None,
+                         help="sentence-pair models: each line is TEXT<SEP>TEXT_PAIR, split at the first SEP "
+                              "(e.g. $'\\t' for a tab)")
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser("export", help="export a run as a SavedModel for TF Serving",
@@ -129,18 +132,21 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from tfft.prediction import Predictor, read_input_lines
+    from tfft.prediction import Predictor, read_input_lines, split_pairs
 
     if (args.run_dir is None) == (args.saved_model is None):
         raise ConfigError("give either RUN_DIR or --saved-model DIR")
     texts = read_input_lines(args.input, args.encoding)
+    pairs = None
+    if args.pair_separator:
+        texts, pairs = split_pairs(texts, args.pair_separator, args.input)
     if args.saved_model:
         from tfft.export.predictor import SavedModelPredictor
 
         predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64)
     else:
         predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
-    for result in predictor.predict(texts):
+    for result in predictor.predict(texts, pairs):
         if not args.words:
             result.pop("words", None)
         print(json.dumps(result, ensure_ascii=False))

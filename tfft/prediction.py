@@ -12,9 +12,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tfft.data.examples import TextExample
 from tfft.data.labels import LabelMap
 from tfft.data.tags import iob2_spans
-from tfft.data.examples import TextExample
+from tfft.errors import DataFormatError
 from tfft.features import encode_for_inference, encode_raw_texts, inference_length
 from tfft.inference import predict_encoded
 from tfft.models import TOKEN_CLASSIFICATION, label_map_of
@@ -122,3 +123,16 @@ def read_input_lines(source: str, encoding: str = "utf-8") -> List[str]:
 
     lines = sys.stdin if source == "-" else iter_lines(source, encoding)
     return [line.rstrip("\r\n") for line in lines]
+
+
+def split_pairs(lines: Sequence[str], separator: str, source: str) -> Tuple[List[str], List[str]]:
+    """Split each ``TEXT<separator>TEXT_PAIR`` line at the first separator."""
+    texts, pairs = [], []
+    for number, line in enumerate(lines, start=1):
+        text, found, pair = line.partition(separator)
+        if not found:
+            raise DataFormatError(f"expected TEXT{separator!r}TEXT_PAIR, found no {separator!r}",
+                                  "<stdin>" if source == "-" else source, number)
+        texts.append(text)
+        pairs.append(pair)
+    return texts, pairs
