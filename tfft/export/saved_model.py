@@ -38,7 +38,7 @@ from tfft.export.tokenizer import InGraphBertTokenizer
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
 from tfft.features import inference_length
-from tfft.files import replace_directory
+from tfft.files import atomic_directory
 
 MODEL_CARD = "model_card.json"
 
@@ -228,18 +228,11 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
             assets={"vocab": str(model_dir / "vocab.txt"), "model_card": str(card_path), "labels": str(labels_path)},
             with_pairs=bool(config.text_pair_column),
         )
-        staging = Path(tempfile.mkdtemp(dir=target_parent, prefix=f".{version}.tmp-"))
         try:
-            tf.saved_model.save(module, str(staging), signatures=module.signatures())
-            try:
-                replace_directory(staging, target, replace=False)
-            except FileExistsError:  # another export took this version number meanwhile
-                raise ConfigError(f"{target} was created by another export while this one ran; run it again") from None
-        finally:
-            if staging.exists():
-                import shutil
-
-                shutil.rmtree(staging, ignore_errors=True)
+            with atomic_directory(target, replace=False) as staging:
+                tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        except FileExistsError:  # another export took this version number meanwhile
+            raise ConfigError(f"{target} was created by another export while this one ran; run it again") from None
     return target
 
 
