@@ -124,7 +124,7 @@ class ProgressLog(keras.callbacks.Callback):
     leaves a long background run silent for many minutes.
     """
 
-    def __init__(self, batch_size: int, every: int = 50):
+    def __init__(self, batch_size: float, every: int = 50):
         super().__init__()
         self.batch_size = batch_size
         self.every = every

@@ -135,7 +135,8 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
         callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
     interactive = os.isatty(1)
     if not interactive:
-        callbacks.append(ProgressLog(config.batch_size))
+        # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
+        callbacks.append(ProgressLog(data.encoding.num_rows / int(train_dataset.cardinality())))
     model.fit(train_dataset, epochs=config.epochs, callbacks=callbacks, verbose=1 if interactive else 2)
     best_epoch = checkpoint.restore() if validation_metrics is not None else None
     return model, best_epoch, read_history(work_dir / "history.csv")
