@@ -14,6 +14,7 @@ import numpy as np
 
 from tfft.backend import tf
 from tfft.features import NO_WORD, Encoding
+from tfft.lean_bert import inference_logits
 from tfft.pipeline import LENGTH_MULTIPLE, model_input_signature, sort_by_length
 
 
@@ -27,7 +28,7 @@ def forward_function(model, jit_compile: bool = False):
     if cached is None:
 
         def forward(features):
-            logits = model(features, training=False).logits
+            logits = inference_logits(model, features)
             return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
         # One trace for every batch shape (XLA, when on, still compiles per shape).

@@ -38,6 +38,7 @@ from tfft.export.tokenizer import InGraphBertTokenizer
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
 from tfft.features import inference_length
+from tfft.lean_bert import inference_logits
 from tfft.files import atomic_directory
 
 MODEL_CARD = "model_card.json"
@@ -63,12 +64,11 @@ class ServingModule(tf.Module):
         self.type_names = tf.constant(type_names or [""])
 
     def probabilities(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        logits = self.model({k: tf.cast(v, tf.int32) for k, v in features.items()}, training=False).logits
-        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return tf.nn.softmax(tf.cast(inference_logits(self.model, features), tf.float32), axis=-1)
 
     def predict_ids(self, input_ids, attention_mask, token_type_ids):
         features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        logits = tf.cast(self.model(features, training=False).logits, tf.float32)
+        logits = tf.cast(inference_logits(self.model, features), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     def classify(self, text, text_pair=None):

@@ -1,0 +1,69 @@
+"""The lean inference forward pass computes what the transformers model computes."""
+
+import numpy as np
+import pytest
+
+from tfft.backend import keras, tf
+from tfft.data.labels import LabelMap
+from tfft.lean_bert import inference_logits, lean_logits, supports_lean_forward
+from tfft.models import build_model
+
+TAGS = LabelMap(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+
+
+def features(batch: int = 3, length: int = 11, vocab: int = 30, seed: int = 0):
+    """Random ids with ragged padding and a second segment, as the data pipeline produces them."""
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(5, vocab, (batch, length)).astype(np.int32)
+    attention_mask = np.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, 2:] = 0
+    input_ids[attention_mask == 0] = 0
+    token_type_ids = np.zeros_like(input_ids)
+    token_type_ids[0, 5:] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+@pytest.mark.parametrize("task,labels,expected_shape", [
+    ("token-classification", TAGS, (3, 11, 5)),
+    ("sequence-classification", LabelMap(["negative", "neutral", "positive"]), (3, 3)),
+])
+def test_lean_logits_equal_the_transformers_call(tiny_model_dir, task, labels, expected_shape):
+    model = build_model(task, labels, str(tiny_model_dir))
+    inputs = features()
+    assert supports_lean_forward(model)
+    expected = model(inputs, training=False).logits.numpy()
+    lean = tf.function(lambda f: lean_logits(model, f))(inputs).numpy()
+    assert lean.shape == expected.shape == expected_shape
+    np.testing.assert_allclose(lean, expected, atol=1e-5, rtol=1e-5)
+    # A batch of one padding-free row, the serving case.
+    single = {name: value[:1] for name, value in inputs.items()}
+    np.testing.assert_allclose(lean_logits(model, single).numpy(), expected[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_lean_logits_follow_a_bfloat16_policy(tiny_model_dir):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model("token-classification", TAGS, str(tiny_model_dir))
+        inputs = features()
+        expected = model(inputs, training=False).logits
+        lean = lean_logits(model, inputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert lean.dtype == expected.dtype == tf.bfloat16
+    mask = inputs["attention_mask"].astype(bool)
+    lean, expected = lean.numpy().astype(np.float32)[mask], expected.numpy().astype(np.float32)[mask]
+    np.testing.assert_allclose(lean, expected, atol=0.05)
+
+
+def test_other_architectures_fall_back_to_the_model_call():
+    from transformers import DistilBertConfig, TFDistilBertForTokenClassification
+
+    config = DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16, num_labels=5,
+                              max_position_embeddings=32)
+    model = TFDistilBertForTokenClassification(config)
+    inputs = features()
+    del inputs["token_type_ids"]
+    assert not supports_lean_forward(model)
+    np.testing.assert_allclose(inference_logits(model, inputs).numpy(),
+                               model(inputs, training=False).logits.numpy(), atol=1e-6)
