@@ -84,3 +84,20 @@ def test_sparse_embedding_update_matches_adamw_on_touched_rows_and_leaves_others
     np.testing.assert_allclose(lazy_var.numpy()[touched], dense_var.numpy()[touched], atol=2e-6)
     untouched = [0, 2, 3, 5]
     np.testing.assert_array_equal(lazy_var.numpy()[untouched], initial[untouched])
+
+
+def test_fused_dense_update_matches_keras_adamw_over_several_steps():
+    from tfft.backend import keras
+    from tfft.training.optimization import SparseAwareAdamW
+
+    rng = np.random.default_rng(0)
+    initial = rng.normal(size=(3, 4)).astype(np.float32)
+    fused_var, plain_var = tf.Variable(initial, name="dense/kernel"), tf.Variable(initial, name="dense/kernel")
+    fused = SparseAwareAdamW(learning_rate=0.05, weight_decay=0.1, epsilon=1e-6)
+    plain = keras.optimizers.AdamW(learning_rate=0.05, weight_decay=0.1, epsilon=1e-6)
+    for _ in range(5):
+        gradient = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
+        fused.apply_gradients([(gradient, fused_var)])
+        plain.apply_gradients([(gradient, plain_var)])
+    assert not np.allclose(fused_var.numpy(), initial)
+    np.testing.assert_allclose(fused_var.numpy(), plain_var.numpy(), rtol=1e-5, atol=2e-6)  # float rounding

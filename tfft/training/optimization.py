@@ -33,9 +33,14 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class SparseAwareAdamW(keras.optimizers.AdamW):
-    """AdamW that updates an embedding matrix only in the rows a batch used.
+    """AdamW with a fused dense update, which updates an embedding matrix only in the rows a batch used.
 
-    Keras' AdamW turns a sparse (``IndexedSlices``) embedding gradient into passes over
+    Dense variables: Keras' AdamW writes its update as six element-wise ops, each a full
+    pass over the variable and its two moments; on a 2-core CPU that was a fifth of a
+    fine-tuning step. ``ResourceApplyAdam`` computes the same formula (moments, bias
+    correction, ``epsilon`` outside the square root) in one multi-threaded pass.
+
+    Embeddings: Keras' AdamW turns a sparse (``IndexedSlices``) embedding gradient into passes over
     the whole 30k x hidden matrix -- moment decay, update and weight decay -- every
     step; on a CPU that costs more than the rest of the optimizer. Here those rows'
     moments, decay and update are computed lazily, as in TF-Addons' LazyAdam: rows not
@@ -56,15 +61,20 @@ class SparseAwareAdamW(keras.optimizers.AdamW):
         return super()._use_weight_decay(variable)
 
     def update_step(self, gradient, variable):
-        if not isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable)
         dtype = variable.dtype
         lr = tf.cast(self.learning_rate, dtype)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
         index = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[index], self._velocities[index]
+        if not isinstance(gradient, tf.IndexedSlices):
+            if self.amsgrad:
+                return super().update_step(gradient, variable)
+            return tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(beta_1, step),
+                beta2_power=tf.pow(beta_2, step), lr=lr, beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype), grad=gradient)
+        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
 
         rows, positions = tf.unique(gradient.indices)
         grad = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
