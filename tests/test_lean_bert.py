@@ -67,3 +67,30 @@ def test_other_architectures_fall_back_to_the_model_call():
     assert not supports_lean_forward(model)
     np.testing.assert_allclose(inference_logits(model, inputs).numpy(),
                                model(inputs, training=False).logits.numpy(), atol=1e-6)
+
+
+def test_float32_gelu_is_the_exact_gelu_with_its_gradient():
+    from tfft.models import float32_gelu
+
+    x = tf.constant(np.linspace(-6, 6, 101), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, reference = float32_gelu(x), tf.nn.gelu(x, approximate=False)
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(), tape.gradient(reference, x).numpy(), atol=1e-6)
+    assert float32_gelu(tf.cast(x, tf.bfloat16)).dtype == tf.bfloat16
+
+
+def test_bfloat16_models_compute_gelu_in_float32(tiny_model_dir):
+    from tfft.models import float32_gelu, set_precision
+
+    set_precision("bf16")
+    try:
+        model = build_model("token-classification", TAGS, str(tiny_model_dir))
+    finally:
+        set_precision("fp32")
+    activations = [layer.intermediate_act_fn for layer in model.submodules if hasattr(layer, "intermediate_act_fn")]
+    assert activations == [float32_gelu]
+    fp32_model = build_model("token-classification", TAGS, str(tiny_model_dir))
+    assert all(layer.intermediate_act_fn is not float32_gelu
+               for layer in fp32_model.submodules if hasattr(layer, "intermediate_act_fn"))

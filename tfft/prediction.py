@@ -101,7 +101,7 @@ def entity_result(text: str, spans: Sequence[Tuple[int, int]], tags: Sequence[st
         start, end = spans[first][0], spans[last - 1][1]
         entities.append({
             "type": entity_type, "text": text[start:end], "start": start, "end": end,
-            "score": round(float(np.mean(scores[first:last])), 6),
+            "score": round(float(sum(scores[first:last])) / (last - first), 6),
         })
     return {"text": text, "entities": entities, "words": words}
 
