@@ -22,6 +22,10 @@ Signatures:
 
 * ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
   ``[batch, length]``) to ``logits`` and ``probabilities``, for clients that tokenize.
+
+Both run BERT models through :func:`tfft.lean_bert.lean_logits` (same weights and function,
+about half the graph ops of the transformers ``call``), which is what lets raw text in, with
+tokenization in the graph, answer faster than a plain export with tokenization in Python.
 """
 
 from __future__ import annotations
