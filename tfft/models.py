@@ -107,13 +107,12 @@ def build_model(
     if isinstance(model, PretrainedConfig):
         config = model.__class__.from_dict({**model.to_dict(), **label_config})
         classifier = auto_class.from_config(config)
-        _compute_gelu_in_float32(classifier)
-        return classifier
-    source = resolve_model(model)
-    try:
-        classifier = auto_class.from_pretrained(source, **label_config)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
+    else:
+        source = resolve_model(model)
+        try:
+            classifier = auto_class.from_pretrained(source, **label_config)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
     _compute_gelu_in_float32(classifier)
     return classifier
 
