@@ -153,3 +153,10 @@ def test_missing_file_and_unusable_encodings(tmp_path):
         read_conll(path, encoding="klingon")
     with pytest.raises(ConfigError, match="encoding 'utf-16' is not supported"):
         read_conll(path, encoding="utf-16")
+
+
+def test_sentences_know_their_document(tmp_path):
+    path = write(tmp_path, "-DOCSTART- -X- O\n\nEU B-ORG\n\nPeter B-PER\n\n-DOCSTART- -X- O\n\nBonn B-LOC\n")
+    assert [(e.tokens, e.document) for e in read_conll(path)] == [(["EU"], 0), (["Peter"], 0), (["Bonn"], 1)]
+    assert [e.document for e in iter_conll(path)] == [0, 0, 1]
+    assert [e.document for e in read_conll(write(tmp_path, "EU B-ORG\n\nPeter B-PER\n"))] == [None, None]

@@ -311,6 +311,47 @@ def test_cli_predict_with_a_saved_model_prints_what_the_run_prints(task, runs, e
     assert_same_results(printed[0], printed[1])
 
 
+def test_raw_text_words_are_whitespace_tokens_in_every_path(runs, exports, predictors):
+    text = "Anglo-Dutch group  Unilever said S.AFRICA results , Xerox Corp. rose."
+    served = SavedModelPredictor(exports / "ner" / "1")
+    for result in (predictors["ner"].predict([text])[0], served.predict([text])[0]):
+        assert [w["text"] for w in result["words"]] == text.split()
+        assert all(text[w["start"]:w["end"]] == w["text"] for w in result["words"])
+        for entity in result["entities"]:  # spans cover whole words
+            assert text[entity["start"]:entity["end"]] == entity["text"]
+            assert entity["start"] in {w["start"] for w in result["words"]}
+            assert entity["end"] in {w["end"] for w in result["words"]}
+
+
+def test_cli_predicts_pre_tokenized_input_like_the_joined_text(runs, exports, tmp_path, capsys):
+    sentences = [["Peter", "Blackburn", "met", "Werner", "Zwingmann", "in", "Brussels"], [],
+                 ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]]
+    source = tmp_path / "tokens.jsonl"
+    source.write_text("".join((json.dumps({"tokens": t}) if t else "") + "\n" for t in sentences), encoding="utf-8")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("".join(" ".join(t) + "\n" for t in sentences), encoding="utf-8")
+    for where in ([str(runs["ner"])], ["--saved-model", str(exports / "ner" / "1")]):
+        assert main(["predict", *where, "--input", str(source), "--input-format", "tokens", "--words"]) == 0
+        printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert main(["predict", *where, "--input", str(plain), "--words"]) == 0
+        reference = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["tokens"] for r in printed] == sentences
+        for result, tokens, expected in zip(printed, sentences, reference):
+            assert [w["tag"] for w in result["words"]] == [w["tag"] for w in expected["words"]]
+            assert [w["token_start"] for w in result["words"]] == list(range(len(tokens)))
+            for entity in result["entities"]:
+                assert " ".join(tokens[entity["token_start"]:entity["token_end"]]) == entity["text"]
+    assert any(r["entities"] for r in reference), "the test model should find entities"
+
+    bad = tmp_path / "bad.jsonl"
+    for line, message in (('{"tokens": "Anna"}', '"tokens" list'), ('{"tokens": ["New York"]}', "no whitespace"),
+                          ("not json", '"tokens" list')):
+        bad.write_text('{"tokens": ["ok"]}\n' + line + "\n", encoding="utf-8")
+        assert main(["predict", str(runs["ner"]), "--input", str(bad), "--input-format", "tokens"]) == 2
+        error = capsys.readouterr().err
+        assert f"{bad}:2" in error and message in error and "Traceback" not in error
+
+
 def test_saved_model_predictor_rejects_what_it_cannot_serve(exports, tmp_path):
     with pytest.raises(tfft.ModelLoadError, match="not a tfft SavedModel"):
         SavedModelPredictor(exports / "ner")

@@ -10,7 +10,7 @@ import pytest
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
 from tfft.features import (
-    IGNORE_INDEX, NO_WORD, encode_for_inference, encode_for_training, encode_raw_texts,
+    IGNORE_INDEX, NO_WORD, WordInputs, encode_for_inference, encode_for_training,
 )
 from tfft.inference import example_probabilities, word_probabilities
 
@@ -96,8 +96,35 @@ def test_sentence_pairs_get_segment_ids(tiny_tokenizer):
     assert encoding.token_type_ids.tolist() == [0, 0, 0, 0, 1, 1, 1]
 
 
-def test_raw_text_words_have_character_offsets(tiny_tokenizer):
-    text = "Anna  flew to Tokyo, unbelievable!"
-    encoding, spans = encode_raw_texts(tiny_tokenizer, [text], max_length=32, stride=4)
-    assert [text[s:e] for s, e in spans[0]] == ["Anna", "flew", "to", "Tokyo", ",", "unbelievable", "!"]
-    assert int((encoding.word_index != NO_WORD).sum()) == 7
+def test_word_shapes_become_token_types_of_every_subword(tiny_tokenizer):
+    example = TokenExample(["Anna", "flew", "UNBELIEVABLE", "."], ["B-PER", "O", "O", "O"])
+    encoding = encode_for_training(tiny_tokenizer, [example], LABELS, max_length=16,
+                                   word_inputs=WordInputs(shapes=True))
+    # [CLS] anna flew un ##believ ##able . [SEP]: special tokens 0, then 1 + shape (title 1, lower 0, upper 2, other 5)
+    assert encoding.token_type_ids.tolist() == [0, 2, 1, 3, 3, 3, 6, 0]
+    plain = encode_for_training(tiny_tokenizer, [example], LABELS, max_length=16)
+    assert plain.token_type_ids.tolist() == [0] * 8
+
+
+def test_document_context_adds_neighbour_words_without_labels(tiny_tokenizer):
+    document = [TokenExample(["Anna", "flew"], ["B-PER", "O"], document=0),
+                TokenExample(["to", "Tokyo"], ["O", "B-LOC"], document=0),
+                TokenExample(["the", "film", "is", "good"], ["O"] * 4, document=0),
+                TokenExample(["Paris"], ["B-LOC"], document=1)]
+    inputs = WordInputs(shapes=True, context_window=3)
+    encoding = encode_for_training(tiny_tokenizer, document, LABELS, max_length=32, word_inputs=inputs)
+    rows = np.split(encoding.input_ids, np.cumsum(encoding.row_lengths)[:-1])
+    # Whole words only, nearest first, at most 3 subwords a side, never across documents.
+    assert rows[1].tolist() == ids(tiny_tokenizer, "[CLS]", "anna", "flew", "to", "tokyo", "the", "film", "is", "[SEP]")
+    assert rows[0].tolist() == ids(tiny_tokenizer, "[CLS]", "anna", "flew", "to", "tokyo", "the", "[SEP]")
+    assert rows[3].tolist() == ids(tiny_tokenizer, "[CLS]", "paris", "[SEP]")
+    starts = np.cumsum(np.concatenate([[0], encoding.row_lengths[:-1]]))
+    second = slice(starts[1], starts[2])
+    assert encoding.word_index[second].tolist() == [NO_WORD, NO_WORD, NO_WORD, 0, 1, NO_WORD, NO_WORD, NO_WORD, NO_WORD]
+    assert encoding.labels[second].tolist() == [IGNORE_INDEX] * 3 + [LABELS.id("O"), LABELS.id("B-LOC")] + \
+        [IGNORE_INDEX] * 4
+    # Context words keep their shapes: Anna is a title-case word (type 2) even as context.
+    assert encoding.token_type_ids[second].tolist() == [0, 2, 1, 1, 2, 1, 1, 1, 0]
+    # Room is left for the sentence itself: with max_length 6 the 4-word sentence gets no context.
+    short = encode_for_training(tiny_tokenizer, document, LABELS, max_length=6, word_inputs=inputs)
+    assert short.row_lengths.tolist() == [5, 6, 6, 3] and short.num_truncated == 0

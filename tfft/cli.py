@@ -27,7 +27,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
-        if f.type in ("bool", bool):
+        if "bool" in str(f.type):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if "choices" in f.metadata:
@@ -84,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--saved-model", metavar="DIR", help="predict with an exported SavedModel "
                                                               "(saved_models/NAME/VERSION) instead of a run directory")
     predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
+    predict.add_argument("--input-format", choices=("text", "tokens"), default="text",
+                         help="text: raw text, split into words at whitespace as in CoNLL training data (default); "
+                              'tokens (NER): JSON lines {"tokens": [...]}, already split into words')
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input file (default: utf-8)")
     predict.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    predict.add_argument("--context", choices=("sentence", "document"), default="sentence",
+                         help="NER with a run trained with --context-window: 'document' when the input lines are "
+                              "consecutive sentences of one document, so each is tagged with its neighbours as "
+                              "context (default: sentence, each line on its own)")
     predict.add_argument("--words", action="store_true", help="NER: also print every word with its tag and score")
     predict.add_argument("--pair-separator", metavar="SEP", default=None,
                          help="sentence-pair models: each line is TEXT<SEP>TEXT_PAIR, split at the first SEP "
@@ -132,11 +139,14 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from tfft.prediction import Predictor, read_input_lines, split_pairs
+    from tfft.prediction import Predictor, predict_tokens, read_input_lines, read_token_lines, split_pairs
 
     if (args.run_dir is None) == (args.saved_model is None):
         raise ConfigError("give either RUN_DIR or --saved-model DIR")
-    texts = read_input_lines(args.input, args.encoding)
+    if args.input_format == "tokens" and args.pair_separator:
+        raise ConfigError("--input-format tokens and --pair-separator cannot be combined")
+    sentences = read_token_lines(args.input, args.encoding) if args.input_format == "tokens" else None
+    texts = read_input_lines(args.input, args.encoding) if sentences is None else None
     pairs = None
     if args.pair_separator:
         texts, pairs = split_pairs(texts, args.pair_separator, args.input)
@@ -146,7 +156,16 @@ def _predict(args) -> int:
         predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64)
     else:
         predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
-    for result in predictor.predict(texts, pairs):
+    if sentences is not None and predictor.task != "token-classification":
+        raise ConfigError("--input-format tokens needs a token-classification model")
+    one_document = args.context == "document"
+    if one_document and (args.saved_model or predictor.task != "token-classification"):
+        raise ConfigError("--context document needs a token-classification run directory (the SavedModel tags "
+                          "each text on its own)")
+    options = {"one_document": True} if one_document else {}  # a SavedModel predictor takes no such option
+    results = (predict_tokens(predictor, sentences, **options) if sentences is not None
+               else predictor.predict(texts, pairs, **options))
+    for result in results:
         if not args.words:
             result.pop("words", None)
         print(json.dumps(result, ensure_ascii=False))
@@ -162,11 +181,14 @@ def _export(args) -> int:
 
 
 def _tune(args) -> int:
+    from tfft.training.trainer import prepare_data
     from tfft.tuning import search_space_from_args, tune
 
     config = config_from_args(args)
+    data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
     result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=search_space_from_args(args, config),
-                  retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor)
+                  retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor,
+                  data=data)
     best = result.report.best
     print(f"tfft tune: {len(result.report.completed)} trials completed, {len(result.report.failed)} failed; best trial "
           f"{best.trial_id} {result.report.objective}={best.objective:.4f}; results in {result.directory}; "

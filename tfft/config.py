@@ -9,14 +9,23 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
+from tfft.words import WHITESPACE, WORD_SPLITS
 
 PRECISIONS = ("fp32", "bf16")
+# Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
+# updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
+DEFAULT_EPOCHS = 3
+MAX_DEFAULT_EPOCHS = 20
+MIN_UPDATES = 500
+# (fewer training examples than this, batch size)
+SMALL_DATA_BATCH_SIZES = ((500, 8), (2000, 16))
+DEFAULT_BATCH_SIZE = 32
 # Measured with the default model (all-MiniLM-L6-v2, batch 32, 3 epochs on CoNLL-2003: val F1
 # 0.8965 at 1e-4, 0.9062 at 2e-4); small distilled encoders want larger steps than BERT-base.
 DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4}
@@ -37,8 +46,12 @@ class TrainConfig:
     model: str = _option("default", "pretrained checkpoint: 'default' (the packaged all-MiniLM-L6-v2), "
                                     "a local Hugging Face directory, or a hub name (needs network)")
     output_dir: Optional[str] = _option(None, "run directory to create (default: runs/<task>)")
-    epochs: int = _option(3, "maximum number of epochs (early stopping may end sooner)")
-    batch_size: int = _option(32, "training batch size (sentences per step)")
+    epochs: Optional[int] = _option(None, "maximum number of epochs (early stopping may end sooner; default: "
+                                          "3, more for small training sets, see --min-updates)")
+    batch_size: Optional[int] = _option(None, "training batch size in sentences per step (default: 32; 16 below "
+                                              "2,000 training examples, 8 below 500)")
+    min_updates: int = _option(MIN_UPDATES, "when --epochs is not given, train for enough epochs to make at least "
+                                            "this many optimizer updates (small data sets need more epochs)")
     batch_tokens: Optional[int] = _option(None, "size training batches by tokens instead: about this many "
                                                 "tokens per batch (overrides --batch-size per length bucket)")
     learning_rate: Optional[float] = _option(None, "peak AdamW learning rate (default: 2e-4 for token "
@@ -49,6 +62,16 @@ class TrainConfig:
     max_length: int = _option(256, "maximum tokens per training example; longer ones are truncated (and counted)")
     stride: int = _option(32, "tokens of overlap between windows when predicting on longer inputs")
     label_all_subwords: bool = _option(False, "train on every subword of a word, not only its first")
+    word_shapes: Optional[bool] = _option(None, "token classification: give the encoder each word's shape (lower, "
+                                                "Title, UPPER, mixed, digits, other) as its token type, so an uncased "
+                                                "model sees capitalisation (default: on for uncased tokenizers)")
+    context_window: int = _option(0, "token classification: encode each sentence with up to this many subwords "
+                                     "of the previous and of the next sentences of its document (-DOCSTART- "
+                                     "boundaries) as context, in training, evaluation and `predict --context "
+                                     "document` (0: none)")
+    word_split: str = _option(WHITESPACE, "token classification: how prediction splits raw text into words "
+                                          "(whitespace: like CoNLL tokens, so U.S. and Anglo-Dutch stay whole)",
+                              choices=WORD_SPLITS)
     patience: int = _option(2, "epochs without improvement before early stopping")
     monitor: Optional[str] = _option(None, "metric for early stopping and the best checkpoint "
                                            "(default: val_f1 for tokens, val_accuracy for sequences)")
@@ -81,6 +104,36 @@ class TrainConfig:
             return self.monitor
         return "val_f1" if self.task == TOKEN_CLASSIFICATION else "val_accuracy"
 
+    def resolve_schedule(self, num_examples: int) -> List[str]:
+        """Fill in an unset batch size and number of epochs for ``num_examples`` training examples.
+
+        Returns a sentence per value chosen, for the run's log (the values are saved in config.yaml).
+        """
+        chosen = []
+        if self.batch_size is None:
+            self.batch_size = next((size for below, size in SMALL_DATA_BATCH_SIZES if num_examples < below),
+                                   DEFAULT_BATCH_SIZE)
+            chosen.append(f"batch size {self.batch_size} for {num_examples} training examples")
+        if self.epochs is None:
+            steps = -(-num_examples // self.batch_size)
+            self.epochs = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, -(-self.min_updates // steps)))
+            chosen.append(f"{self.epochs} epochs ({steps} updates each; at least {self.min_updates} updates "
+                          f"in all, at most {MAX_DEFAULT_EPOCHS} epochs)")
+        return chosen
+
+    @property
+    def word_inputs(self) -> "WordInputs":
+        """The run's word shapes and document context, as the encoders take them."""
+        from tfft.features import WordInputs
+
+        return WordInputs(shapes=self.uses_word_shapes,
+                          context_window=self.context_window if self.task == TOKEN_CLASSIFICATION else 0)
+
+    @property
+    def uses_word_shapes(self) -> bool:
+        """Whether the model takes word shapes as token types (unset, as in older runs: no)."""
+        return self.task == TOKEN_CLASSIFICATION and bool(self.word_shapes)
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.task}")
@@ -94,9 +147,11 @@ class TrainConfig:
                 raise ConfigError(f"The '{f.name}' option must be one of {', '.join(choices)}. Got {value!r} instead.")
         if not self.train:
             raise ConfigError("The 'train' option is required (a training data file).")
-        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "num_buckets"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "num_buckets", "min_updates"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"The '{name}' option must be a positive integer. Got {getattr(self, name)!r} instead.")
+        if self.context_window < 0:
+            raise ConfigError(f"The 'context_window' option must be >= 0. Got {self.context_window!r} instead.")
         if self.learning_rate is None or not self.learning_rate > 0:
             raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
         return self

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tfft.data.labels import LabelMap
-from tfft.features import encode_for_inference, inference_length, is_token_task
+from tfft.features import WordInputs, encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions, tags_from_probabilities
@@ -50,10 +50,12 @@ class EvaluationReport:
 
 
 def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: Optional[int] = None,
-                      stride: int = 32, batch_size: int = 64, jit_compile: bool = False) -> EvaluationReport:
+                      stride: int = 32, batch_size: int = 64, jit_compile: bool = False,
+                      word_inputs: WordInputs = WordInputs()) -> EvaluationReport:
     """Predict ``examples`` (sliding windows for long ones) and build the full report."""
     label_map.check(examples)
-    encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride)
+    encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
+                                    word_inputs=word_inputs)
     token_task = is_token_task(examples)
     true_labels = [list(e.tags) for e in examples] if token_task else [e.label for e in examples]
     probabilities = predict_encoded(
@@ -171,6 +173,7 @@ def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,
         model, tokenizer, examples, label_map_of(model),
         stride=config.stride,
         batch_size=batch_size or config.eval_batch_size, jit_compile=config.xla,
+        word_inputs=config.word_inputs,
     )
     report.write(Path(run_dir) / REPORTS_SUBDIR, Path(str(data).split(":")[-1]).stem or "evaluation")
     return report

@@ -10,18 +10,24 @@ Two encodings exist because they answer different needs:
   of truncated examples is reported, never silent);
 * ``encode_for_inference``: long examples become several overlapping windows
   (``stride`` tokens of shared context), so prediction and evaluation see every word.
+
+Token tasks can give the model more than each word's subwords (:class:`WordInputs`): the
+word's shape as its token type, and subwords of the neighbouring sentences of the same
+document as context (unlabelled, not predicted).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
+from tfft.words import shape_token_types
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,20 @@ IGNORE_INDEX = -100  # label id excluded from the loss and the metrics
 NO_WORD = -1  # word_index of special tokens and of a word's continuation subwords
 
 Examples = Union[Sequence[TokenExample], Sequence[TextExample]]
+
+
+@dataclass(frozen=True)
+class WordInputs:
+    """What a token classifier sees of its words besides their subwords; fixed at training time.
+
+    ``shapes``: each subword's token type id is ``1 + its word's shape`` (see
+    :mod:`tfft.words`; the model must be built with ``build_model(word_shapes=True)``).
+    ``context_window``: up to this many subwords of the previous and of the next sentences
+    of the same document (``TokenExample.document``) are added on each side as context.
+    """
+
+    shapes: bool = False
+    context_window: int = 0
 
 
 @dataclass
@@ -79,9 +99,11 @@ def encode_for_training(
     label_map: LabelMap,
     max_length: int,
     label_all_subwords: bool = False,
+    word_inputs: WordInputs = WordInputs(),
 ) -> Encoding:
     """Encode labelled examples for ``model.fit``: one truncated row per example."""
-    return _encode(tokenizer, examples, label_map, max_length, stride=None, label_all_subwords=label_all_subwords)
+    return _encode(tokenizer, examples, label_map, max_length, stride=None, label_all_subwords=label_all_subwords,
+                   word_inputs=word_inputs)
 
 
 def encode_for_inference(
@@ -90,6 +112,7 @@ def encode_for_inference(
     max_length: int,
     stride: int,
     label_map: Optional[LabelMap] = None,
+    word_inputs: WordInputs = WordInputs(),
 ) -> Encoding:
     """Encode examples for prediction/evaluation: long ones become overlapping windows.
 
@@ -98,10 +121,11 @@ def encode_for_inference(
     """
     if not 0 <= stride < max_length - 3:
         raise ValueError(f"stride must be in [0, max_length - 3); got stride={stride}, max_length={max_length}")
-    return _encode(tokenizer, examples, label_map, max_length, stride=stride, label_all_subwords=False)
+    return _encode(tokenizer, examples, label_map, max_length, stride=stride, label_all_subwords=False,
+                   word_inputs=word_inputs)
 
 
-def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwords) -> Encoding:
+def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwords, word_inputs) -> Encoding:
     if not examples:
         raise ValueError("no examples to encode")
     token_task = is_token_task(examples)
@@ -117,8 +141,12 @@ def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwor
         return_attention_mask=False,
         return_token_type_ids=True,
     )
+    own_words = None  # per example, the (first, last + 1) of its own words among those encoded
     if token_task:
-        batch = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, **kwargs)
+        word_lists = [list(e.tokens) for e in examples]
+        if word_inputs.context_window and any(e.document is not None for e in examples):
+            word_lists, own_words = _with_document_context(tokenizer, examples, word_inputs.context_window, max_length)
+        batch = tokenizer(word_lists, is_split_into_words=True, **kwargs)
     else:
         texts = [e.text for e in examples]
         batch = tokenizer(texts, [e.text_pair for e in examples] if has_pairs else None, **kwargs)
@@ -149,6 +177,11 @@ def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwor
     )
     if token_task:
         word_ids = [batch.word_ids(int(i)) for i in keep]
+        if word_inputs.shapes:
+            encoding.token_type_ids = _shape_token_types(word_ids, word_lists, example_index)
+        if own_words is not None:  # context words are like special tokens from here on: no label, no prediction
+            word_ids = [[w - own_words[e][0] if w is not None and own_words[e][0] <= w < own_words[e][1] else None
+                         for w in ids] for ids, e in zip(word_ids, example_index)]
         encoding.word_index = _first_subword_word_index(word_ids)
         if label_map is not None and examples[0].tags is not None:
             encoding.labels = _align_token_labels(word_ids, examples, example_index, label_map, label_all_subwords)
@@ -165,6 +198,47 @@ def _first_subword_word_index(word_ids: List[List[Optional[int]]]) -> np.ndarray
         for w in ids:
             flat.append(w if (w is not None and w != previous) else NO_WORD)
             previous = w
+    return np.asarray(flat, dtype=np.int32)
+
+
+def _with_document_context(tokenizer, examples: Sequence[TokenExample], window: int,
+                           max_length: int) -> Tuple[List[List[str]], List[Tuple[int, int]]]:
+    """Each example's words with whole words of its document neighbours around them.
+
+    Up to ``window`` subwords are taken from the preceding sentences (nearest words first)
+    and as many from the following ones, never more than half of the room ``max_length``
+    leaves beside the sentence itself, so the sentence is never truncated for context.
+    """
+    vocabulary = Counter(word for e in examples for word in e.tokens)
+    pieces = tokenizer(list(vocabulary), add_special_tokens=False)["input_ids"]
+    length_of = {word: len(ids) for word, ids in zip(vocabulary, pieces)}
+    word_lists, own = [], []
+    for i, example in enumerate(examples):
+        budget = min(window, max(0, max_length - 2 - sum(length_of[w] for w in example.tokens)) // 2)
+        before: List[str] = []
+        after: List[str] = []
+        if example.document is not None:
+            for words, step in ((before, -1), (after, 1)):
+                room, j = budget, i + step
+                while room > 0 and 0 <= j < len(examples) and examples[j].document == example.document:
+                    for word in (reversed(examples[j].tokens) if step < 0 else examples[j].tokens):
+                        room -= length_of[word]
+                        if room < 0:
+                            break
+                        words.append(word)
+                    j += step
+        before.reverse()
+        word_lists.append(before + list(example.tokens) + after)
+        own.append((len(before), len(before) + len(example.tokens)))
+    return word_lists, own
+
+
+def _shape_token_types(word_ids, word_lists, example_index) -> np.ndarray:
+    """Token type ids of a shaped model: each subword gets ``1 + its word's shape``, special tokens 0."""
+    flat = []
+    for row, ids in enumerate(word_ids):
+        types = shape_token_types(word_lists[example_index[row]])
+        flat.extend(0 if w is None else int(types[w]) for w in ids)
     return np.asarray(flat, dtype=np.int32)
 
 
@@ -191,37 +265,3 @@ def _align_token_labels(word_ids, examples, example_index, label_map: LabelMap, 
                 flat.append(IGNORE_INDEX)
             previous = w
     return np.asarray(flat, dtype=np.int32)
-
-
-def encode_raw_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int):
-    """Encode raw strings for token-classification prediction, in windows.
-
-    Words are the tokenizer's own pre-tokenized words (whitespace and punctuation
-    splits after normalisation), so what gets a tag is exactly what the model sees.
-    Returns the encoding and, per text, the ``(start, end)`` character span of each word
-    in the original string.
-    """
-    batch = tokenizer(
-        list(texts), truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True,
-        return_offsets_mapping=True, return_attention_mask=False, return_token_type_ids=True,
-    )
-    rows = batch["input_ids"]
-    example_index = np.asarray(batch["overflow_to_sample_mapping"], dtype=np.int64)
-    word_ids = [batch.word_ids(i) for i in range(len(rows))]
-    spans: List[dict] = [dict() for _ in texts]
-    for row, ids in enumerate(word_ids):
-        found = spans[example_index[row]]
-        for word, (start, end) in zip(ids, batch["offset_mapping"][row]):
-            if word is not None:
-                first = found.get(word, (start, end))
-                found[word] = (min(first[0], start), max(first[1], end))
-    row_lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    encoding = Encoding(
-        input_ids=np.concatenate([np.asarray(r, np.int32) for r in rows]),
-        token_type_ids=np.concatenate([np.asarray(r, np.int32) for r in batch["token_type_ids"]]),
-        row_lengths=row_lengths,
-        example_index=example_index,
-        word_index=_first_subword_word_index(word_ids),
-        num_examples=len(texts),
-    )
-    return encoding, [[found[w] for w in sorted(found)] for found in spans]

@@ -46,8 +46,10 @@ def mean_cross_entropy(probabilities: np.ndarray, true_ids: np.ndarray) -> float
 
 
 def tags_from_probabilities(probabilities: List[np.ndarray], labels: Sequence[str]) -> List[List[str]]:
-    """Arg-max tag per word, per sentence."""
-    return [[labels[i] for i in p.argmax(-1)] for p in probabilities]
+    """Per sentence, the tags of the most probable valid IOB2 sequence (constrained Viterbi)."""
+    from tfft.decoding import viterbi_tags
+
+    return [[labels[i] for i in ids] for ids in viterbi_tags(probabilities, labels)]
 
 
 def score_predictions(true_labels: Sequence, probabilities, label_map) -> Dict[str, float]:

@@ -18,10 +18,13 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
+
 from tfft.backend import tf  # noqa: F401  (sets the environment before transformers loads)
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
+from tfft.words import NUM_SHAPE_TOKEN_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +91,15 @@ def build_model(
     model: Union[str, None, "object"] = DEFAULT_MODEL,
     *,
     dropout: Optional[float] = None,
+    word_shapes: bool = False,
 ):
     """Create a classifier head on a pretrained (or random-init) encoder.
 
     ``model`` is a name/path (see module docstring) or a ``transformers`` config for
     random initialisation. ``dropout`` sets the classifier dropout when given.
+    ``word_shapes`` widens the token type embedding to one row per word shape
+    (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
+    so the pretrained function is unchanged until training teaches the rows apart.
     """
     from transformers import PretrainedConfig
 
@@ -113,8 +120,46 @@ def build_model(
             classifier = auto_class.from_pretrained(source, **label_config)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
+    if word_shapes:
+        _widen_token_types(classifier, NUM_SHAPE_TOKEN_TYPES)
     _compute_gelu_in_float32(classifier)
     return classifier
+
+
+def word_shapes_by_default(model: Union[str, None], tokenizer) -> bool:
+    """Word shapes are on by default for encoders that lower-case (they cannot see case otherwise)
+    and have a token type embedding to carry them."""
+    from transformers import AutoConfig
+
+    lowercases = tokenizer.tokenize("Ab") == tokenizer.tokenize("ab")
+    return lowercases and hasattr(AutoConfig.from_pretrained(resolve_model(model)), "type_vocab_size")
+
+
+def supports_word_shapes(model) -> bool:
+    """Whether the encoder has a token type embedding that word shapes can use (BERT, ELECTRA, ...)."""
+    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return hasattr(getattr(encoder, "embeddings", None), "token_type_embeddings")
+
+
+def _widen_token_types(model, count: int) -> None:
+    """Give the token type embedding ``count`` rows, all copies of the pretrained row 0.
+
+    The variable is replaced under its own name, so ``save_pretrained`` writes it and
+    ``from_pretrained`` (reading ``type_vocab_size`` from the saved config) loads it back.
+    """
+    if not supports_word_shapes(model):
+        raise ModelLoadError(f"{type(model).__name__} has no token type embedding; word shapes need one "
+                             "(BERT-family encoders such as BERT, MiniLM or ELECTRA); use --no-word-shapes")
+    if not model.built:
+        model(model.dummy_inputs, training=False)
+    embeddings = getattr(model, model.base_model_prefix).embeddings
+    old = embeddings.token_type_embeddings
+    if int(old.shape[0]) == count:
+        return
+    widened = tf.Variable(np.repeat(old.numpy()[:1], count, axis=0), name=old.name.split(":")[0], dtype=old.dtype)
+    embeddings._trainable_weights = [widened if w is old else w for w in embeddings._trainable_weights]
+    embeddings.token_type_embeddings = widened
+    model.config.type_vocab_size = count
 
 
 @tf.custom_gradient

@@ -12,14 +12,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tfft.data.examples import TextExample
+from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
 from tfft.data.tags import iob2_spans
+from tfft.decoding import viterbi_tags
 from tfft.errors import DataFormatError
-from tfft.features import encode_for_inference, encode_raw_texts, inference_length
+from tfft.features import WordInputs, encode_for_inference, inference_length
 from tfft.inference import predict_encoded
 from tfft.models import TOKEN_CLASSIFICATION, label_map_of
 from tfft.run_dir import load_run
+from tfft.words import word_spans
 
 @dataclass
 class Predictor:
@@ -32,6 +34,7 @@ class Predictor:
     stride: int = 32
     batch_size: int = 64
     jit_compile: bool = False
+    word_inputs: WordInputs = WordInputs()
 
     @classmethod
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
@@ -45,6 +48,7 @@ class Predictor:
             stride=config.stride,
             batch_size=batch_size or config.eval_batch_size,
             jit_compile=config.xla,
+            word_inputs=config.word_inputs,
         )
 
     @property
@@ -57,31 +61,43 @@ class Predictor:
             pad_token_id=self.tokenizer.pad_token_id, jit_compile=self.jit_compile,
         )
 
-    def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Dict]:
+    def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None,
+                one_document: bool = False) -> List[Dict]:
         """One result per text.
+
+        ``one_document`` (token classification, for a run trained with ``--context-window``):
+        the texts are consecutive sentences of one document and give each other context.
 
         Token classification: ``{"text", "entities": [{"type", "text", "start", "end",
         "score"}], "words": [{"text", "start", "end", "tag", "score"}]}`` with character
-        offsets into the original string; sequence classification: ``{"text", "label",
-        "probabilities": {label: p}}``.
+        offsets into the original string; words are the text's whitespace-separated
+        tokens, as in CoNLL training data (see :mod:`tfft.words`). Sequence
+        classification: ``{"text", "label", "probabilities": {label: p}}``.
         """
+        if not texts:
+            return []
         if self.task == TOKEN_CLASSIFICATION:
-            return self._predict_entities(texts)
+            return self._predict_entities(texts, one_document)
         pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
         examples = [TextExample(text=t, text_pair=p) for t, p in zip(texts, pairs)]
         encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride)
         probabilities = self._run(encoding)
         return [label_result(text, self.label_map.labels, p) for text, p in zip(texts, probabilities)]
 
-    def _predict_entities(self, texts: Sequence[str]) -> List[Dict]:
-        encoding, word_spans = encode_raw_texts(self.tokenizer, texts, self.window_length, self.stride)
-        probabilities = self._run(encoding, [len(spans) for spans in word_spans])
+    def _predict_entities(self, texts: Sequence[str], one_document: bool) -> List[Dict]:
+        """Tag whitespace words exactly as evaluation tags CoNLL tokens (same encoding, windows, decoding)."""
+        spans = [word_spans(text) for text in texts]
+        words = [[text[s:e] for s, e in found] for text, found in zip(texts, spans)]
+        examples = [TokenExample(tokens=w, document=0 if one_document else None) for w in words]
+        encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride,
+                                        word_inputs=self.word_inputs)
+        probabilities = self._run(encoding, [len(w) for w in words])
         labels = self.label_map.labels
         results = []
-        for text, spans, word_probs in zip(texts, word_spans, probabilities):
-            tag_ids = word_probs.argmax(-1) if len(spans) else np.zeros(0, int)
-            scores = word_probs[np.arange(len(tag_ids)), tag_ids] if len(spans) else np.zeros(0)
-            results.append(entity_result(text, spans, [labels[i] for i in tag_ids], scores))
+        for text, found, word_probs, tag_ids in zip(texts, spans, probabilities,
+                                                    viterbi_tags(probabilities, labels)):
+            scores = word_probs[np.arange(len(tag_ids)), tag_ids]
+            results.append(entity_result(text, found, [labels[i] for i in tag_ids], scores))
         return results
 
 
@@ -123,6 +139,52 @@ def read_input_lines(source: str, encoding: str = "utf-8") -> List[str]:
 
     lines = sys.stdin if source == "-" else iter_lines(source, encoding)
     return [line.rstrip("\r\n") for line in lines]
+
+
+def read_token_lines(source: str, encoding: str = "utf-8") -> List[List[str]]:
+    """Pre-tokenized sentences, one JSON object ``{"tokens": [...]}`` per line (blank line: no tokens).
+
+    Tokens must be non-empty and contain no whitespace: each one is then exactly one word
+    of the sentence the tokens joined by spaces make (see :func:`predict_tokens`).
+    """
+    import json
+
+    where = "<stdin>" if source == "-" else source
+    sentences = []
+    for number, line in enumerate(read_input_lines(source, encoding), start=1):
+        if not line.strip():
+            sentences.append([])
+            continue
+        try:
+            tokens = json.loads(line).get("tokens")
+        except (ValueError, AttributeError):
+            tokens = None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise DataFormatError('expected a JSON object with a "tokens" list of strings, e.g. '
+                                  '{"tokens": ["Anna", "flew", "to", "Tokyo"]}', where, number)
+        bad = [t for t in tokens if len(word_spans(t)) != 1 or word_spans(t)[0] != (0, len(t))]
+        if bad:
+            raise DataFormatError(f"tokens must be non-empty and contain no whitespace; found {bad[0]!r}", where, number)
+        sentences.append(tokens)
+    return sentences
+
+
+def predict_tokens(predictor, sentences: Sequence[Sequence[str]], **options) -> List[Dict]:
+    """Token classification of pre-tokenized sentences with a :class:`Predictor` or a SavedModel predictor.
+
+    Each sentence is sent as its tokens joined by single spaces, so each token is one word
+    (``options`` go to ``predict``); results are ``predict``'s plus ``tokens``, and every entity and word gets
+    ``token_start``/``token_end`` (token indices, end exclusive).
+    """
+    results = predictor.predict([" ".join(tokens) for tokens in sentences], **options)
+    for result, tokens in zip(results, sentences):
+        result["tokens"] = list(tokens)
+        starts = np.cumsum([0] + [len(t) + 1 for t in tokens]).tolist()
+        first = {start: i for i, start in enumerate(starts[:-1])}
+        last = {start - 1: i for i, start in enumerate(starts) if i}
+        for item in result.get("entities", []) + result.get("words", []):
+            item["token_start"], item["token_end"] = first[item["start"]], last[item["end"]]
+    return results
 
 
 def split_pairs(lines: Sequence[str], separator: str, source: str) -> Tuple[List[str], List[str]]:

@@ -16,7 +16,8 @@ from tfft.data.examples import TokenExample
 from tfft.data.tags import TagError, normalise_sequences, split_tag
 from tfft.errors import DataFormatError, PathLike
 
-_Sentence = Tuple[List[str], Optional[List[str]], int]  # tokens, tags, line of the first token
+# tokens, tags, line of the first token, document index (None in a file without -DOCSTART- lines)
+_Sentence = Tuple[List[str], Optional[List[str]], int, Optional[int]]
 
 
 def _columns_needed(column: int) -> int:
@@ -56,14 +57,17 @@ def _sentences(
     tags: List[str] = []
     first_line = 0  # stays 0 until a token is read
     only_blank = True
+    document: Optional[int] = None
     for number, raw in enumerate(iter_lines(path, encoding), start=1):
         fields = [field.strip() for field in raw.rstrip().split(delimiter)]
         blank = not any(fields)
         if blank or fields[0] == "-DOCSTART-":
             only_blank = only_blank and blank
             if tokens:
-                yield tokens, tags if labelled else None, first_line
+                yield tokens, tags if labelled else None, first_line, document
                 tokens, tags = [], []
+            if not blank:
+                document = 0 if document is None else document + 1
             continue
         only_blank = False
         if not tokens and fields[0].startswith("#") and not is_token_line(fields):
@@ -87,7 +91,7 @@ def _sentences(
             first_line = number
         tokens.append(token)
     if tokens:
-        yield tokens, tags if labelled else None, first_line
+        yield tokens, tags if labelled else None, first_line, document
     elif first_line == 0:
         raise DataFormatError(
             "the file is empty" if only_blank else "contains no sentences (only -DOCSTART- or comment lines)",
@@ -112,8 +116,9 @@ def iter_conll(
     checked for shape but not converted: ``read_conll`` converts, because detecting
     the scheme needs the whole file. Raises DataFormatError at the offending line.
     """
-    for tokens, tags, first_line in _sentences(path, token_column, tag_column, encoding, delimiter, labelled):
-        yield TokenExample(tokens, tags, f"{os.fspath(path)}:{first_line}")
+    for tokens, tags, first_line, document in _sentences(path, token_column, tag_column, encoding, delimiter,
+                                                         labelled):
+        yield TokenExample(tokens, tags, f"{os.fspath(path)}:{first_line}", document)
 
 
 def read_conll(
@@ -134,13 +139,14 @@ def read_conll(
     sentences = list(_sentences(path, token_column, tag_column, encoding, delimiter, labelled))
     source = os.fspath(path)
     if not labelled:
-        return [TokenExample(tokens, None, f"{source}:{first_line}") for tokens, _, first_line in sentences]
+        return [TokenExample(tokens, None, f"{source}:{first_line}", document)
+                for tokens, _, first_line, document in sentences]
     try:
-        tag_lists = normalise_sequences([tags for _, tags, _ in sentences], scheme)
+        tag_lists = normalise_sequences([tags for _, tags, _, _ in sentences], scheme)
     except TagError as error:
         first_line = sentences[error.sequence][2]
         raise DataFormatError(error.reason, path, first_line + error.index) from None
     return [
-        TokenExample(tokens, tags, f"{source}:{first_line}")
-        for (tokens, _, first_line), tags in zip(sentences, tag_lists)
+        TokenExample(tokens, tags, f"{source}:{first_line}", document)
+        for (tokens, _, first_line, document), tags in zip(sentences, tag_lists)
     ]

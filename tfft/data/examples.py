@@ -18,6 +18,9 @@ class TokenExample:
     tokens: List[str]
     tags: Optional[List[str]] = None
     source: Optional[str] = field(default=None, compare=False)  # "path:line" of the first token
+    # Index of the document the sentence belongs to (-DOCSTART- boundaries); None when unknown.
+    # Consecutive sentences of one document give each other context (``--context-window``).
+    document: Optional[int] = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

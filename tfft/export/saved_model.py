@@ -12,13 +12,16 @@ Signatures:
   Sequence classification returns ``label`` (string ``[batch]``), ``label_id`` (int32)
   and ``probabilities`` (float32 ``[batch, classes]``).
 
-  Token classification returns per word (padded to the longest sentence of the batch):
-  ``tags`` (string, padding ``""``), ``tag_ids`` (int32, padding -1), ``tag_scores``
-  (float32, padding 0), ``word_start``/``word_end`` (int64 character offsets, padding -1),
-  ``num_words`` (int32); and per entity: ``entity_types`` (string, padding ``""``),
-  ``entity_start``/``entity_end`` (int64 character offsets, end exclusive, padding -1),
-  ``entity_scores`` (float32, padding 0), ``num_entities`` (int32). Words beyond the
-  model's maximum length are not tagged; ``truncated`` (bool ``[batch]``) says so.
+  Token classification returns per word -- the text's whitespace-separated words, as in
+  CoNLL training data, each tagged from its first subword and the sentence decoded with
+  constrained Viterbi (no ``I-X`` that does not continue an ``X``) -- padded to the longest
+  sentence of the batch: ``tags`` (string, padding ``""``), ``tag_ids`` (int32, padding -1),
+  ``tag_scores`` (float32, padding 0), ``word_start``/``word_end`` (int64 character
+  offsets, padding -1), ``num_words`` (int32); and per entity: ``entity_types`` (string,
+  padding ``""``), ``entity_start``/``entity_end`` (int64 character offsets, end exclusive,
+  padding -1), ``entity_scores`` (float32, padding 0), ``num_entities`` (int32). Words
+  beyond the model's maximum length are not tagged; ``truncated`` (bool ``[batch]``) says so.
+  Models trained with word shapes compute them in the graph (:mod:`tfft.export.graph_words`).
 
 * ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
   ``[batch, length]``) to ``logits`` and ``probabilities``, for clients that tokenize.
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from tfft.backend import tf
+from tfft.export.graph_words import viterbi_decode, whitespace_words
 from tfft.export.tokenizer import InGraphBertTokenizer
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
@@ -52,9 +56,11 @@ class ServingModule(tf.Module):
     """A trained classifier plus the in-graph tokenizer and label decoding it serves with."""
 
     def __init__(self, model, tokenizer: InGraphBertTokenizer, task: str, labels: Sequence[str], max_length: int,
-                 assets: Dict[str, str], with_pairs: bool = False):
+                 assets: Dict[str, str], with_pairs: bool = False, word_shapes: bool = False):
         super().__init__(name="tfft_serving")
         self.model = model
+        self.labels = list(labels)
+        self.word_shapes = word_shapes
         self.tokenizer = tokenizer
         self.task = task
         self.max_length = int(max_length)
@@ -83,33 +89,49 @@ class ServingModule(tf.Module):
         return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "probabilities": probabilities}
 
     def tag(self, text):
-        token_ids, token_word, word_start, word_end = self.tokenizer.tokenize(text)
+        """Tag each whitespace-separated word from its first subword, decode with constrained Viterbi."""
+        token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(text)
+        words = whitespace_words(text)
         kept = self.max_length - 2
         truncated = token_ids.row_lengths() > kept
-        token_ids, token_word = token_ids[:, :kept], token_word[:, :kept]
-        probabilities = self.probabilities(self.tokenizer.pack(token_ids, self.max_length))
+        token_ids, token_piece = token_ids[:, :kept], token_piece[:, :kept]
+        features = self.tokenizer.pack(token_ids, self.max_length)
+        # The whitespace word of each pre-tokenizer piece (pieces never cross whitespace), then of each token.
+        far = tf.int64.max
+        batch = tf.shape(token_ids.row_lengths(), out_type=tf.int64)[0]
+        column = tf.fill([batch, 1], far)
+        word_of_piece = tf.searchsorted(tf.concat([words.start.to_tensor(far), column], 1),
+                                        tf.concat([piece_start.to_tensor(far), column], 1), side="right",
+                                        out_type=tf.int64) - 1
+        token_piece = token_piece.to_tensor(default_value=-1)
+        token_word = tf.where(token_piece >= 0, tf.gather(word_of_piece, tf.maximum(token_piece, 0), batch_dims=1), -1)
         # Dense from here on (ragged gathers cost ~1 ms of graph overhead per call):
         # token_word aligned with the packed ids, -1 on [CLS], [SEP] and padding.
-        width = tf.shape(probabilities)[1]
-        words = token_word.to_tensor(default_value=-1)
-        words = tf.pad(words, [[0, 0], [1, width - 1 - tf.shape(words)[1]]], constant_values=-1)
-        previous = tf.pad(words[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
-        is_first = (words >= 0) & tf.not_equal(words, previous)  # a word's first subword carries its tag
-        num_words = tf.reduce_sum(tf.cast(is_first, tf.int32), axis=1)
+        width = tf.shape(features["input_ids"])[1]
+        token_word = tf.pad(token_word, [[0, 0], [1, width - 1 - tf.shape(token_word)[1]]], constant_values=-1)
+        if self.word_shapes:
+            shapes = tf.concat([tf.cast(words.shape.to_tensor(0), tf.int64), tf.zeros_like(column)], 1)
+            features["token_type_ids"] = tf.where(
+                token_word >= 0, 1 + tf.gather(shapes, tf.maximum(token_word, 0), batch_dims=1), 0)
+        probabilities = self.probabilities(features)
+        previous = tf.pad(token_word[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
+        is_first = (token_word >= 0) & tf.not_equal(token_word, previous)  # a word's first subword carries its tag
+        # All words, or up to the last one with a token when the text did not fit.
+        num_words = tf.cast(tf.where(truncated, tf.reduce_max(token_word, axis=1) + 1, words.start.row_lengths()),
+                            tf.int32)
         most_words = tf.reduce_max(tf.concat([num_words, [0]], 0))
         where = tf.where(is_first)  # [n, 2]: (row, token position), row-major
-        target = tf.stack([where[:, 0], tf.gather_nd(words, where)], axis=1)
-        batch = tf.shape(probabilities, out_type=tf.int64)[0]
-        word_probabilities = tf.scatter_nd(
-            target, tf.gather_nd(probabilities, where),
-            tf.stack([batch, tf.cast(most_words, tf.int64), tf.shape(probabilities, out_type=tf.int64)[2]]))
+        num_labels = tf.shape(probabilities, out_type=tf.int64)[2]
+        # Words without any token (e.g. only control characters) keep a uniform row, as in tfft.inference.
+        word_probabilities = tf.tensor_scatter_nd_update(
+            tf.fill(tf.stack([batch, tf.cast(most_words, tf.int64), num_labels]), 1.0 / tf.cast(num_labels, tf.float32)),
+            tf.stack([where[:, 0], tf.gather_nd(token_word, where)], axis=1), tf.gather_nd(probabilities, where))
         valid = tf.range(most_words)[None] < num_words[:, None]
-        tag_ids = tf.where(valid, tf.argmax(word_probabilities, axis=-1, output_type=tf.int32), -1)
-        tag_scores = tf.where(valid, tf.reduce_max(word_probabilities, axis=-1), 0.0)
+        tag_ids = tf.where(valid, viterbi_decode(word_probabilities, valid, self.labels), -1)
+        tag_scores = tf.where(valid, tf.gather(word_probabilities, tf.maximum(tag_ids, 0), batch_dims=2), 0.0)
         minus_one = tf.constant(-1, tf.int64)
-        # Every word tagged is among the words found (truncation only drops words), so slicing suffices.
-        starts = tf.where(valid, word_start.to_tensor(default_value=-1)[:, :most_words], minus_one)
-        ends = tf.where(valid, word_end.to_tensor(default_value=-1)[:, :most_words], minus_one)
+        starts = tf.where(valid, words.start.to_tensor(default_value=-1)[:, :most_words], minus_one)
+        ends = tf.where(valid, words.end.to_tensor(default_value=-1)[:, :most_words], minus_one)
         return {
             "tags": tf.where(valid, tf.gather(self.label_names, tf.maximum(tag_ids, 0)), ""),
             "tag_ids": tag_ids,
@@ -217,6 +239,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     card = {
         "name": name, "version": version, "task": config.task, "labels": labels,
         "base_model": config.model, "max_length": inference_length(tokenizer),
+        "word_split": config.word_split, "word_shapes": config.uses_word_shapes,
         "training_metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "tfft_version": _tfft_version(), "tensorflow_version": tf.__version__, "python_version": platform.python_version(),
         "signatures": {"serving_default": "raw text in", "predict_ids": "token ids in"},
@@ -230,7 +253,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         module = ServingModule(
             model, InGraphBertTokenizer.from_pretrained_dir(model_dir), config.task, labels, card["max_length"],
             assets={"vocab": str(model_dir / "vocab.txt"), "model_card": str(card_path), "labels": str(labels_path)},
-            with_pairs=bool(config.text_pair_column),
+            with_pairs=bool(config.text_pair_column), word_shapes=config.uses_word_shapes,
         )
         try:
             with atomic_directory(target, replace=False) as staging:

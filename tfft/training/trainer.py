@@ -22,10 +22,12 @@ from tfft.data.labels import LabelMap
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training
 from tfft.files import replace_directory, write_json
-from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, set_precision
+from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, set_precision, word_shapes_by_default
 from tfft.pipeline import make_dataset
 from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, read_config_examples
-from tfft.training.callbacks import BestWeightsCheckpoint, ProgressLog, ValidationMetrics
+from tfft.training.callbacks import (
+    BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
+)
 from tfft.training.losses import masked_sparse_categorical_crossentropy
 from tfft.training.optimization import create_optimizer
 
@@ -77,6 +79,7 @@ class PreparedData:
         return ValidationMetrics.from_examples(
             self.tokenizer, self.validation_examples, self.label_map,
             stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+            word_inputs=config.word_inputs,
         )
 
 
@@ -84,22 +87,33 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     """Read, check and encode the data of ``config``; fails before anything is written."""
     config.validate()
     tokenizer = load_tokenizer(config.model)
+    if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
+        config.word_shapes = word_shapes_by_default(config.model, tokenizer)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
+    for choice in config.resolve_schedule(len(train_examples)):
+        print(f"Chose {choice}", flush=True)
     label_map = (LabelMap.from_token_examples(train_examples) if config.task == TOKEN_CLASSIFICATION
                  else LabelMap.from_text_examples(train_examples))
     validation_examples = None
     if config.validation:
         validation_examples = read_config_examples(config, config.validation, config.max_validation_examples)
         label_map.check(validation_examples)
-    encoding = encode_for_training(tokenizer, train_examples, label_map, config.max_length, config.label_all_subwords)
-    return PreparedData(tokenizer, label_map, train_examples, validation_examples, encoding)
+    return PreparedData(tokenizer, label_map, train_examples, validation_examples,
+                        encode_training_examples(config, tokenizer, train_examples, label_map))
+
+
+def encode_training_examples(config: TrainConfig, tokenizer, examples, label_map: LabelMap) -> Encoding:
+    """``encode_for_training`` with the options of ``config``."""
+    return encode_for_training(tokenizer, examples, label_map, config.max_length, config.label_all_subwords,
+                               word_inputs=config.word_inputs)
 
 
 def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int):
     """Build and compile the model (and optimizer) inside the current distribution strategy."""
     set_precision(config.precision)
     with tf.distribute.get_strategy().scope():
-        model = build_model(config.task, label_map, config.model, dropout=config.dropout)
+        model = build_model(config.task, label_map, config.model, dropout=config.dropout,
+                            word_shapes=config.uses_word_shapes)
         compile_model(model, config, steps_per_epoch)
     return model
 
@@ -124,7 +138,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
         callbacks += [
             validation_metrics,
             checkpoint,
-            keras.callbacks.EarlyStopping(monitor=config.monitor_metric, mode=checkpoint_mode(config),
+            EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=checkpoint_mode(config),
                                           patience=config.patience, verbose=1),
         ]
     callbacks += list(extra_callbacks)
@@ -164,6 +178,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         report = evaluate_examples(
             model, data.tokenizer, data.validation_examples, data.label_map,
             stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+            word_inputs=config.word_inputs,
         )
         report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)

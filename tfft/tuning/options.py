@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from tfft.config import TrainConfig, read_yaml
+from tfft.config import DEFAULT_EPOCHS, TrainConfig, read_yaml
 from tfft.errors import ConfigError
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -112,11 +112,12 @@ class SearchSpace:
 
     @classmethod
     def default(cls, config: TrainConfig) -> "SearchSpace":
-        """The default space; epochs range from 1 to the run's ``epochs`` (each trial also stops early)."""
+        """The default space; epochs range from 1 to the run's ``epochs`` (each trial also stops early;
+        an unset ``epochs`` counts as the default of 3 until ``prepare_data`` settles it for the data)."""
         return cls(
             learning_rate=Dimension(1e-5, 3e-4, sampling="log"),
             batch_size=Dimension(choices=(16, 32)),
-            epochs=Dimension(1, config.epochs),
+            epochs=Dimension(1, config.epochs or DEFAULT_EPOCHS),
             warmup_fraction=Dimension(0.0, 0.2),
             weight_decay=Dimension(0.0, 0.1),
             dropout=Dimension(0.0, 0.3),

@@ -18,8 +18,9 @@ from typing import List, Optional, Sequence
 import keras_tuner as kt
 
 from tfft.config import TrainConfig
-from tfft.features import encode_for_training
-from tfft.training.trainer import PreparedData, TrainResult, fit_model, read_history, work_dir_of, write_run
+from tfft.training.trainer import (
+    PreparedData, TrainResult, encode_training_examples, fit_model, read_history, work_dir_of, write_run,
+)
 from tfft.tuning.options import SearchSpace
 from tfft.tuning.results import SearchReport
 from tfft.tuning.tuner import ScheduleSegment, TfftTuner, create_tuner, tune_dir_of
@@ -40,13 +41,14 @@ class TuneResult:
 def tune(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10, space: Optional[SearchSpace] = None,
          hyperparameters: Optional[kt.HyperParameters] = None, tune_new_entries: bool = True,
          retrain_on_all: bool = False, overwrite: bool = False, hyperband_factor: int = 3,
-         callbacks: Sequence = ()) -> TuneResult:
+         callbacks: Sequence = (), data: Optional[PreparedData] = None) -> TuneResult:
     """Search (resuming an existing search unless ``overwrite``), print and write the trial
-    table, and write the best trial to ``DIR/best`` (see ``export_best``)."""
+    table, and write the best trial to ``DIR/best`` (see ``export_best``). ``data``: the
+    config's data if already read (``prepare_data(config)``)."""
     directory = tune_dir_of(config)
     search = create_tuner(config, tuner=tuner, max_trials=max_trials, space=space, hyperparameters=hyperparameters,
                           tune_new_entries=tune_new_entries, directory=directory, overwrite=overwrite,
-                          hyperband_factor=hyperband_factor)
+                          hyperband_factor=hyperband_factor, data=data)
     data = search.hypermodel.data
     print(f"Tuning {config.task} on {len(data.train_examples)} examples with {tuner} search, at most {max_trials} "
           f"trials, objective {search.oracle.objective.name} ({search.oracle.objective.direction})", flush=True)
@@ -73,8 +75,8 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
     shutil.rmtree(work_dir, ignore_errors=True)  # a leftover of an earlier export may hold another trial
     if retrain_on_all:
         examples = data.train_examples + data.validation_examples
-        data = PreparedData(data.tokenizer, data.label_map, examples, None, encode_for_training(
-            data.tokenizer, examples, data.label_map, config.max_length, config.label_all_subwords))
+        data = PreparedData(data.tokenizer, data.label_map, examples, None,
+                            encode_training_examples(config, data.tokenizer, examples, data.label_map))
         config = dataclasses.replace(config, validation=None)
         print(f"Retraining trial {trial.trial_id}'s configuration on {len(examples)} train+validation examples",
               flush=True)

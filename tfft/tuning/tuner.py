@@ -221,6 +221,7 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
         raise ConfigError("Tuning needs validation data (--validation): the objective is a validation metric.")
     if max_trials < 1:
         raise ConfigError(f"The 'max_trials' option must be a positive integer. Got {max_trials!r} instead.")
+    data = data or prepare_data(config)  # also settles an unset batch size and number of epochs
     space = space or SearchSpace.default(config)
     if tuner == "hyperband":
         if space.epochs not in (None, SearchSpace.default(config).epochs):
@@ -231,7 +232,6 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
         max_epochs=config.epochs, hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
         seed=config.seed, hyperband_factor=hyperband_factor, max_consecutive_failed_trials=max_consecutive_failed_trials,
     )
-    data = data or prepare_data(config)
     return TfftTuner(oracle, TfftHyperModel(config, data, space), directory=directory or tune_dir_of(config),
                      overwrite=overwrite)
 
