@@ -37,6 +37,12 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
     ("epochs", 0, "'epochs' option must be a positive integer"),
     ("task", "ner", "'task' option must be one of"),
     ("learning_rate", -1.0, "'learning_rate' option must be > 0"),
+    ("warmup_fraction", 2.0, r"'warmup_fraction' option must be in \[0, 1\)"),
+    ("dropout", 1.0, r"'dropout' option must be in \[0, 1\)"),
+    ("stride", 256, "'stride' option must be >= 0 and below max_length"),
+    ("monitor", "val_macro_f1", "'monitor' option must be one of the metrics token-classification produces: val_f1"),
+    ("max_train_examples", 0, "'max_train_examples' option must be a positive integer when given"),
+    ("context_window", -1, "'context_window' option must be >= 0"),
 ])
 def test_invalid_values_are_refused(field, value, message):
     config = TrainConfig(task="token-classification", train="a.txt")
@@ -54,3 +60,41 @@ def test_learning_rate_defaults_per_task_and_explicit_values_win():
     assert TrainConfig(task="token-classification").learning_rate == 2e-4
     assert TrainConfig(task="sequence-classification").learning_rate == 1e-4
     assert parse("--task", "token-classification", "--learning-rate", "5e-5").learning_rate == 5e-5
+
+
+def test_yaml_values_are_converted_to_the_declared_types(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text('task: token-classification\ntrain: a.txt\nlearning_rate: 1e-4\nbatch_size: "32"\n'
+                    "xla: yes\nepochs: 3.0\nlabel_column: 2\nword_shapes: off\n")
+    config = parse("--config", str(path))
+    assert (config.learning_rate, config.batch_size, config.xla, config.epochs, config.label_column,
+            config.word_shapes) == (1e-4, 32, True, 3, "2", False)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("batch_size: lots", "run.yaml: the 'batch_size' option must be an integer, got 'lots'"),
+    ("epochs: 2.5", "run.yaml: the 'epochs' option must be an integer, got 2.5"),
+    ("xla: maybe", "run.yaml: the 'xla' option must be true or false, got 'maybe'"),
+    ("learning_rate: [1, 2]", r"run.yaml: the 'learning_rate' option must be a number, got \[1, 2\]"),
+])
+def test_yaml_values_of_the_wrong_type_name_the_file_and_key(tmp_path, line, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"task: token-classification\ntrain: a.txt\n{line}\n")
+    with pytest.raises(ConfigError, match=message):
+        parse("--config", str(path))
+
+
+def test_small_training_sets_get_smaller_batches_and_more_epochs():
+    config = TrainConfig(task="token-classification", train="a.txt")
+    assert config.resolve_schedule(300) and (config.batch_size, config.epochs) == (8, 14)  # 38 steps an epoch
+    config = TrainConfig(task="token-classification", train="a.txt")
+    config.resolve_schedule(1000)
+    assert (config.batch_size, config.epochs) == (16, 8)
+    config = TrainConfig(task="token-classification", train="a.txt")
+    config.resolve_schedule(14041)
+    assert (config.batch_size, config.epochs) == (32, 3)
+    config = TrainConfig(task="token-classification", train="a.txt", batch_size=4, epochs=2)
+    assert config.resolve_schedule(50) == [] and (config.batch_size, config.epochs) == (4, 2)
+    config = TrainConfig(task="token-classification", train="a.txt")
+    config.resolve_schedule(20)
+    assert (config.batch_size, config.epochs) == (8, 20)  # capped

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import os
 import string
 import subprocess
@@ -135,6 +136,15 @@ def test_versions_assets_and_refusals(checkpoint, runs, exports, capsys, monkeyp
     ner_dir = exports / "ner"
     assert export_run(runs["ner"], "ner", export_dir=exports) == ner_dir / "2"
     assert sorted(os.listdir(ner_dir)) == ["1", "2"]
+    # Readable by a model server running as another user: the modes of a plain mkdir/open under umask 022.
+    previous = os.umask(0o022)
+    try:
+        version = export_run(runs["ner"], "ner", export_dir=exports)
+    finally:
+        os.umask(previous)
+    for path in [version, *version.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+    shutil.rmtree(version)
 
     with pytest.raises(ConfigError, match=r"ner/1 already exists; choose another --version"):
         export_run(runs["ner"], "ner", version=1, export_dir=exports)

@@ -89,6 +89,30 @@ def test_early_stopping_restores_the_best_epoch(tiny_model_dir, tiny_tokenizer, 
     assert not np.array_equal(model.get_weights()[0], scripted.weights[-1][0])
 
 
+def test_early_stopping_waits_while_f1_has_never_left_zero():
+    from tfft.training.callbacks import EarlyStoppingAfterLearning
+
+    def epochs_run(scores, stopper):
+        stopper.set_model(type("Model", (), {"stop_training": False})())
+        stopper.on_train_begin()
+        for epoch, score in enumerate(scores):
+            stopper.on_epoch_end(epoch, {"val_f1": score})
+            if stopper.model.stop_training:
+                return epoch + 1
+        return len(scores)
+
+    scores = [0.0, 0.0, 0.0, 0.0, 0.2, 0.1, 0.1, 0.1]
+    assert epochs_run(scores, EarlyStoppingAfterLearning(monitor="val_f1", mode="max", patience=2)) == 7
+    assert epochs_run(scores, keras.callbacks.EarlyStopping(monitor="val_f1", mode="max", patience=2)) == 3
+    loss = EarlyStoppingAfterLearning(monitor="val_loss", mode="min", patience=1)
+    stopper_model = type("Model", (), {"stop_training": False})()
+    loss.set_model(stopper_model)
+    loss.on_train_begin()
+    for epoch in range(3):
+        loss.on_epoch_end(epoch, {"val_loss": 0.0})
+    assert stopper_model.stop_training  # a loss of 0 is no reason to wait
+
+
 class InterruptAt(keras.callbacks.Callback):
     def __init__(self, epoch):
         super().__init__()
@@ -194,3 +218,20 @@ def test_sentence_pair_classification_trains_and_predicts_from_the_cli(tiny_mode
     inputs.write_text("the film is good\tthe film is bad\nno separator here\n", encoding="utf-8")
     assert main(["predict", str(run_dir), "--input", str(inputs), "--pair-separator", "\t"]) == 2
     assert re.search(r"input\.txt:2: expected TEXT", capsys.readouterr().err)
+
+
+def test_loading_a_run_leaves_the_callers_keras_policy_and_matplotlib_backend(tiny_model_dir, tmp_path):
+    import matplotlib
+
+    from tfft.prediction import Predictor
+
+    config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
+                         model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), epochs=1, batch_size=16,
+                         max_train_examples=40, precision="bf16", tensorboard=False)
+    backend = matplotlib.get_backend()
+    run_dir = train(config).run_dir
+    keras.mixed_precision.set_global_policy("float32")
+    predictor = Predictor.from_run_dir(run_dir)
+    assert predictor.model.compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert matplotlib.get_backend() == backend

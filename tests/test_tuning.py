@@ -133,7 +133,8 @@ def test_random_search_reports_best_loads_best_models_and_resumes(tiny_model_dir
     model = tuner.get_best_models(1)[0]
     assert isinstance(model, keras.Model)
     data = tuner.hypermodel.data
-    scorer = ValidationMetrics.from_examples(data.tokenizer, data.validation_examples, data.label_map)
+    scorer = ValidationMetrics.from_examples(data.tokenizer, data.validation_examples, data.label_map,
+                                             word_inputs=config.word_inputs)
     scorer.set_model(model)
     assert scorer.score()["f1"] == pytest.approx(report.best.objective)  # the best epoch's weights
 
@@ -189,20 +190,20 @@ def test_failed_trial_is_counted_and_reported(tiny_model_dir, tmp_path, capsys):
     assert report.best.hyperparameters["warmup_fraction"] == 0.0
     assert report.completed[0].hyperparameters["learning_rate"] == config.learning_rate  # not searched
     (failed,) = report.failed
-    assert failed.error == "ValueError: warmup_fraction must be in [0, 1); got 1.0"
+    assert failed.error == "tfft.errors.ConfigError: The 'warmup_fraction' option must be in [0, 1). Got 1.0 instead."
     output = capsys.readouterr().out
-    assert "2 trials, 1 completed, 1 failed" in output and f"trial {failed.trial_id} failed: ValueError" in output
+    assert "2 trials, 1 completed, 1 failed" in output and f"trial {failed.trial_id} failed: tfft.errors.ConfigError" in output
     results = json.loads(json.dumps(report.to_dict()))
     assert (results["completed"], results["failed"]) == (1, 1)
 
 
-def test_cli_all_trials_failed_exits_non_zero(tiny_model_dir, tmp_path, capsys):
+def test_cli_refuses_a_search_space_no_trial_can_run_before_training(tiny_model_dir, tmp_path, capsys):
     from tfft.cli import main
 
     code = main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--warmup-range", "1.0"))
-    assert code != 0
+    assert code == 2
     error = capsys.readouterr().err
-    assert "2 trials, 0 completed, 2 failed" in error and "warmup_fraction must be in [0, 1)" in error
+    assert "'warmup_fraction' option must be in [0, 1)" in error and "Traceback" not in error
     assert not (tmp_path / "tune" / "best").exists()
 
 

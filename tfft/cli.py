@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -32,6 +34,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
+            kwargs["help"] = f"{help_text}; one of: {', '.join(f.metadata['choices'])}"
         kwargs["type"] = _field_parser(f)
         parser.add_argument(flag, metavar=f.name.upper(), **kwargs)
 
@@ -53,18 +56,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**values, **flags}, source=args.config or "configuration")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfft", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+DESCRIPTION = """Fine-tune BERT-family classifiers for token classification (NER) and sequence
+classification (sentiment, topic, intent, sentence pairs), evaluate them, predict on raw text and
+export them for TF Serving. `tfft COMMAND --help` documents each command's options."""
 
-    train = commands.add_parser("train", help="fine-tune a token or sequence classifier",
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfft", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="also print TensorFlow's native start-up log lines (hidden by default)")
+
+    train = commands.add_parser("train", parents=[common], help="fine-tune a token or sequence classifier",
                                 description="Fine-tune a TF BERT classifier with model.fit, stop early on the "
                                             "validation metric, and write a run directory (config, labels, "
                                             "tokenizer, best model, metrics history, reports).")
     _add_config_flags(train)
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a run on a labelled file",
+    evaluate = commands.add_parser("evaluate", parents=[common], help="evaluate a run on a labelled file",
                                    description="Print the evaluation report of a run on labelled data (same "
                                                "format and reader options as training) and write it to "
                                                "RUN_DIR/reports/<file stem>.txt/.json (and a confusion matrix PNG).")
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "the run's --max-validation-examples, so its recorded figures are reproduced)")
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = commands.add_parser("predict", help="predict on raw text, one JSON object per line",
+    predict = commands.add_parser("predict", parents=[common], help="predict on raw text, one JSON object per line",
                                   description="Read one text per line (a file or - for stdin) and print one JSON "
                                               "object per line: entities with type, text, start, end and score for "
                                               "NER; label and class probabilities for classification.")
@@ -99,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(e.g. $'\\t' for a tab)")
     predict.set_defaults(handler=_predict)
 
-    export = commands.add_parser("export", help="export a run as a SavedModel for TF Serving",
+    export = commands.add_parser("export", parents=[common], help="export a run as a SavedModel for TF Serving",
                                  description="Write EXPORT_DIR/NAME/VERSION/, the layout TF Serving watches, with a "
                                              "raw-text `serving_default` signature (tokenizer in the graph, core "
                                              "TensorFlow ops only) and a `predict_ids` signature for token ids. The "
@@ -112,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tfft.tuning.options import TUNE_DESCRIPTION, add_tune_arguments
 
-    tune = commands.add_parser("tune", help="search hyperparameters with KerasTuner", description=TUNE_DESCRIPTION,
+    tune = commands.add_parser("tune", parents=[common], help="search hyperparameters with KerasTuner", description=TUNE_DESCRIPTION,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_flags(tune)
     add_tune_arguments(tune)
@@ -196,8 +207,35 @@ def _tune(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines (oneDNN, CUDA probing)
+    are written there directly, past Python's ``sys.stderr``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices once with native logging silenced."""
+    if "tensorflow" in sys.modules:
+        return
+    with _native_stderr_silenced():
+        from tfft.backend import tf
+
+        tf.config.list_physical_devices()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _start_tensorflow_quietly()
     try:
         return args.handler(args)
     except TfftError as error:

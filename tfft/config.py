@@ -28,6 +28,11 @@ SMALL_DATA_BATCH_SIZES = ((500, 8), (2000, 16))
 DEFAULT_BATCH_SIZE = 32
 # Measured with the default model (all-MiniLM-L6-v2, batch 32, 3 epochs on CoNLL-2003: val F1
 # 0.8965 at 1e-4, 0.9062 at 2e-4); small distilled encoders want larger steps than BERT-base.
+# What ValidationMetrics puts into the logs, per task: the values --monitor may name.
+VALIDATION_METRICS = {
+    TOKEN_CLASSIFICATION: ("val_f1", "val_precision", "val_recall", "val_accuracy", "val_loss"),
+    SEQUENCE_CLASSIFICATION: ("val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall", "val_loss"),
+}
 DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4}
 
 
@@ -150,10 +155,28 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "num_buckets", "min_updates"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"The '{name}' option must be a positive integer. Got {getattr(self, name)!r} instead.")
-        if self.context_window < 0:
-            raise ConfigError(f"The 'context_window' option must be >= 0. Got {self.context_window!r} instead.")
+        for name in ("max_train_examples", "max_validation_examples", "batch_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"The '{name}' option must be a positive integer when given. "
+                                  f"Got {getattr(self, name)!r} instead.")
+        for name in ("context_window", "patience", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"The '{name}' option must be >= 0. Got {getattr(self, name)!r} instead.")
+        for name in ("warmup_fraction", "dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"The '{name}' option must be in [0, 1). Got {value!r} instead.")
+        if not 0 <= self.stride < self.max_length:
+            raise ConfigError(f"The 'stride' option must be >= 0 and below max_length ({self.max_length}). "
+                              f"Got {self.stride!r} instead.")
         if self.learning_rate is None or not self.learning_rate > 0:
             raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
+        metrics = VALIDATION_METRICS.get(self.task, ())
+        if self.monitor and self.monitor not in metrics:
+            raise ConfigError(f"The 'monitor' option must be one of the metrics {self.task} produces: "
+                              f"{', '.join(metrics)}. Got {self.monitor!r} instead.")
+        if self.monitor and not self.validation:
+            raise ConfigError(f"The 'monitor' option ({self.monitor}) needs validation data (--validation).")
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -171,11 +194,45 @@ class TrainConfig:
         unknown = sorted(set(normalised) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
-        return cls(**normalised)
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        return cls(**{name: coerce_option(name, types[name], value, source) for name, value in normalised.items()})
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainConfig":
         return cls.from_dict(read_yaml(path), source=str(path))
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def coerce_option(name: str, annotation: str, value: Any, source: str = "configuration") -> Any:
+    """``value`` converted to the option's declared type, or a ConfigError naming the option and ``source``.
+
+    Why: YAML 1.1 reads ``1e-4`` as a string and users quote numbers (``"32"``); both mean
+    what they say. Booleans accept true/false, yes/no, on/off and 1/0.
+    """
+    if value is None:
+        if annotation.startswith("Optional"):
+            return None
+        raise ConfigError(f"{source}: the '{name}' option needs a value")
+    expected = next(t for t in ("bool", "int", "float", "str") if t in annotation)
+    text = str(value).strip().lower()
+    try:
+        if expected == "bool":
+            if isinstance(value, bool) or text in _TRUE + _FALSE:
+                return value if isinstance(value, bool) else text in _TRUE
+        elif expected == "int" and not isinstance(value, bool):
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        elif expected == "float" and not isinstance(value, bool):
+            return float(value)
+        elif expected == "str" and not isinstance(value, (dict, list, bool)):
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    described = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[expected]
+    raise ConfigError(f"{source}: the '{name}' option must be {described}, got {value!r}")
 
 
 def read_yaml(path: Union[str, Path]) -> Dict[str, Any]:

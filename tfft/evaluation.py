@@ -105,10 +105,10 @@ def _score_line(scores: Dict[str, float]) -> str:
 
 def plot_training_curves(history: Dict[str, List[float]], path: Path) -> None:
     """One panel for losses, one for the other validation metrics, per epoch."""
-    plt = pyplot()
     losses = {k: v for k, v in history.items() if k.endswith("loss") and v}
     others = {k: v for k, v in history.items() if k.startswith("val_") and not k.endswith("loss") and v}
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure = new_figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     for ax, series, title in ((axes[0], losses, "loss"), (axes[1], others, "validation metrics")):
         for name, values in series.items():
             ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
@@ -122,9 +122,9 @@ def plot_training_curves(history: Dict[str, List[float]], path: Path) -> None:
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path) -> None:
-    plt = pyplot()
     size = max(4, 0.6 * len(labels) + 2)
-    figure, ax = plt.subplots(figsize=(size, size))
+    figure = new_figure(figsize=(size, size))
+    ax = figure.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -137,20 +137,22 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path)
     save_figure(figure, path)
 
 
-def pyplot():
-    # Imported on use: `import tfft` should not pay for matplotlib.
-    import matplotlib
+def new_figure(figsize):
+    """A Matplotlib figure drawn off-screen (Agg) without pyplot, so the caller's backend is untouched.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Imported on use: `import tfft` should not pay for matplotlib.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def save_figure(figure, path: Path) -> None:
     path = Path(path)
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
-    pyplot().close(figure)
 
 
 def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,

@@ -11,8 +11,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux ``/proc``).
+
+    Files and directories tfft renames into place get the modes a plain ``open``/``mkdir``
+    would give them, so that another user (a model server's) can read an export.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: the only portable way to read it
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: os.PathLike, write: Callable[[str], Any]) -> None:
@@ -23,7 +34,7 @@ def atomic_write(path: os.PathLike, write: Callable[[str], Any]) -> None:
     os.close(handle)
     try:
         write(temporary)
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 is for the temporary only
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 is for the temporary only
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -49,6 +60,7 @@ def atomic_directory(path: os.PathLike, replace: bool = True) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from other users
         yield staging
         replace_directory(staging, path, replace=replace)
     finally:

@@ -12,11 +12,12 @@ scope around the caller covers them. A model comes from one of:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -69,6 +70,22 @@ def set_precision(precision: str) -> None:
     from tfft.backend import keras
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str) -> Iterator[None]:
+    """Build models in ``precision`` (see :func:`set_precision`) and restore the caller's policy after.
+
+    Layers keep the policy they were built with, so the global policy need not outlive the build.
+    """
+    from tfft.backend import keras
+
+    previous = keras.mixed_precision.global_policy()
+    set_precision(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def load_tokenizer(name_or_path: Optional[str]):
@@ -157,6 +174,8 @@ def _widen_token_types(model, count: int) -> None:
     if int(old.shape[0]) == count:
         return
     widened = tf.Variable(np.repeat(old.numpy()[:1], count, axis=0), name=old.name.split(":")[0], dtype=old.dtype)
+    if hasattr(old, "_variable"):  # a mixed-precision AutoCastVariable: wrap the new one the same way
+        widened = type(old)(widened)
     embeddings._trainable_weights = [widened if w is old else w for w in embeddings._trainable_weights]
     embeddings.token_type_embeddings = widened
     model.config.type_vocab_size = count

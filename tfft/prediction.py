@@ -133,12 +133,9 @@ def read_input_lines(source: str, encoding: str = "utf-8") -> List[str]:
 
     Blank lines are kept (they produce an empty result) so output line N answers input line N.
     """
-    import sys
-
     from tfft.data._common import iter_lines
 
-    lines = sys.stdin if source == "-" else iter_lines(source, encoding)
-    return [line.rstrip("\r\n") for line in lines]
+    return [line.rstrip("\r\n") for line in iter_lines(source, encoding)]
 
 
 def read_token_lines(source: str, encoding: str = "utf-8") -> List[List[str]]:

@@ -17,7 +17,7 @@ from typing import Optional, Union
 from tfft.config import TrainConfig
 from tfft.data import TOKEN_CLASSIFICATION, read_examples
 from tfft.errors import ModelLoadError
-from tfft.models import load_tokenizer, load_trained_model, set_precision
+from tfft.models import load_tokenizer, load_trained_model, precision_scope
 
 MODEL_SUBDIR = "model"
 CONFIG_FILE = "config.yaml"
@@ -54,8 +54,9 @@ def load_run(run_dir: Union[str, Path], precision: Optional[str] = None):
     ``precision`` (default: the precision the run was trained in)."""
     config = load_run_config(run_dir)
     model_dir = Path(run_dir) / MODEL_SUBDIR
-    set_precision(precision or config.precision)
-    return config, load_trained_model(config.task, model_dir), load_tokenizer(str(model_dir))
+    with precision_scope(precision or config.precision):  # the caller's Keras policy is left as it was
+        model = load_trained_model(config.task, model_dir)
+    return config, model, load_tokenizer(str(model_dir))
 
 
 def _column(name: Optional[str]):

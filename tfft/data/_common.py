@@ -8,9 +8,11 @@ ourselves lets the error name the exact line and the encoding that was tried.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import math
 import numbers
 import os
+import sys
 from typing import Iterator, Optional
 
 from tfft.errors import ConfigError, DataFormatError, PathLike
@@ -28,7 +30,7 @@ def check_task(task: str) -> str:
 
 
 def iter_lines(path: PathLike, encoding: str) -> Iterator[str]:
-    """Yield the lines of a text file one at a time, each with its line ending.
+    """Yield the lines of a text file (``-``: standard input) one at a time, each with its line ending.
 
     Streaming keeps memory flat for large corpora. A byte-order mark at the start is
     dropped (spreadsheet exports add one, and it would otherwise become part of the
@@ -45,11 +47,14 @@ def iter_lines(path: PathLike, encoding: str) -> Iterator[str]:
             f"encoding {encoding!r} is not supported: tfft reads line-based files in "
             "ASCII-compatible encodings (utf-8, latin-1, cp1252, ...); convert the file first"
         )
-    if not os.path.isfile(path):
+    stdin = os.fspath(path) == "-"
+    if not stdin and not os.path.isfile(path):
         raise DataFormatError("no such file" if not os.path.exists(path) else "not a file", path)
     decoder = codec.incrementaldecoder("strict")
     number = 0
-    with open(path, "rb") as raw:
+    if stdin:
+        path = "<stdin>"  # what errors name
+    with contextlib.nullcontext(sys.stdin.buffer) if stdin else open(path, "rb") as raw:
         for number, data in enumerate(raw, start=1):
             try:
                 line = decoder.decode(data, final=False)

@@ -22,7 +22,7 @@ from tfft.data.labels import LabelMap
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training
 from tfft.files import replace_directory, write_json
-from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, set_precision, word_shapes_by_default
+from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset
 from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, read_config_examples
 from tfft.training.callbacks import (
@@ -110,8 +110,7 @@ def encode_training_examples(config: TrainConfig, tokenizer, examples, label_map
 
 def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int):
     """Build and compile the model (and optimizer) inside the current distribution strategy."""
-    set_precision(config.precision)
-    with tf.distribute.get_strategy().scope():
+    with precision_scope(config.precision), tf.distribute.get_strategy().scope():
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
                             word_shapes=config.uses_word_shapes)
         compile_model(model, config, steps_per_epoch)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from tfft.errors import TfftError
-from tfft.evaluation import pyplot, save_figure
+from tfft.evaluation import new_figure, save_figure
 from tfft.files import write_json, write_text
 
 if TYPE_CHECKING:
@@ -150,8 +150,10 @@ def collect_report(tuner: "TfftTuner") -> SearchReport:
 
 def plot_trials(report: SearchReport, path: Path) -> None:
     """Objective per trial (failed trials marked at the bottom), and objective against learning rate."""
-    plt = pyplot()
-    figure, (by_trial, by_rate) = plt.subplots(1, 2, figsize=(11, 4))
+    from matplotlib.ticker import MaxNLocator
+
+    figure = new_figure(figsize=(11, 4))
+    by_trial, by_rate = figure.subplots(1, 2)
     completed = sorted(report.completed, key=_trial_number)
     by_trial.plot([_trial_number(t) for t in completed], [t.objective for t in completed], "o-", label="completed")
     if report.best is not None:
@@ -160,7 +162,7 @@ def plot_trials(report: SearchReport, path: Path) -> None:
         floor = min((t.objective for t in completed), default=0.0)
         by_trial.plot([_trial_number(t) for t in report.failed], [floor] * len(report.failed), "rx", label="failed")
     by_trial.set(xlabel="trial", ylabel=report.objective, title=f"{report.objective} per trial")
-    by_trial.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_trial.legend()
     rated = [t for t in completed if "learning_rate" in t.hyperparameters]
     by_rate.scatter([t.hyperparameters["learning_rate"] for t in rated], [t.objective for t in rated])
