@@ -235,3 +235,76 @@ def test_loading_a_run_leaves_the_callers_keras_policy_and_matplotlib_backend(ti
     assert predictor.model.compute_dtype == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
     assert matplotlib.get_backend() == backend
+
+
+def test_a_finished_run_is_kept_unless_overwritten(ner_config, capsys):
+    first = train(ner_config)
+    stamp = (first.run_dir / "metrics.json").stat().st_mtime_ns
+    assert main(["train", "--config", write_config(ner_config), "--verbose"]) == 2
+    assert "already holds a finished run; pass --overwrite" in capsys.readouterr().err
+    assert (first.run_dir / "metrics.json").stat().st_mtime_ns == stamp
+    assert main(["train", "--config", write_config(ner_config), "--overwrite"]) == 0
+    assert (first.run_dir / "metrics.json").stat().st_mtime_ns != stamp
+    assert not work_dir_of(first.run_dir).exists() and not list(first.run_dir.parent.glob(".*.lock"))
+
+
+def write_config(config) -> str:
+    path = config.run_dir.parent / "run.yaml"
+    config.save(path)
+    return str(path)
+
+
+def test_an_unfinished_run_resumes_only_with_the_same_options(ner_config, tmp_path):
+    from tfft.errors import ConfigError
+    from tfft.training.trainer import claim_work_dir
+
+    work_dir = tmp_path / ".run.partial"
+    claim_work_dir(work_dir, ner_config, overwrite=False)
+    (work_dir / "backup").mkdir()
+    claim_work_dir(work_dir, replace(ner_config, output_dir=str(tmp_path / "elsewhere")), overwrite=False)
+    assert (work_dir / "backup").is_dir()  # same options: resumed, state kept
+    with pytest.raises(ConfigError, match=r"other options \(learning_rate: 0\.001 -> 0\.0005\); .*--overwrite"):
+        claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=False)
+    claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=True)
+    assert not (work_dir / "backup").exists()
+
+
+def test_two_processes_cannot_write_one_run_directory(tmp_path):
+    from tfft.errors import ConfigError
+    from tfft.training.trainer import run_lock
+
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(ConfigError, match=r"being written by another tfft process"):
+            with run_lock(tmp_path / "run"):
+                pass
+    with run_lock(tmp_path / "run"):  # released
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_history_is_read_by_epoch_when_a_resumed_epoch_was_logged_twice(tmp_path):
+    from tfft.training.trainer import read_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_f1\n0,1.0,0.1\n1,0.8,0.3\n1,0.7,0.4\n2,0.5,0.5\n")
+    assert read_history(path) == {"loss": [1.0, 0.7, 0.5], "val_f1": [0.1, 0.4, 0.5]}
+
+
+def test_best_checkpoint_record_always_names_weights_of_its_epoch(tiny_model_dir, tmp_path):
+    labels = LabelMap(["O", "B-X", "I-X"])
+    model = build_model("token-classification", labels, str(tiny_model_dir))
+    model(model.dummy_inputs)
+    checkpoint = BestWeightsCheckpoint(tmp_path / "best.h5", monitor="val_f1")
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_f1": 0.5})
+    saved = [w.copy() for w in model.get_weights()]
+    # Killed after writing a better epoch's weights but before its record: the record still names epoch 1's.
+    model.set_weights([w + 1 for w in saved])
+    model.save_weights(str(tmp_path / "best-epoch2.h5"))
+    resumed = BestWeightsCheckpoint(tmp_path / "best.h5", monitor="val_f1")
+    resumed.set_model(model)
+    assert resumed.restore() == 0 and resumed.best == 0.5
+    for restored, expected in zip(model.get_weights(), saved):
+        np.testing.assert_array_equal(restored, expected)
+    BestWeightsCheckpoint.discard(tmp_path / "best.h5")
+    assert list(tmp_path.iterdir()) == []

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "validation metric, and write a run directory (config, labels, "
                                             "tokenizer, best model, metrics history, reports).")
     _add_config_flags(train)
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a finished run in --output-dir, or discard an unfinished one instead of "
+                            "resuming it (by default a finished run is kept and an unfinished one resumes when "
+                            "its options are the same)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="evaluate a run on a labelled file",
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from tfft.training import train
 
-    result = train(config_from_args(args))
+    result = train(config_from_args(args), overwrite=args.overwrite)
     best = ", ".join(f"{k}={v:.4f}" for k, v in result.best_scores.items())
     epoch = "-" if result.best_epoch is None else result.best_epoch + 1
     print(f"tfft train: done in {result.seconds:.0f}s; best epoch {epoch}: {best}; run directory {result.run_dir}")

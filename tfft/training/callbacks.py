@@ -93,11 +93,14 @@ class EarlyStoppingAfterLearning(keras.callbacks.EarlyStopping):
 
 
 class BestWeightsCheckpoint(keras.callbacks.Callback):
-    """Keep the weights of the best epoch on disk, written atomically.
+    """Keep the weights of the best epoch on disk, crash-safe.
 
-    The weights go to a temporary file that is then renamed over ``path``, so a run
-    killed mid-write never leaves a truncated checkpoint. The best value seen is kept
-    beside it, so a resumed run (``BackupAndRestore``) keeps comparing against it.
+    Each new best is written to its own file (``best_weights-epoch<N>.h5`` beside ``path``),
+    then a small record naming that file and its score replaces ``path.json`` atomically:
+    the record is the commit point, so a run killed at any moment leaves a record and the
+    weights it names, never a record of one epoch with the weights of another. Older weight
+    files are removed after the commit. A resumed run (``BackupAndRestore``) reads the record
+    and keeps comparing against its best.
     """
 
     def __init__(self, path: os.PathLike, monitor: str = "val_f1", mode: str = "max"):
@@ -108,9 +111,11 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
         self.better = np.greater if mode == "max" else np.less
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
+        self.weights_file: Optional[Path] = None
         if self.state_path.is_file():
             state = json.loads(self.state_path.read_text())
             self.best, self.best_epoch = state["best"], state["epoch"]
+            self.weights_file = self.path.parent / state["weights"]
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         current = (logs or {}).get(self.monitor)
@@ -121,18 +126,29 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
             )
         if self.best is not None and not self.better(current, self.best):
             return
-        self.best, self.best_epoch = float(current), epoch
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, lambda tmp: self.model.save_weights(tmp))
-        atomic_write(self.state_path, lambda tmp: Path(tmp).write_text(
-            json.dumps({"monitor": self.monitor, "best": self.best, "epoch": epoch})))
+        weights_file = self.path.with_name(f"{self.path.stem}-epoch{epoch + 1}{self.path.suffix}")
+        atomic_write(weights_file, lambda tmp: self.model.save_weights(tmp))
+        atomic_write(self.state_path, lambda tmp: Path(tmp).write_text(json.dumps(
+            {"monitor": self.monitor, "best": float(current), "epoch": epoch, "weights": weights_file.name})))
+        self.best, self.best_epoch, self.weights_file = float(current), epoch, weights_file
+        for older in self.path.parent.glob(f"{self.path.stem}-epoch*{self.path.suffix}"):
+            if older != weights_file:
+                older.unlink()
 
     def restore(self) -> Optional[int]:
         """Load the best weights into the model; returns the best epoch (0-based) or None."""
-        if self.path.is_file():
-            self.model.load_weights(str(self.path))
+        if self.weights_file is not None and self.weights_file.is_file():
+            self.model.load_weights(str(self.weights_file))
             return self.best_epoch
         return None
+
+    @staticmethod
+    def discard(path: os.PathLike) -> None:
+        """Remove what a checkpoint at ``path`` keeps on disk (once the run's model is saved)."""
+        path = Path(path)
+        for file in [path.with_suffix(".json"), *path.parent.glob(f"{path.stem}-epoch*{path.suffix}")]:
+            file.unlink(missing_ok=True)
 
 
 class ProgressLog(keras.callbacks.Callback):

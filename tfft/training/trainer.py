@@ -2,25 +2,32 @@
 
 A run works in a hidden sibling directory (``.<name>.partial``) and renames it onto the
 run directory only when everything is written, so the run directory is never half
-written. The work directory keeps ``BackupAndRestore`` state: running the same command
-after a crash resumes from the last finished epoch.
+written. The work directory keeps ``BackupAndRestore`` state and the run's options
+(``run_key.json``): running the same command after a crash resumes from the last finished
+epoch, while a command with other options is refused rather than continuing stale state.
+A finished run directory is replaced only with ``overwrite``, and a lock file beside the
+run directory keeps two processes from writing the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from tfft.backend import keras, tf
 from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training
+from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset
@@ -32,6 +39,9 @@ from tfft.training.losses import masked_sparse_categorical_crossentropy
 from tfft.training.optimization import create_optimizer
 
 logger = logging.getLogger(__name__)
+
+BEST_WEIGHTS = "best_weights.h5"
+RUN_KEY_FILE = "run_key.json"
 
 @dataclass
 class TrainResult:
@@ -129,7 +139,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
     train_dataset = data.train_dataset(config)
     model = create_model(config, data.label_map, int(train_dataset.cardinality()))
     work_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = BestWeightsCheckpoint(work_dir / "best_weights.h5", monitor=config.monitor_metric,
+    checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
                                        mode=checkpoint_mode(config))
     callbacks: List[keras.callbacks.Callback] = []
     validation_metrics = data.validation_metrics(config)
@@ -181,12 +191,9 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         )
         report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)
-    for leftover in ("backup", "best_weights.h5", "best_weights.json"):
-        target = work_dir / leftover
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    shutil.rmtree(work_dir / "backup", ignore_errors=True)
+    BestWeightsCheckpoint.discard(work_dir / BEST_WEIGHTS)
+    (work_dir / RUN_KEY_FILE).unlink(missing_ok=True)
     replace_directory(work_dir, config.run_dir)
     return TrainResult(config.run_dir, best_epoch, best_scores, history, data.encoding.num_truncated,
                        time.time() - started)
@@ -197,17 +204,71 @@ def work_dir_of(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.partial"
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Fine-tune per ``config`` and write the run directory; see the module docstring."""
+def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
+    """Fine-tune per ``config`` and write the run directory; see the module docstring.
+
+    ``overwrite`` replaces a finished run directory and discards an unfinished run of the
+    same directory instead of resuming it.
+    """
     started = time.time()
-    data = prepare_data(config)
-    print(
-        f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} truncated to "
-        f"{config.max_length} tokens), {len(data.label_map)} labels", flush=True,
-    )
-    work_dir = work_dir_of(config.run_dir)
-    model, best_epoch, history = fit_model(config, data, work_dir)
-    return write_run(config, data, model, work_dir, best_epoch, history, started)
+    with run_lock(config.run_dir):
+        if config.run_dir.exists() and not overwrite:
+            raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
+                              "or choose another --output-dir")
+        data = prepare_data(config)
+        print(
+            f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} truncated "
+            f"to {config.max_length} tokens), {len(data.label_map)} labels", flush=True,
+        )
+        work_dir = work_dir_of(config.run_dir)
+        claim_work_dir(work_dir, config, overwrite)
+        model, best_epoch, history = fit_model(config, data, work_dir)
+        return write_run(config, data, model, work_dir, best_epoch, history, started)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``run_dir``, or refuse at once."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = run_dir.parent / f".{run_dir.name}.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Locked a file that a finishing process has just removed: another one may lock a new file.
+            if not path.exists() or os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino:
+                raise BlockingIOError
+        except BlockingIOError:
+            raise ConfigError(f"{run_dir} is being written by another tfft process (lock file {path}); wait for "
+                              "it to finish or choose another --output-dir") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None:
+    """Start or resume the run in ``work_dir``: resume only the same options, refuse others.
+
+    The options (all but the output directory) are kept in ``run_key.json``; ``overwrite``
+    discards an unfinished run instead.
+    """
+    key = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "output_dir"}))
+    if work_dir.exists():
+        if overwrite:
+            shutil.rmtree(work_dir)
+        else:
+            path = work_dir / RUN_KEY_FILE
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            if saved != key:
+                changes = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in key.items() if saved.get(k) != v]
+                raise ConfigError(
+                    f"{work_dir} holds an unfinished run started with other options ({'; '.join(changes[:4])}"
+                    f"{'; ...' if len(changes) > 4 else ''}); rerun the original command to resume it, or pass "
+                    "--overwrite to start afresh")
+            print(f"Resuming the unfinished run in {work_dir}", flush=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(work_dir / RUN_KEY_FILE, key)
 
 
 def checkpoint_mode(config: TrainConfig) -> str:
@@ -215,11 +276,17 @@ def checkpoint_mode(config: TrainConfig) -> str:
 
 
 def read_history(path: Path) -> Dict[str, List[float]]:
-    """Read Keras' CSVLogger file (which survives a resume) into ``{metric: [per epoch]}``."""
+    """Read Keras' CSVLogger file (which survives a resume) into ``{metric: [per epoch]}``.
+
+    Rows are keyed by their ``epoch`` column, the last row of an epoch winning: a run killed
+    after the CSV row but before the backup repeats that epoch on resume and logs it twice.
+    """
     import csv
 
     if not path.is_file():
         return {}
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "", "NA")] for key in (rows[0] if rows else {})}
+        rows = {int(row["epoch"]): row for row in csv.DictReader(handle) if row.get("epoch", "").isdigit()}
+    ordered = [rows[epoch] for epoch in sorted(rows)]
+    keys = [key for key in (ordered[0] if ordered else {}) if key != "epoch"]
+    return {key: [float(row[key]) for row in ordered if row.get(key) not in (None, "", "NA")] for key in keys}

@@ -30,7 +30,10 @@ from tfft.backend import keras
 from tfft.config import TrainConfig
 from tfft.errors import ConfigError
 from tfft.files import atomic_write, write_json
-from tfft.training.trainer import PreparedData, checkpoint_mode, fit_model, prepare_data, read_history
+from tfft.training.callbacks import BestWeightsCheckpoint
+from tfft.training.trainer import (
+    BEST_WEIGHTS, PreparedData, checkpoint_mode, fit_model, prepare_data, read_history,
+)
 from tfft.tuning.hypermodels import TfftHyperModel
 from tfft.tuning.options import TUNERS, SearchSpace
 from tfft.tuning.results import SearchFailedError, SearchReport, collect_report
@@ -148,7 +151,7 @@ class TfftTuner(kt.Tuner):
             model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir,
                                                    extra_callbacks=copy.deepcopy(list(callbacks)) + segment)
             self.save_model(trial.trial_id, model, step=best_epoch)
-            (fit_dir / "best_weights.h5").unlink(missing_ok=True)  # superseded by weights.h5
+            BestWeightsCheckpoint.discard(fit_dir / BEST_WEIGHTS)  # superseded by weights.h5
             info["best_epoch"] = best_epoch
             return {name: values[best_epoch] for name, values in history.items()
                     if name != "epoch" and len(values) > best_epoch}
