@@ -21,10 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 # Fine-tune both demo models on the shipped sample data, evaluate, predict, export, serve-predict.
 demo: setup
-	$(TFFT) train --config examples/ner_demo.yaml
+	$(TFFT) train --config examples/ner_demo.yaml --overwrite
 	$(TFFT) evaluate runs/demo-ner --data examples/data/ner_valid.txt
 	$(TFFT) predict runs/demo-ner --input examples/data/ner_predict.txt
-	$(TFFT) train --config examples/sentiment_demo.yaml
+	$(TFFT) train --config examples/sentiment_demo.yaml --overwrite
 	$(TFFT) evaluate runs/demo-sentiment --data examples/data/sentiment_valid.tsv
 	$(TFFT) predict runs/demo-sentiment --input examples/data/sentiment_predict.txt
 	$(TFFT) export runs/demo-ner --name demo-ner

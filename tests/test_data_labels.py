@@ -28,7 +28,14 @@ def test_token_labels_need_iob2_and_entities():
 
 def test_text_labels_sort_numerically_when_all_are_integers():
     assert LabelMap.from_text_examples(from_texts(list("abcd"), ["10", "2", "1", "-1"])).labels == ("-1", "1", "2", "10")
-    assert LabelMap.from_text_examples(from_texts(list("abc"), ["pos", "neg", "10"])).labels == ("10", "neg", "pos")
+    assert LabelMap.from_text_examples(from_texts(list("abc"), ["pos", "neg", "nil"])).labels == ("neg", "nil", "pos")
+
+
+def test_labels_mixing_integers_and_names_are_refused_naming_both():
+    examples = [TextExample("a", None, "1", "train.jsonl:1"), TextExample("b", None, "neg", "train.jsonl:2")]
+    with pytest.raises(DataFormatError, match=r"^train.jsonl:2: the label column mixes integers \('1' at "
+                                              r"train.jsonl:1\) and names \('neg'\)"):
+        LabelMap.from_text_examples(examples)
 
 
 def test_a_single_class_is_rejected_naming_the_file(tmp_path):

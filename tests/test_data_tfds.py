@@ -126,3 +126,14 @@ def test_mocked_conll2003_gives_iob2_tag_names():
         TokenExample(["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
         TokenExample(["Peter", "Blackburn"], ["B-PER", "I-PER"]),
     ]
+
+
+def test_a_tfds_pair_dataset_is_recorded_as_pairs_for_export_and_predict(tiny_model_dir):
+    from tfft.config import TrainConfig
+    from tfft.training.trainer import prepare_data
+
+    config = TrainConfig(task="sequence-classification", train="tfds:glue/mrpc:train", model=str(tiny_model_dir))
+    with tfds.testing.mock_data(num_examples=6):
+        data = prepare_data(config)
+    assert all(e.text_pair for e in data.train_examples)
+    assert config.text_pair_column == "sentence2"  # saved in config.yaml: export serves text + text_pair

@@ -218,6 +218,8 @@ def test_sentence_pair_classification_trains_and_predicts_from_the_cli(tiny_mode
     inputs.write_text("the film is good\tthe film is bad\nno separator here\n", encoding="utf-8")
     assert main(["predict", str(run_dir), "--input", str(inputs), "--pair-separator", "\t"]) == 2
     assert re.search(r"input\.txt:2: expected TEXT", capsys.readouterr().err)
+    assert main(["predict", str(run_dir), "--input", str(inputs)]) == 2
+    assert "this model takes a text_pair with every text" in capsys.readouterr().err
 
 
 def test_loading_a_run_leaves_the_callers_keras_policy_and_matplotlib_backend(tiny_model_dir, tmp_path):

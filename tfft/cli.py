@@ -160,6 +160,10 @@ def _predict(args) -> int:
         raise ConfigError("give either RUN_DIR or --saved-model DIR")
     if args.input_format == "tokens" and args.pair_separator:
         raise ConfigError("--input-format tokens and --pair-separator cannot be combined")
+    one_document = args.context == "document"
+    if one_document and args.saved_model:
+        raise ConfigError("--context document needs a token-classification run directory (the SavedModel tags "
+                          "each text on its own)")
     sentences = read_token_lines(args.input, args.encoding) if args.input_format == "tokens" else None
     texts = read_input_lines(args.input, args.encoding) if sentences is None else None
     pairs = None
@@ -173,10 +177,8 @@ def _predict(args) -> int:
         predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
     if sentences is not None and predictor.task != "token-classification":
         raise ConfigError("--input-format tokens needs a token-classification model")
-    one_document = args.context == "document"
-    if one_document and (args.saved_model or predictor.task != "token-classification"):
-        raise ConfigError("--context document needs a token-classification run directory (the SavedModel tags "
-                          "each text on its own)")
+    if one_document and predictor.task != "token-classification":
+        raise ConfigError("--context document needs a token-classification run directory")
     options = {"one_document": True} if one_document else {}  # a SavedModel predictor takes no such option
     results = (predict_tokens(predictor, sentences, **options) if sentences is not None
                else predictor.predict(texts, pairs, **options))

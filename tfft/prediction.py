@@ -35,6 +35,7 @@ class Predictor:
     batch_size: int = 64
     jit_compile: bool = False
     word_inputs: WordInputs = WordInputs()
+    with_pairs: bool = False
 
     @classmethod
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
@@ -49,6 +50,7 @@ class Predictor:
             batch_size=batch_size or config.eval_batch_size,
             jit_compile=config.xla,
             word_inputs=config.word_inputs,
+            with_pairs=bool(config.text_pair_column),
         )
 
     @property
@@ -74,6 +76,7 @@ class Predictor:
         tokens, as in CoNLL training data (see :mod:`tfft.words`). Sequence
         classification: ``{"text", "label", "probabilities": {label: p}}``.
         """
+        check_pairs(self.with_pairs, text_pairs, "this model")
         if not texts:
             return []
         if self.task == TOKEN_CLASSIFICATION:
@@ -99,6 +102,15 @@ class Predictor:
             scores = word_probs[np.arange(len(tag_ids)), tag_ids]
             results.append(entity_result(text, found, [labels[i] for i in tag_ids], scores))
         return results
+
+
+def check_pairs(with_pairs: bool, text_pairs: Optional[Sequence[str]], model: str) -> None:
+    """Refuse single texts for a sentence-pair model and pairs for a single-text model."""
+    from tfft.errors import ConfigError
+
+    if (text_pairs is not None) != with_pairs:
+        raise ConfigError(f"{model} takes " + ("a text_pair with every text (tfft predict --pair-separator SEP)"
+                                               if with_pairs else "single texts, not text pairs"))
 
 
 def entity_result(text: str, spans: Sequence[Tuple[int, int]], tags: Sequence[str], scores: np.ndarray) -> Dict:

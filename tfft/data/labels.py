@@ -73,17 +73,25 @@ class LabelMap:
     def from_text_examples(cls, examples: Iterable[TextExample]) -> "LabelMap":
         """Build the class set of text examples, sorted (numerically if every label is an integer).
 
-        Raises DataFormatError for an unlabelled example and for fewer than 2 classes,
-        which would make a classifier that cannot be wrong.
+        Raises DataFormatError for an unlabelled example, for fewer than 2 classes, which
+        would make a classifier that cannot be wrong, and for a label column that mixes
+        integers and names (``1`` and ``neg``: most likely two encodings of the same classes).
         """
         labels = set()
         path = None
+        first_of_kind = {}  # is an integer -> the first such example
         for example in examples:
             path = path or split_source(example.source)[0]
             if example.label is None:
                 raise DataFormatError("cannot build labels from an unlabelled example", *split_source(example.source))
             labels.add(example.label)
-        if all(_INTEGER.fullmatch(label) for label in labels):
+            first_of_kind.setdefault(bool(_INTEGER.fullmatch(example.label)), example)
+        if len(first_of_kind) == 2:
+            number, name = first_of_kind[True], first_of_kind[False]
+            raise DataFormatError(
+                f"the label column mixes integers ({number.label!r} at {number.source}) and names ({name.label!r}); "
+                "use one kind for all classes", *split_source(name.source))
+        if first_of_kind.get(True):
             ordered = sorted(labels, key=int)
         else:
             ordered = sorted(labels)

@@ -8,7 +8,7 @@ so an unprepared dataset is an error that says how to prepare it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from tfft.data._common import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, check_task
 from tfft.data.examples import TextExample, TokenExample
@@ -30,6 +30,19 @@ _TAG_KEYS = ("ner_tags", "ner", "tags")
 def _first_line(error: Exception) -> str:
     # tfds lists every registered dataset after the first line of its not-found message.
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _default_text_keys(features) -> Tuple[str, Optional[str]]:
+    text_key, usual_pair = next(((t, p) for t, p in _TEXT_KEYS if t in features), _TEXT_KEYS[0])
+    return text_key, usual_pair if usual_pair in features else None
+
+
+def default_text_keys(source: str, data_dir: Optional[PathLike] = None) -> Tuple[str, Optional[str]]:
+    """The text and text-pair features :func:`read_tfds` reads by default from ``tfds:NAME[:SPLIT]``."""
+    from tfft import backend  # noqa: F401  # sets TensorFlow's environment before tfds imports it
+    import tensorflow_datasets as tfds
+
+    return _default_text_keys(tfds.builder(source.split(":")[1], data_dir=data_dir).info.features)
 
 
 def read_tfds(
@@ -107,8 +120,8 @@ def read_tfds(
         return from_tokens(token_lists, tag_lists, scheme, origin=origin)
 
     if text_key is None:
-        text_key, usual_pair = next(((t, p) for t, p in _TEXT_KEYS if t in features), _TEXT_KEYS[0])
-        text_pair_key = text_pair_key or (usual_pair if usual_pair in features else None)
+        text_key, usual_pair = _default_text_keys(features)
+        text_pair_key = text_pair_key or usual_pair
     read_text, read_label = reader(text_key), reader(label_key)
     read_pair = reader(text_pair_key) if text_pair_key else None
     texts, pairs, labels = [], [], []

@@ -23,9 +23,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from tfft.backend import tf
-from tfft.errors import ConfigError, ModelLoadError
+from tfft.errors import ModelLoadError
 from tfft.export.saved_model import MODEL_CARD, TOKEN_CLASSIFICATION
-from tfft.prediction import entity_result, label_result
+from tfft.prediction import check_pairs, entity_result, label_result
 
 LABELS_ASSET = "labels.json"
 
@@ -66,9 +66,7 @@ class SavedModelPredictor:
 
     def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Dict]:
         """One result per text, in :meth:`tfft.prediction.Predictor.predict`'s format."""
-        if (text_pairs is not None) != self.with_pairs:
-            raise ConfigError(f"{self.path}: this model takes " + (
-                "a text_pair with every text" if self.with_pairs else "single texts, not text pairs"))
+        check_pairs(self.with_pairs, text_pairs, f"{self.path}: this model")
         if self.task == TOKEN_CLASSIFICATION:
             return self._predict_entities(list(texts))
         rows = self._serve_rows(list(texts), None if text_pairs is None else list(text_pairs))

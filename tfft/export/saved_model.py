@@ -224,16 +224,23 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
                export_dir: Union[str, Path] = "saved_models") -> Path:
     """Export a ``tfft train`` run as ``export_dir/name/version`` and return that path."""
     from tfft.models import label_map_of
-    from tfft.run_dir import MODEL_SUBDIR, load_run
+    from tfft.run_dir import MODEL_SUBDIR, load_run, load_run_config
 
     target_parent = Path(export_dir) / name
     version = version if version is not None else next_version(target_parent)
     target = target_parent / str(version)
     if target.exists():
         raise ConfigError(f"{target} already exists; choose another --version or omit it for the next free one")
+    model_dir = Path(run_dir) / MODEL_SUBDIR
+    load_run_config(run_dir)  # a clear error for a directory that is not a run, before the checks below
+    try:
+        in_graph_tokenizer = InGraphBertTokenizer.from_pretrained_dir(model_dir)
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"{run_dir}: tfft export supports models with a BERT WordPiece tokenizer (BERT, MiniLM, "
+                          f"ELECTRA and other BERT-family checkpoints), which it runs in the serving graph; "
+                          f"this run's tokenizer cannot be exported: {error}") from None
     # Exports compute in float32 whatever the training precision: any server can run it.
     config, model, tokenizer = load_run(run_dir, precision="fp32")
-    model_dir = Path(run_dir) / MODEL_SUBDIR
     labels = list(label_map_of(model).labels)
     metrics_path = Path(run_dir) / "metrics.json"
     card = {
@@ -251,7 +258,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         labels_path = Path(scratch) / "labels.json"
         labels_path.write_text(json.dumps({str(i): label for i, label in enumerate(labels)}), encoding="utf-8")
         module = ServingModule(
-            model, InGraphBertTokenizer.from_pretrained_dir(model_dir), config.task, labels, card["max_length"],
+            model, in_graph_tokenizer, config.task, labels, card["max_length"],
             assets={"vocab": str(model_dir / "vocab.txt"), "model_card": str(card_path), "labels": str(labels_path)},
             with_pairs=bool(config.text_pair_column), word_shapes=config.uses_word_shapes,
         )

@@ -25,6 +25,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 from tfft.backend import keras, tf
 from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
+from tfft.data.tfds import default_text_keys
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training
 from tfft.errors import ConfigError
@@ -100,6 +101,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
         config.word_shapes = word_shapes_by_default(config.model, tokenizer)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
+    if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
+        # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
+        config.text_pair_column = default_text_keys(config.train, config.tfds_data_dir)[1]
     for choice in config.resolve_schedule(len(train_examples)):
         print(f"Chose {choice}", flush=True)
     label_map = (LabelMap.from_token_examples(train_examples) if config.task == TOKEN_CLASSIFICATION
@@ -211,6 +215,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     same directory instead of resuming it.
     """
     started = time.time()
+    config.validate()
     with run_lock(config.run_dir):
         if config.run_dir.exists() and not overwrite:
             raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
@@ -230,6 +235,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``.<name>.lock`` beside ``run_dir``, or refuse at once."""
     run_dir = Path(run_dir)
+    created = [p for p in (run_dir.parent, *run_dir.parent.parents) if not p.exists()]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     path = run_dir.parent / f".{run_dir.name}.lock"
     with open(path, "a") as handle:
@@ -245,6 +251,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             path.unlink(missing_ok=True)
+            for directory in created:  # a run refused before writing anything leaves no empty directories
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
 
 
 def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None:

@@ -1,0 +1,159 @@
+"""Every mistake a user can make on the command line, in one table: each is refused before any
+training with exit code 2, a message that names the file and line, the option or the key,
+no traceback, and nothing left behind; unusual but valid inputs are accepted.
+
+Runs ``tfft`` in-process (``tfft.cli.main``) on the tiny test BERT, so the whole table takes
+seconds; argparse's own refusals (unknown choices, non-numbers) surface as ``SystemExit(2)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tfft.cli import main
+
+NER = "EU B-ORG\nrejects O\nGerman B-MISC\n\nPeter B-PER\nBlackburn I-PER\n"
+NER_VALID = "Peter B-PER\n\nEU B-ORG\n"
+SENTIMENT = "text\tlabel\nthe film is good\t1\na dull mess\t0\ngood\t1\nbad\t0\n"
+
+# name: (files to write, argv after `tfft`, the regex the error must match)
+# In argv and files, {dir} is the test's directory and {model} the tiny checkpoint.
+BAD = {
+    "yaml learning rate not a number": (
+        {"run.yaml": "task: token-classification\ntrain: {dir}/train.txt\nlearning_rate: fast\n"},
+        ["train", "--config", "{dir}/run.yaml"], r"run\.yaml: the 'learning_rate' option must be a number"),
+    "yaml unknown key": (
+        {"run.yaml": "task: token-classification\ntrain: {dir}/train.txt\nlearnig_rate: 1.0e-4\n"},
+        ["train", "--config", "{dir}/run.yaml"], r"run\.yaml: unknown option\(s\) learnig_rate"),
+    "yaml not a mapping": ({"run.yaml": "- a\n- b\n"}, ["train", "--config", "{dir}/run.yaml"],
+                           r"run\.yaml: expected a mapping"),
+    "yaml missing": ({}, ["train", "--config", "{dir}/nope.yaml"], r"nope\.yaml: configuration file not found"),
+    "warmup fraction 2": ({}, ["train", "--warmup-fraction", "2"], r"'warmup_fraction' option must be in \[0, 1\)"),
+    "dropout 1": ({}, ["train", "--dropout", "1"], r"'dropout' option must be in \[0, 1\)"),
+    "stride above max length": ({}, ["train", "--stride", "64", "--max-length", "64"],
+                                r"'stride' option must be >= 0 and below max_length \(64\)"),
+    "monitor of the other task": ({}, ["train", "--monitor", "val_macro_f1"],
+                                  r"'monitor' option must be one of the metrics token-classification produces"),
+    "monitor without validation": ({}, ["train", "--monitor", "val_f1", "--validation", ""],
+                                   r"'monitor' option \(val_f1\) needs validation data"),
+    "zero epochs": ({}, ["train", "--epochs", "0"], r"'epochs' option must be a positive integer"),
+    "negative patience": ({}, ["train", "--patience", "-1"], r"'patience' option must be >= 0"),
+    "negative context": ({}, ["train", "--context-window", "-5"], r"'context_window' option must be >= 0"),
+    "missing training file": ({}, ["train", "--train", "{dir}/missing.txt"], r"missing\.txt: no such file"),
+    "tag column beyond the file": ({}, ["train", "--tag-column", "4"], r"train\.txt:1: expected .* columns"),
+    "unseen validation label": ({"valid.txt": "Bonn B-LOC\n"}, ["train"],
+                                r"valid\.txt:1: .*B-LOC"),
+    "bad tag": ({"train.txt": "EU ORG-B\n"}, ["train"], r"train\.txt:1: "),
+    "undecodable training file": ({"train.txt": b"caf\xe9 O\n"}, ["train"], r"train\.txt:1: cannot decode"),
+    "model directory missing": ({}, ["train", "--model", "{dir}/no-model"], r"no-model: model directory not found"),
+    "model directory without weights": ({"broken/config.json": '{"model_type": "bert"}'},
+                                        ["train", "--model", "{dir}/broken"], r"broken: cannot load"),
+    "mixed label types": ({"train.jsonl": '{"text": "good", "label": 1}\n{"text": "bad", "label": "neg"}\n'},
+                          ["train", "--task", "sequence-classification", "--train", "{dir}/train.jsonl",
+                           "--validation", "{dir}/train.jsonl"],
+                          r"train\.jsonl:2: .*label"),
+    "missing text column": ({"train.tsv": "body\tlabel\ngood\t1\nbad\t0\n"},
+                            ["train", "--task", "sequence-classification", "--train", "{dir}/train.tsv"],
+                            r"train\.tsv.*text"),
+    "predict on a directory that is no run": ({"notrun/x": ""}, ["predict", "{dir}/notrun", "--input", "-"],
+                                              r"notrun: not a tfft run directory"),
+    "predict on a run with a corrupt model": (
+        {"corrupt/config.yaml": "task: token-classification\ntrain: x\n", "corrupt/model/config.json": "{"},
+        ["predict", "{dir}/corrupt", "--input", "-"], r"corrupt/model: "),
+    "predict input missing": ({}, ["predict", "{run}", "--input", "{dir}/nothing.txt"], r"nothing\.txt: no such file"),
+    "predict tokens not json": ({"in.jsonl": "Anna flew\n"},
+                                ["predict", "{run}", "--input", "{dir}/in.jsonl", "--input-format", "tokens"],
+                                r"in\.jsonl:1: expected a JSON object"),
+    "predict document context on a saved model": (
+        {}, ["predict", "--saved-model", "{dir}", "--input", "-", "--context", "document"],
+        r"--context document needs a token-classification run directory"),
+    "predict without a model": ({}, ["predict", "--input", "-"], r"give either RUN_DIR or --saved-model DIR"),
+    "predict pairs without separator": ({"pairs.txt": "a b\n"},
+                                        ["predict", "{run}", "--input", "{dir}/pairs.txt", "--pair-separator", "|"],
+                                        r"pairs\.txt:1: expected TEXT'\|'TEXT_PAIR"),
+    "export a directory that is no run": ({}, ["export", "{dir}/none", "--name", "x", "--export-dir", "{dir}/out"],
+                                          r"none: not a tfft run directory"),
+    "export of a model without a WordPiece tokenizer": (
+        {"bpe/config.yaml": "task: token-classification\ntrain: x\n",
+         "bpe/model/tokenizer.json": '{"normalizer": null, "pre_tokenizer": {"type": "ByteLevel"}, '
+                                     '"model": {"type": "BPE", "vocab": {}}}'},
+        ["export", "{dir}/bpe", "--name", "x", "--export-dir", "{dir}/out"],
+        r"bpe: tfft export supports models with a BERT WordPiece tokenizer .*not a BERT WordPiece pipeline"),
+    "evaluate with unseen labels": ({"test.txt": "Bonn B-LOC\n"}, ["evaluate", "{run}", "--data", "{dir}/test.txt"],
+                                    r"test\.txt:1: .*B-LOC"),
+    "task name": ({}, ["train", "--task", "ner"], r"argument --task: invalid choice: 'ner'"),
+    "precision name": ({}, ["train", "--precision", "fp8"], r"argument --precision: invalid choice: 'fp8'"),
+    "batch size not a number": ({}, ["train", "--batch-size", "many"], r"argument --batch-size: invalid int value"),
+}
+
+BASE_TRAIN = ["--task", "token-classification", "--train", "{dir}/train.txt", "--validation", "{dir}/valid.txt",
+              "--model", "{model}", "--output-dir", "{dir}/runs/out", "--epochs", "1", "--no-tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("conformance-run")
+    (directory / "train.txt").write_text(NER, encoding="utf-8")
+    (directory / "valid.txt").write_text(NER_VALID, encoding="utf-8")
+    argv = [a.format(dir=directory, model=tiny_model_dir) for a in ["train", *BASE_TRAIN]]
+    assert main(argv) == 0
+    return directory / "runs" / "out"
+
+
+def run_cli(argv, capsys):
+    """Exit code and stderr of ``tfft ARGV``, exceptions other than SystemExit propagating (a traceback)."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_refused_clearly_and_leaves_nothing(case, tmp_path, tiny_model_dir, trained_run, capsys,
+                                                         monkeypatch):
+    files, argv, expected = BAD[case]
+    (tmp_path / "train.txt").write_text(NER, encoding="utf-8")
+    (tmp_path / "valid.txt").write_text(NER_VALID, encoding="utf-8")
+    for name, content in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content.replace("{dir}", str(tmp_path)), encoding="utf-8")
+    if argv[0] == "train" and "--config" not in argv:
+        argv = ["train", *BASE_TRAIN, *argv[1:]]
+    argv = [a.format(dir=tmp_path, model=tiny_model_dir, run=trained_run) for a in argv]
+    monkeypatch.setattr("sys.stdin", open(tmp_path / "train.txt"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, error = run_cli(argv, capsys)
+    assert code == 2, error
+    assert re.search(expected, error), error
+    assert "Traceback" not in error
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_unusual_but_valid_inputs_train(tmp_path, tiny_model_dir, capsys):
+    """BOM, CRLF, tabs and trailing spaces, four columns, IOB1 tags, quoted YAML numbers."""
+    (tmp_path / "train.txt").write_bytes(
+        "\ufeff-DOCSTART- -X- -X- O\r\n\r\nEU NNP B-NP I-ORG \r\nrejects\tVBZ\tB-VP\tO\r\n\r\n"
+        "Peter NNP B-NP I-PER\r\nBlackburn NNP I-NP I-PER\r\n".encode("utf-8"))
+    (tmp_path / "valid.txt").write_text("Peter NNP B-NP I-PER\n", encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(
+        f"task: token-classification\ntrain: {tmp_path}/train.txt\nvalidation: {tmp_path}/valid.txt\n"
+        f"model: {tiny_model_dir}\noutput-dir: {tmp_path}/run\nepochs: '1'\nlearning_rate: 1e-3\ntensorboard: no\n")
+    code, error = run_cli(["train", "--config", str(tmp_path / "run.yaml")], capsys)
+    assert code == 0, error
+    labels = json.loads((tmp_path / "run" / "labels.json").read_text())
+    assert set(labels["id2label"].values()) == {"O", "B-ORG", "I-ORG", "B-PER", "I-PER"}
+
+
+def test_empty_predict_input_prints_nothing_and_succeeds(trained_run, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    assert run_cli(["predict", str(trained_run), "--input", str(tmp_path / "empty.txt")], capsys)[0] == 0
+    assert capsys.readouterr().out == ""
