@@ -59,15 +59,16 @@ CLASSIFICATION_TEXTS = [
     "honestly , the cast felt charming .",
     "the story is tedious .",
     "a dull , boring mess",
+    " ".join(["the film is tedious ."] * 9 + ["the cast felt charming ."] * 9),  # past the 64-token maximum
     *HARD_TEXTS,
 ]
-# More tokens than the tiny model's 64: the raw-text signature tags a prefix only.
+# More tokens than the tiny model's 64: tagged in three overlapping windows, in the graph too.
 LONG_TEXT = " ".join(["Anna flew to Tokyo on Monday ."] * 15)
 BLOCKED_MODULES = ("transformers", "tokenizers", "tensorflow_text")
 
 NER_OUTPUTS = {
     "tags": "string", "tag_ids": "int32", "tag_scores": "float32", "word_start": "int64", "word_end": "int64",
-    "num_words": "int32", "truncated": "bool", "entity_types": "string", "entity_start": "int64",
+    "num_words": "int32", "entity_types": "string", "entity_start": "int64",
     "entity_end": "int64", "entity_scores": "float32", "num_entities": "int32",
 }
 WORD_PADDING = {"tags": "", "tag_ids": -1, "tag_scores": 0.0, "word_start": -1, "word_end": -1}
@@ -254,7 +255,6 @@ def test_token_classification_signatures_match_the_in_memory_model(served, predi
     for name, output in outputs.items():
         width = words if name in WORD_PADDING else entities if name in ENTITY_PADDING else None
         assert output["shape"] == ([batch] if width is None else [batch, width]), name
-    assert values["truncated"] == [False] * len(NER_TEXTS) + [True]
 
     for row, result in enumerate(expected):
         count, found = values["num_words"][row], values["num_entities"][row]
@@ -266,11 +266,6 @@ def test_token_classification_signatures_match_the_in_memory_model(served, predi
                        for i in range(count)]
         graph_entities = [(values["entity_types"][row][i], values["entity_start"][row][i], values["entity_end"][row][i])
                           for i in range(found)]
-        if row == len(NER_TEXTS):  # the long text: a prefix of its words, the first ones from the same window
-            assert count < len(result["words"])
-            assert [w[:2] for w in graph_words] == [(w["start"], w["end"]) for w in result["words"][:count]]
-            assert [w[2] for w in graph_words[:10]] == [w["tag"] for w in result["words"][:10]]
-            continue
         assert graph_words == [(w["start"], w["end"], w["tag"]) for w in result["words"]], row
         assert graph_entities == [(e["type"], e["start"], e["end"]) for e in result["entities"]], row
         np.testing.assert_allclose(values["tag_scores"][row][:count], [w["score"] for w in result["words"]], atol=1e-4)
@@ -278,14 +273,8 @@ def test_token_classification_signatures_match_the_in_memory_model(served, predi
                                    atol=1e-4)
         assert values["tag_ids"][row][:count] == [predictor.label_map.labels.index(w[2]) for w in graph_words]
 
-    predictions = served["ner"]["predictions"]
-    assert_same_results(expected[:-1], predictions[:-1])
-    # The long text is tagged in several raw-text windows: every word, with the same spans.
-    long_expected, long_served = expected[-1], predictions[-1]
-    assert [w["text"] for w in long_served["words"]] == [w["text"] for w in long_expected["words"]]
-    assert [(w["start"], w["end"]) for w in long_served["words"]] == [
-        (w["start"], w["end"]) for w in long_expected["words"]]
-    assert_same_results(long_expected["words"][:10], long_served["words"][:10])
+    assert values["num_words"][-1] == len(LONG_TEXT.split())
+    assert_same_results(expected, served["ner"]["predictions"])
 
     check_predict_ids(served["ner"], predictor, len(predictor.label_map))
 
@@ -363,54 +352,15 @@ def test_cli_predicts_pre_tokenized_input_like_the_joined_text(runs, exports, tm
 
 
 def test_saved_model_predictor_rejects_what_it_cannot_serve(exports, tmp_path):
+    from tfft.export.saved_model import MAX_TEXT_CHARS
+
+    too_long = "x" * (MAX_TEXT_CHARS + 1)
+    with pytest.raises(ConfigError, match=r"input 2 has more than the 100000 characters"):
+        SavedModelPredictor(exports / "ner" / "1").predict(["ok", too_long])
+    serve = tf.saved_model.load(str(exports / "ner" / "1")).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="longer than 100000 characters"):
+        serve(text=tf.constant([too_long]))
     with pytest.raises(tfft.ModelLoadError, match="not a tfft SavedModel"):
         SavedModelPredictor(exports / "ner")
     with pytest.raises(ConfigError, match="single texts, not text pairs"):
         SavedModelPredictor(exports / "sentiment" / "1").predict(["a"], text_pairs=["b"])
-
-
-class WordsServe:
-    """A stand-in ``serving_default`` that tags at most ``width`` whitespace-separated words.
-
-    Each word's tag names the first word of the window it was tagged in, and its score is
-    its context in that window (words to the nearer edge), so the merge of windows shows.
-    """
-
-    structured_input_signature = ((), {"text": tf.TensorSpec([None], tf.string)})
-
-    def __init__(self, width: int):
-        self.width = width
-
-    def __call__(self, text: tf.Tensor) -> Dict[str, tf.Tensor]:
-        rows = []
-        for value in text.numpy():
-            line = value.decode("utf-8")
-            words = line.split()
-            starts, offset = [], 0
-            for word in words:
-                offset = line.index(word, offset)
-                starts.append(offset)
-                offset += len(word)
-            count = min(len(words), self.width)
-            rows.append({"tags": [f"B-{words[0]}"] * count,
-                         "tag_scores": [float(min(i, count - 1 - i)) for i in range(count)],
-                         "word_start": starts[:count], "word_end": [s + len(w) for s, w in zip(starts, words)][:count],
-                         "num_words": count, "truncated": len(words) > count})
-        return {name: tf.ragged.constant([row[name] for row in rows]).to_tensor()
-                if isinstance(rows[0][name], list) else tf.constant([row[name] for row in rows]) for name in rows[0]}
-
-
-def test_long_texts_are_tagged_in_overlapping_windows(tmp_path, monkeypatch):
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "saved_model.pb").write_bytes(b"")
-    (tmp_path / "assets" / "model_card.json").write_text(json.dumps({"task": "token-classification"}))
-    (tmp_path / "assets" / "labels.json").write_text(json.dumps({"0": "O"}))
-    loaded = type("Loaded", (), {"signatures": {"serving_default": WordsServe(6)}})
-    monkeypatch.setattr(tf.saved_model, "load", lambda path: loaded)
-    text = " ".join(f"w{i}" for i in range(20)) + "  "
-    [result] = SavedModelPredictor(tmp_path, window_overlap=2).predict([text])
-    # Windows start at words 0, 4, 8, 12, 16 and share two words; the first of those stays in the earlier window.
-    windows = ["B-w0"] * 5 + ["B-w4"] * 4 + ["B-w8"] * 4 + ["B-w12"] * 4 + ["B-w16"] * 3
-    assert [w["tag"] for w in result["words"]] == windows
-    assert [w["score"] for w in result["words"]] == [0, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 1, 0]
-    assert [(w["text"], w["start"]) for w in result["words"]] == [(f"w{i}", text.index(f"w{i} ")) for i in range(20)]

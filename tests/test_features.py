@@ -12,7 +12,7 @@ from tfft.data.labels import LabelMap
 from tfft.features import (
     IGNORE_INDEX, NO_WORD, WordInputs, encode_for_inference, encode_for_training,
 )
-from tfft.inference import example_probabilities, word_probabilities
+from tfft.inference import word_probabilities
 
 LABELS = LabelMap(["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-PER", "I-PER"])
 
@@ -41,7 +41,7 @@ def test_label_all_subwords_continues_an_entity_with_inside_tags(tiny_tokenizer)
 
 
 def test_truncation_is_counted_and_keeps_one_row_per_example(tiny_tokenizer):
-    long_one = TokenExample(["unbelievable"] * 4, ["O"] * 4)  # 12 subwords + 2 specials
+    long_one = TokenExample(["unbelievable"] * 8, ["O"] * 8)  # 24 subwords: four windows, one example
     short_one = TokenExample(["the", "film"], ["O", "O"])
     encoding = encode_for_training(tiny_tokenizer, [long_one, short_one], LABELS, max_length=8)
     assert encoding.num_truncated == 1
@@ -68,17 +68,20 @@ def test_inference_windows_cover_every_word_and_merge_on_the_most_central_window
     assert all(p in (2, 3) for p in chosen_position[1:-1])
 
 
-def test_sequence_windows_average_probabilities(tiny_tokenizer):
-    examples = [TextExample("the film is good . " * 6), TextExample("bad")]
-    encoding = encode_for_inference(tiny_tokenizer, examples, max_length=10, stride=2)
-    counts = np.bincount(encoding.example_index)
-    assert counts[0] > 1 and counts[1] == 1
-    rows = np.zeros((encoding.num_rows, 2), np.float32)
-    rows[encoding.example_index == 0] = [[1.0, 0.0]] * (counts[0] - 1) + [[0.0, 1.0]]
-    rows[encoding.example_index == 1] = [0.25, 0.75]
-    merged = example_probabilities(encoding, rows)
-    np.testing.assert_allclose(merged[0], [(counts[0] - 1) / counts[0], 1 / counts[0]], rtol=1e-6)
-    np.testing.assert_allclose(merged[1], [0.25, 0.75])
+def test_long_sequences_keep_their_first_tokens_in_training_and_inference_alike(tiny_tokenizer):
+    labels = LabelMap(["0", "1"])
+    for examples, lengths in (
+        ([TextExample("the film is good . " * 6, label="1"), TextExample("bad", label="0")], [10, 3]),
+        ([TextExample("the film " * 10, "is good . " * 2, label="1"), TextExample("bad", "good", label="0")], [10, 5]),
+    ):
+        trained = encode_for_training(tiny_tokenizer, examples, labels, max_length=10)
+        inferred = encode_for_inference(tiny_tokenizer, examples, max_length=10, stride=2)
+        assert trained.num_truncated == 1 and inferred.row_lengths.tolist() == lengths
+        np.testing.assert_array_equal(trained.input_ids, inferred.input_ids)
+        np.testing.assert_array_equal(trained.token_type_ids, inferred.token_type_ids)
+    # A pair is cut longest_first (the longer text gives way), like the export's pack(): 4 + 3 tokens.
+    assert inferred.input_ids[:10].tolist() == ids(tiny_tokenizer, "[CLS]", "the", "film", "the", "film", "[SEP]",
+                                                   "is", "good", ".", "[SEP]")
 
 
 def test_sequence_labels_follow_the_label_map(tiny_tokenizer):

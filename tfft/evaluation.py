@@ -173,7 +173,7 @@ def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,
     examples = read_config_examples(config, data, max_examples)
     report = evaluate_examples(
         model, tokenizer, examples, label_map_of(model),
-        stride=config.stride,
+        max_length=inference_length(tokenizer, config.task, config.max_length), stride=config.stride,
         batch_size=batch_size or config.eval_batch_size, jit_compile=config.xla,
         word_inputs=config.word_inputs,
     )

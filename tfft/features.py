@@ -8,8 +8,10 @@ Two encodings exist because they answer different needs:
 
 * ``encode_for_training``: one row per example, truncated to ``max_length`` (the number
   of truncated examples is reported, never silent);
-* ``encode_for_inference``: long examples become several overlapping windows
-  (``stride`` tokens of shared context), so prediction and evaluation see every word.
+* ``encode_for_inference``: for token tasks, long examples become several overlapping
+  windows (``stride`` tokens of shared context), so prediction and evaluation tag every
+  word; sequence tasks keep the first ``max_length`` tokens, exactly as in training and in
+  the export (a text pair is cut ``longest_first``), so every path classifies the same input.
 
 Token tasks can give the model more than each word's subwords (:class:`WordInputs`): the
 word's shape as its token type, and subwords of the neighbouring sentences of the same
@@ -25,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tfft.data import TOKEN_CLASSIFICATION
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
 from tfft.words import shape_token_types
@@ -80,13 +83,17 @@ class Encoding:
         return np.concatenate([[0], np.cumsum(self.row_lengths)[:-1]]).astype(np.int64)
 
 
-def inference_length(tokenizer) -> int:
-    """Window length for prediction and evaluation: the model's maximum, capped at BERT's 512.
+def inference_length(tokenizer, task: str = TOKEN_CLASSIFICATION, max_length: Optional[int] = None) -> int:
+    """Row length for prediction and evaluation.
 
-    Training truncates at ``max_length`` to bound memory; inference uses the model's full
-    context so that windows (and their seams) are needed only for really long inputs.
+    Token classification windows of the model's maximum (capped at BERT's 512): training
+    truncates at ``max_length`` to bound memory, while inference uses the full context so
+    that windows (and their seams) are needed only for really long inputs. Sequence
+    classification: the training ``max_length`` (capped the same way), so that evaluation,
+    prediction and the export classify what training saw.
     """
-    return int(min(tokenizer.model_max_length, 512))
+    longest = int(min(tokenizer.model_max_length, 512))
+    return longest if task == TOKEN_CLASSIFICATION or max_length is None else min(max_length, longest)
 
 
 def is_token_task(examples: Examples) -> bool:
@@ -114,10 +121,11 @@ def encode_for_inference(
     label_map: Optional[LabelMap] = None,
     word_inputs: WordInputs = WordInputs(),
 ) -> Encoding:
-    """Encode examples for prediction/evaluation: long ones become overlapping windows.
+    """Encode examples for prediction/evaluation: long token examples become overlapping windows.
 
     ``stride`` is the number of tokens two consecutive windows share, so each word near
-    a window edge is also seen with context in the neighbouring window.
+    a window edge is also seen with context in the neighbouring window. Sequence examples
+    are truncated to ``max_length`` (one row each), as in training.
     """
     if not 0 <= stride < max_length - 3:
         raise ValueError(f"stride must be in [0, max_length - 3); got stride={stride}, max_length={max_length}")
@@ -129,15 +137,16 @@ def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwor
     if not examples:
         raise ValueError("no examples to encode")
     token_task = is_token_task(examples)
-    windowed = stride is not None
+    windowed = token_task and stride is not None
     has_pairs = not token_task and any(e.text_pair is not None for e in examples)
-    # Overflowing windows are always requested: for training only each example's first
-    # window is kept, and an example with more than one window is an exact truncation count.
+    # Token tasks always request overflowing windows: for training only each example's first
+    # window is kept, and the examples with more than one window are exactly those truncated.
+    # Sequence tasks keep the first max_length tokens (a pair: longest_first, as the export).
     kwargs = dict(
-        truncation="only_second" if has_pairs else True,
+        truncation="longest_first" if has_pairs else True,
         max_length=max_length,
         stride=stride or 0,
-        return_overflowing_tokens=True,
+        return_overflowing_tokens=token_task,
         return_attention_mask=False,
         return_token_type_ids=True,
     )
@@ -151,19 +160,22 @@ def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwor
         texts = [e.text for e in examples]
         batch = tokenizer(texts, [e.text_pair for e in examples] if has_pairs else None, **kwargs)
 
-    example_index = np.asarray(batch["overflow_to_sample_mapping"], dtype=np.int64)
+    if token_task:
+        example_index = np.asarray(batch["overflow_to_sample_mapping"], dtype=np.int64)
+    else:
+        example_index = np.arange(len(examples), dtype=np.int64)
     keep = np.arange(len(example_index))
     num_truncated = 0
-    if not windowed:
+    if not token_task:
+        num_truncated = sum(bool(e.overflowing) for e in batch.encodings)
+    elif not windowed:
         first_window = np.concatenate([[True], example_index[1:] != example_index[:-1]])
         keep = np.flatnonzero(first_window)
-        num_truncated = len(example_index) - len(keep)
-        if num_truncated:
-            logger.warning(
-                "%d of %d examples are longer than max_length=%d tokens and were truncated for training",
-                num_truncated, len(examples), max_length,
-            )
+        num_truncated = len(np.unique(example_index[~first_window]))  # examples, not their extra windows
         example_index = example_index[keep]
+    if num_truncated and stride is None:
+        logger.warning("%d of %d examples are longer than max_length=%d tokens and were truncated for training",
+                       num_truncated, len(examples), max_length)
     rows = [batch["input_ids"][i] for i in keep]
     row_lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     total = int(row_lengths.sum())

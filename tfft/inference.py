@@ -115,14 +115,6 @@ def word_probabilities(encoding: Encoding, token_probabilities: np.ndarray, word
     return np.split(flat, offsets[1:-1])
 
 
-def example_probabilities(encoding: Encoding, row_probs: np.ndarray) -> np.ndarray:
-    """Per example, the mean of its windows' class probabilities (one window if short)."""
-    sums = np.zeros((encoding.num_examples, row_probs.shape[-1]), dtype=np.float64)
-    np.add.at(sums, encoding.example_index, row_probs)
-    counts = np.bincount(encoding.example_index, minlength=encoding.num_examples)[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
 def predict_encoded(model, encoding: Encoding, *, words_per_example: Optional[List[int]] = None,
                     batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False):
     """Class probabilities per example: a ``[words, classes]`` array per sentence for
@@ -132,4 +124,4 @@ def predict_encoded(model, encoding: Encoding, *, words_per_example: Optional[Li
                                       jit_compile=jit_compile)
     if encoding.word_index is not None:
         return word_probabilities(encoding, probabilities, words_per_example)
-    return example_probabilities(encoding, probabilities)
+    return probabilities  # sequence tasks: one row per example

@@ -36,6 +36,7 @@ class Predictor:
     jit_compile: bool = False
     word_inputs: WordInputs = WordInputs()
     with_pairs: bool = False
+    max_length: Optional[int] = None  # sequence classification: the training max_length
 
     @classmethod
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
@@ -51,11 +52,13 @@ class Predictor:
             jit_compile=config.xla,
             word_inputs=config.word_inputs,
             with_pairs=bool(config.text_pair_column),
+            max_length=config.max_length,
         )
 
     @property
     def window_length(self) -> int:
-        return inference_length(self.tokenizer)
+        """Tokens per row: NER windows of the model's maximum; classification the training max_length."""
+        return inference_length(self.tokenizer, self.task, self.max_length)
 
     def _run(self, encoding, words_per_example=None):
         return predict_encoded(

@@ -1,42 +1,26 @@
 """Prediction with an exported SavedModel, in a process that has no ``transformers``.
 
-Why: ``tfft predict --saved-model`` runs exactly the graph TF Serving will run (tokenizer
-included), so it checks an export before it is deployed, and it predicts where only
-TensorFlow is installed. The output is :class:`tfft.prediction.Predictor`'s JSON, produced
-by the same formatting functions; only the word spans and probabilities come from the graph.
-
-One difference is inherent to the raw-text signature: it sees at most the model's maximum
-length of tokens. For token classification it says so (``truncated``), and this predictor
-then tags the rest of the text in further raw-text windows that start at a word boundary
-and share ``window_overlap`` words with the previous window (each shared word keeps the
-window where it has more context); the seams are therefore not exactly those of
-``Predictor``, which windows by tokens. Sequence classification sees the first
-``max_length`` tokens only, as a TF Serving client does (``Predictor`` averages windows).
+Why: ``tfft predict --saved-model`` runs exactly the graph TF Serving will run (tokenizer,
+word splitting, long-text windows and decoding included), so it checks an export before it
+is deployed, and it predicts where only TensorFlow is installed. The output is
+:class:`tfft.prediction.Predictor`'s JSON, produced by the same formatting functions; the
+word spans, tags and probabilities come from the graph.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from tfft.backend import tf
-from tfft.errors import ModelLoadError
-from tfft.export.saved_model import MODEL_CARD, TOKEN_CLASSIFICATION
+from tfft.errors import ConfigError, ModelLoadError
+from tfft.export.saved_model import MAX_TEXT_CHARS, MODEL_CARD, TOKEN_CLASSIFICATION
 from tfft.prediction import check_pairs, entity_result, label_result
 
 LABELS_ASSET = "labels.json"
-
-
-class _Word(NamedTuple):
-    """A tagged word: its character span in the whole text, its tag and the tag's probability."""
-
-    start: int
-    end: int
-    tag: str
-    score: float
 
 
 class SavedModelPredictor:
@@ -44,10 +28,9 @@ class SavedModelPredictor:
 
     Texts are sent to ``serving_default`` in chunks of ``batch_size`` sorted by length, so a
     chunk pads little. Task and labels come from the SavedModel's own assets.
-    ``window_overlap`` is the number of words consecutive windows of a long text share.
     """
 
-    def __init__(self, path: Union[str, Path], batch_size: int = 64, window_overlap: int = 32):
+    def __init__(self, path: Union[str, Path], batch_size: int = 64):
         self.path = Path(path)
         assets = self.path / "assets"
         if not (self.path / "saved_model.pb").is_file() or not (assets / MODEL_CARD).is_file():
@@ -58,7 +41,6 @@ class SavedModelPredictor:
         self.task: str = card["task"]
         self.labels: List[str] = [label_ids[str(i)] for i in range(len(label_ids))]
         self.batch_size = batch_size
-        self.window_overlap = window_overlap
         # The loaded object owns the variables and the vocabulary table the signature uses.
         self._loaded = tf.saved_model.load(str(self.path))
         self._serve = self._loaded.signatures["serving_default"]
@@ -67,6 +49,10 @@ class SavedModelPredictor:
     def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Dict]:
         """One result per text, in :meth:`tfft.prediction.Predictor.predict`'s format."""
         check_pairs(self.with_pairs, text_pairs, f"{self.path}: this model")
+        for number, text in enumerate(texts, start=1):
+            if len(text) + (len(text_pairs[number - 1]) if text_pairs is not None else 0) > MAX_TEXT_CHARS:
+                raise ConfigError(f"input {number} has more than the {MAX_TEXT_CHARS} characters the exported model "
+                                  "accepts per text; split it")
         if self.task == TOKEN_CLASSIFICATION:
             return self._predict_entities(list(texts))
         rows = self._serve_rows(list(texts), None if text_pairs is None else list(text_pairs))
@@ -90,26 +76,10 @@ class SavedModelPredictor:
         return rows
 
     def _predict_entities(self, texts: List[str]) -> List[Dict]:
-        words: List[List[_Word]] = [[] for _ in texts]
-        # (text index, character offset where its window starts, words shared with the previous window)
-        pending = [(i, 0, 0) for i in range(len(texts))]
-        while pending:
-            rows = self._serve_rows([texts[i][offset:] for i, offset, _ in pending])
-            following = []
-            for (i, offset, shared), row in zip(pending, rows):
-                count = int(row["num_words"])
-                columns = (row[name][:count] for name in ("word_start", "word_end", "tags", "tag_scores"))
-                window = [_Word(offset + int(start), offset + int(end), tag.decode("utf-8"), float(score))
-                          for start, end, tag, score in zip(*columns)]
-                # The first half of the shared words has more context in the previous window.
-                kept = shared // 2
-                words[i] = words[i][:len(words[i]) - shared + kept] + window[kept:]
-                if row["truncated"] and count:
-                    overlap = min(self.window_overlap, count // 2)
-                    following.append((i, window[count - overlap - 1].end, overlap))
-            pending = following
-        return [
-            entity_result(text, [(w.start, w.end) for w in text_words], [w.tag for w in text_words],
-                          np.array([w.score for w in text_words], np.float32))
-            for text, text_words in zip(texts, words)
-        ]
+        results = []
+        for text, row in zip(texts, self._serve_rows(texts)):
+            count = int(row["num_words"])
+            spans = list(zip(row["word_start"][:count].tolist(), row["word_end"][:count].tolist()))
+            tags = [tag.decode("utf-8") for tag in row["tags"][:count]]
+            results.append(entity_result(text, spans, tags, row["tag_scores"][:count]))
+        return results

@@ -19,8 +19,9 @@ Signatures:
   ``tag_scores`` (float32, padding 0), ``word_start``/``word_end`` (int64 character
   offsets, padding -1), ``num_words`` (int32); and per entity: ``entity_types`` (string,
   padding ``""``), ``entity_start``/``entity_end`` (int64 character offsets, end exclusive,
-  padding -1), ``entity_scores`` (float32, padding 0), ``num_entities`` (int32). Words
-  beyond the model's maximum length are not tagged; ``truncated`` (bool ``[batch]``) says so.
+  padding -1), ``entity_scores`` (float32, padding 0), ``num_entities`` (int32). Texts longer
+  than the model's maximum are tagged in overlapping windows in the graph, like ``tfft
+  predict``; a text over ``MAX_TEXT_CHARS`` characters is refused (InvalidArgument).
   Models trained with word shapes compute them in the graph (:mod:`tfft.export.graph_words`).
 
 * ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
@@ -50,14 +51,17 @@ from tfft.lean_bert import inference_logits
 from tfft.files import atomic_directory
 
 MODEL_CARD = "model_card.json"
+# The longest text (in characters) serving_default accepts: one request cannot exhaust a server's memory.
+MAX_TEXT_CHARS = 100_000
 
 
 class ServingModule(tf.Module):
     """A trained classifier plus the in-graph tokenizer and label decoding it serves with."""
 
     def __init__(self, model, tokenizer: InGraphBertTokenizer, task: str, labels: Sequence[str], max_length: int,
-                 assets: Dict[str, str], with_pairs: bool = False, word_shapes: bool = False):
+                 assets: Dict[str, str], with_pairs: bool = False, word_shapes: bool = False, stride: int = 32):
         super().__init__(name="tfft_serving")
+        self.stride = int(stride)
         self.model = model
         self.labels = list(labels)
         self.word_shapes = word_shapes
@@ -82,6 +86,7 @@ class ServingModule(tf.Module):
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     def classify(self, text, text_pair=None):
+        _check_text_length(text if text_pair is None else tf.strings.join([text, text_pair]))
         token_ids, _, _, _ = self.tokenizer.tokenize(text)
         pair_ids = None if text_pair is None else self.tokenizer.tokenize(text_pair)[0]
         probabilities = self.probabilities(self.tokenizer.pack(token_ids, self.max_length, pair_ids))
@@ -89,49 +94,75 @@ class ServingModule(tf.Module):
         return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "probabilities": probabilities}
 
     def tag(self, text):
-        """Tag each whitespace-separated word from its first subword, decode with constrained Viterbi."""
+        """Tag each whitespace-separated word from its first subword, decode with constrained Viterbi.
+
+        Texts longer than the model's maximum are cut into overlapping windows in the graph, exactly
+        as ``tfft.features.encode_for_inference`` cuts them (``stride`` tokens shared), and each word
+        takes the window where its first subword has the most context (the earlier one on a tie),
+        as ``tfft.inference.word_probabilities`` does.
+        """
+        _check_text_length(text)
         token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(text)
         words = whitespace_words(text)
-        kept = self.max_length - 2
-        truncated = token_ids.row_lengths() > kept
-        token_ids, token_piece = token_ids[:, :kept], token_piece[:, :kept]
-        features = self.tokenizer.pack(token_ids, self.max_length)
-        # The whitespace word of each pre-tokenizer piece (pieces never cross whitespace), then of each token.
         far = tf.int64.max
-        batch = tf.shape(token_ids.row_lengths(), out_type=tf.int64)[0]
+        batch = tf.shape(text, out_type=tf.int64)[0]
         column = tf.fill([batch, 1], far)
+        # The whitespace word of each pre-tokenizer piece (pieces never cross whitespace), then of each token.
         word_of_piece = tf.searchsorted(tf.concat([words.start.to_tensor(far), column], 1),
                                         tf.concat([piece_start.to_tensor(far), column], 1), side="right",
                                         out_type=tf.int64) - 1
-        token_piece = token_piece.to_tensor(default_value=-1)
-        token_word = tf.where(token_piece >= 0, tf.gather(word_of_piece, tf.maximum(token_piece, 0), batch_dims=1), -1)
-        # Dense from here on (ragged gathers cost ~1 ms of graph overhead per call):
-        # token_word aligned with the packed ids, -1 on [CLS], [SEP] and padding.
-        width = tf.shape(features["input_ids"])[1]
-        token_word = tf.pad(token_word, [[0, 0], [1, width - 1 - tf.shape(token_word)[1]]], constant_values=-1)
+        token_row = token_ids.value_rowids()
+        token_word = tf.gather_nd(word_of_piece, tf.stack([token_row, token_piece.flat_values], 1))  # within its row
+        token = tf.range(tf.size(token_row, out_type=tf.int64))
+        first_in_row = token == tf.gather(token_ids.row_starts(), token_row)
+        is_first = first_in_row | (token_word != tf.gather(token_word, tf.maximum(token - 1, 0)))
+
+        # Windows of at most `span` tokens, `step` apart: HF's overflowing windows with this stride.
+        span = tf.constant(self.max_length - 2, tf.int64)
+        step = tf.constant(self.max_length - 2 - self.stride, tf.int64)
+        length = token_ids.row_lengths()
+        windows_per_row = 1 + tf.maximum(tf.constant(0, tf.int64), (length - span + step - 1) // step)
+        window_row = tf.repeat(tf.range(batch), windows_per_row)
+        window = tf.range(tf.size(window_row, out_type=tf.int64))
+        window_start = (window - tf.gather(tf.cumsum(windows_per_row, exclusive=True), window_row)) * step
+        window_length = tf.minimum(span, tf.gather(length, window_row) - window_start)
+        # Every (window, position) occurrence of a token, flat.
+        occurrence = tf.range(tf.reduce_sum(window_length))
+        occurrence_window = tf.searchsorted(tf.cumsum(window_length), occurrence, side="right", out_type=tf.int64)
+        position = occurrence - tf.gather(tf.cumsum(window_length, exclusive=True), occurrence_window)
+        occurrence_token = (tf.gather(token_ids.row_starts(), tf.gather(window_row, occurrence_window))
+                            + tf.gather(window_start, occurrence_window) + position)
+        features = self.tokenizer.pack(tf.RaggedTensor.from_row_lengths(
+            tf.gather(token_ids.flat_values, occurrence_token), window_length, validate=False), self.max_length)
+        at = tf.stack([occurrence_window, position + 1], 1)  # in the packed rows, after [CLS]
+        occurrence_row = tf.gather(window_row, occurrence_window)
+        occurrence_word = tf.gather(words.start.row_starts(), occurrence_row) + tf.gather(token_word, occurrence_token)
         if self.word_shapes:
-            shapes = tf.concat([tf.cast(words.shape.to_tensor(0), tf.int64), tf.zeros_like(column)], 1)
-            features["token_type_ids"] = tf.where(
-                token_word >= 0, 1 + tf.gather(shapes, tf.maximum(token_word, 0), batch_dims=1), 0)
-        probabilities = self.probabilities(features)
-        previous = tf.pad(token_word[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
-        is_first = (token_word >= 0) & tf.not_equal(token_word, previous)  # a word's first subword carries its tag
-        # All words, or up to the last one with a token when the text did not fit.
-        num_words = tf.cast(tf.where(truncated, tf.reduce_max(token_word, axis=1) + 1, words.start.row_lengths()),
-                            tf.int32)
-        most_words = tf.reduce_max(tf.concat([num_words, [0]], 0))
-        where = tf.where(is_first)  # [n, 2]: (row, token position), row-major
-        num_labels = tf.shape(probabilities, out_type=tf.int64)[2]
+            shape_type = 1 + tf.cast(tf.gather(words.shape.flat_values, occurrence_word), tf.int64)
+            features["token_type_ids"] = tf.scatter_nd(at, shape_type, tf.shape(features["input_ids"], out_type=tf.int64))
+        probabilities = tf.gather_nd(self.probabilities(features), at)  # [occurrences, labels]
+
+        # Per word, the occurrence of its first subword with the most context, the earliest window on a tie.
+        num_windows = tf.size(window, out_type=tf.int64)
+        context = tf.minimum(position + 1, tf.gather(window_length, occurrence_window) - position)
+        rank = context * (num_windows + 1) + (num_windows - occurrence_window)
+        all_words = tf.size(words.start.flat_values, out_type=tf.int64)
+        segment = tf.where(tf.gather(is_first, occurrence_token), occurrence_word, all_words)
+        best = tf.math.unsorted_segment_max(rank, segment, all_words + 1)
+        chosen = tf.where((segment < all_words) & tf.equal(rank, tf.gather(best, segment)))[:, 0]
+        num_labels = tf.shape(probabilities, out_type=tf.int64)[1]
         # Words without any token (e.g. only control characters) keep a uniform row, as in tfft.inference.
-        word_probabilities = tf.tensor_scatter_nd_update(
-            tf.fill(tf.stack([batch, tf.cast(most_words, tf.int64), num_labels]), 1.0 / tf.cast(num_labels, tf.float32)),
-            tf.stack([where[:, 0], tf.gather_nd(token_word, where)], axis=1), tf.gather_nd(probabilities, where))
+        flat_probabilities = tf.tensor_scatter_nd_update(
+            tf.fill(tf.stack([all_words, num_labels]), 1.0 / tf.cast(num_labels, tf.float32)),
+            tf.gather(segment, chosen)[:, None], tf.gather(probabilities, chosen))
+        word_probabilities = words.start.with_flat_values(flat_probabilities).to_tensor()
+        num_words = tf.cast(words.start.row_lengths(), tf.int32)
+        most_words = tf.shape(word_probabilities)[1]
         valid = tf.range(most_words)[None] < num_words[:, None]
         tag_ids = tf.where(valid, viterbi_decode(word_probabilities, valid, self.labels), -1)
         tag_scores = tf.where(valid, tf.gather(word_probabilities, tf.maximum(tag_ids, 0), batch_dims=2), 0.0)
-        minus_one = tf.constant(-1, tf.int64)
-        starts = tf.where(valid, words.start.to_tensor(default_value=-1)[:, :most_words], minus_one)
-        ends = tf.where(valid, words.end.to_tensor(default_value=-1)[:, :most_words], minus_one)
+        starts = words.start.to_tensor(default_value=-1)
+        ends = words.end.to_tensor(default_value=-1)
         return {
             "tags": tf.where(valid, tf.gather(self.label_names, tf.maximum(tag_ids, 0)), ""),
             "tag_ids": tag_ids,
@@ -139,7 +170,6 @@ class ServingModule(tf.Module):
             "word_start": starts,
             "word_end": ends,
             "num_words": num_words,
-            "truncated": truncated,
             **self._decode_entities(tag_ids, tag_scores, starts, ends),
         }
 
@@ -197,6 +227,12 @@ class ServingModule(tf.Module):
         return {"serving_default": serve.get_concrete_function(), "predict_ids": self.serve_ids.get_concrete_function()}
 
 
+def _check_text_length(text: tf.Tensor) -> None:
+    tf.debugging.assert_less_equal(
+        tf.strings.length(text, unit="UTF8_CHAR"), MAX_TEXT_CHARS,
+        message=f"a text is longer than {MAX_TEXT_CHARS} characters; split it before sending it")
+
+
 def _label_structure(labels: Sequence[str]):
     """Per label: IOB prefix code and entity-type index; and the entity type names."""
     type_names: List[str] = []
@@ -245,7 +281,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     metrics_path = Path(run_dir) / "metrics.json"
     card = {
         "name": name, "version": version, "task": config.task, "labels": labels,
-        "base_model": config.model, "max_length": inference_length(tokenizer),
+        "base_model": config.model, "max_length": inference_length(tokenizer, config.task, config.max_length),
         "word_split": config.word_split, "word_shapes": config.uses_word_shapes,
         "training_metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "tfft_version": _tfft_version(), "tensorflow_version": tf.__version__, "python_version": platform.python_version(),
@@ -260,7 +296,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         module = ServingModule(
             model, in_graph_tokenizer, config.task, labels, card["max_length"],
             assets={"vocab": str(model_dir / "vocab.txt"), "model_card": str(card_path), "labels": str(labels_path)},
-            with_pairs=bool(config.text_pair_column), word_shapes=config.uses_word_shapes,
+            with_pairs=bool(config.text_pair_column), word_shapes=config.uses_word_shapes, stride=config.stride,
         )
         try:
             with atomic_directory(target, replace=False) as staging:

@@ -27,7 +27,7 @@ from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.data.tfds import default_text_keys
 from tfft.evaluation import evaluate_examples, plot_training_curves
-from tfft.features import Encoding, encode_for_training
+from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
@@ -89,7 +89,7 @@ class PreparedData:
             return None
         return ValidationMetrics.from_examples(
             self.tokenizer, self.validation_examples, self.label_map,
-            stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+            max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
             word_inputs=config.word_inputs,
         )
 
@@ -190,6 +190,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
     if data.validation_examples is not None:
         report = evaluate_examples(
             model, data.tokenizer, data.validation_examples, data.label_map,
+            max_length=inference_length(data.tokenizer, config.task, config.max_length),
             stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
             word_inputs=config.word_inputs,
         )
