@@ -310,3 +310,21 @@ def test_best_checkpoint_record_always_names_weights_of_its_epoch(tiny_model_dir
         np.testing.assert_array_equal(restored, expected)
     BestWeightsCheckpoint.discard(tmp_path / "best.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_document_context_trains_evaluates_and_predicts_from_the_cli(tiny_model_dir, tmp_path, capsys):
+    from tfft.evaluation import evaluate_run
+
+    config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
+                         validation=str(SAMPLE_DATA / "ner_valid.txt"), model=str(tiny_model_dir),
+                         output_dir=str(tmp_path / "run"), epochs=1, batch_size=16, max_train_examples=64,
+                         max_validation_examples=32, context_window=16, tensorboard=False)
+    result = train(config)
+    assert evaluate_run(result.run_dir, config.validation).scores["f1"] == pytest.approx(result.best_scores["val_f1"])
+    lines = tmp_path / "document.txt"
+    lines.write_text("Anna flew to Tokyo .\nShe met Acme Corp there .\n", encoding="utf-8")
+    capsys.readouterr()
+    for context in ("sentence", "document"):
+        assert main(["predict", str(result.run_dir), "--input", str(lines), "--context", context, "--words"]) == 0
+        printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [len(p["words"]) for p in printed] == [5, 6]
