@@ -151,8 +151,19 @@ def test_missing_file_and_unusable_encodings(tmp_path):
     path = write(tmp_path, "EU B-ORG\n")
     with pytest.raises(ConfigError, match="unknown encoding 'klingon'"):
         read_conll(path, encoding="klingon")
-    with pytest.raises(ConfigError, match="encoding 'utf-16' is not supported"):
+    with pytest.raises(ConfigError, match="encoding 'cp037' is not supported"):
+        read_conll(path, encoding="cp037")
+    with pytest.raises(DataFormatError, match=at(path, 1) + "cannot decode the file as utf-16"):
         read_conll(path, encoding="utf-16")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_need_no_option(tmp_path, encoding):
+    path = tmp_path / "wide.txt"
+    path.write_bytes(("\ufeffEU B-ORG\r\nrejects O\r\n\r\nMünchen B-LOC\r\n").encode(encoding))
+    examples = read_conll(path)
+    assert [e.tokens for e in examples] == [["EU", "rejects"], ["München"]]
+    assert [e.source for e in examples] == [f"{path}:1", f"{path}:4"]
 
 
 def test_sentences_know_their_document(tmp_path):

@@ -16,7 +16,7 @@ from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
 from tfft.data.tags import iob2_spans
 from tfft.decoding import viterbi_tags
-from tfft.errors import DataFormatError
+from tfft.errors import ConfigError, DataFormatError
 from tfft.features import WordInputs, encode_for_inference, inference_length
 from tfft.inference import predict_encoded
 from tfft.models import TOKEN_CLASSIFICATION, label_map_of
@@ -109,8 +109,6 @@ class Predictor:
 
 def check_pairs(with_pairs: bool, text_pairs: Optional[Sequence[str]], model: str) -> None:
     """Refuse single texts for a sentence-pair model and pairs for a single-text model."""
-    from tfft.errors import ConfigError
-
     if (text_pairs is not None) != with_pairs:
         raise ConfigError(f"{model} takes " + ("a text_pair with every text (tfft predict --pair-separator SEP)"
                                                if with_pairs else "single texts, not text pairs"))

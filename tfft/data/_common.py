@@ -29,18 +29,51 @@ def check_task(task: str) -> str:
     return task
 
 
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _wide_encoding(path: PathLike, name: str) -> Optional[str]:
+    """``utf-16``/``utf-32`` when asked for or announced by the file's byte-order mark, else None."""
+    if name.startswith(("utf-16", "utf-32")):
+        return name
+    if os.fspath(path) == "-" or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return next((wide for bom, wide in _WIDE_BOMS if head.startswith(bom)), None)
+
+
+def _wide_lines(path: PathLike, encoding: str) -> Iterator[str]:
+    """Lines of a UTF-16/UTF-32 file (whose newlines are not the byte 0x0A), decoded as text."""
+    number = 0
+    with open(path, encoding=encoding, newline="") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                yield line.lstrip("\ufeff") if number == 1 else line
+        except UnicodeError as error:  # also "UTF-16 stream does not start with BOM"
+            reason = getattr(error, "reason", str(error))
+            raise DataFormatError(f"cannot decode the file as {encoding}: {reason}; pass the file's encoding with "
+                                  "--encoding", path, number + 1) from None
+
+
 def iter_lines(path: PathLike, encoding: str) -> Iterator[str]:
     """Yield the lines of a text file (``-``: standard input) one at a time, each with its line ending.
 
     Streaming keeps memory flat for large corpora. A byte-order mark at the start is
     dropped (spreadsheet exports add one, and it would otherwise become part of the
-    first token or header name). Raises DataFormatError for a missing file and for
+    first token or header name); a UTF-16 or UTF-32 byte-order mark (Windows "Unicode"
+    exports) selects that encoding. Raises DataFormatError for a missing file and for
     bytes that are not valid in ``encoding``, naming the line.
     """
     try:
         codec = codecs.lookup(encoding)
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r}") from None
+    wide = _wide_encoding(path, codec.name)
+    if wide:
+        yield from _wide_lines(path, wide)
+        return
     if "\n".encode(codec.name) != b"\n":
         # Splitting bytes on b"\n" is only sound for encodings that share ASCII's newline.
         raise ConfigError(
