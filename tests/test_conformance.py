@@ -157,3 +157,22 @@ def test_empty_predict_input_prints_nothing_and_succeeds(trained_run, tmp_path, 
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
     assert run_cli(["predict", str(trained_run), "--input", str(tmp_path / "empty.txt")], capsys)[0] == 0
     assert capsys.readouterr().out == ""
+
+
+def test_cli_hides_tensorflow_native_log_lines_but_not_its_own_messages(tmp_path):
+    import subprocess
+    import sys
+
+    from tfft.cli import NATIVE_LOG_LINE
+
+    command = [sys.executable, "-m", "tfft.cli", "export", str(tmp_path), "--name", "x",
+               "--export-dir", str(tmp_path / "out")]
+    quiet = subprocess.run(command, capture_output=True, timeout=300)
+    assert quiet.returncode == 2
+    lines = quiet.stderr.decode().splitlines()
+    assert lines == [f"tfft export: error: {tmp_path}: not a tfft run directory (expected config.yaml and model/ in it)"]
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, timeout=300)
+    assert verbose.returncode == 2 and verbose.stderr.decode().splitlines()[-1] == lines[0]
+    assert NATIVE_LOG_LINE.match(b"I0000 00:00:1796116645.100809   21416 cudart_stub.cc:31] Could not find cuda")
+    assert NATIVE_LOG_LINE.match(b"E0000 00:00:1796114112.405756    7863 cuda_platform.cc:52] failed call to cuInit")
+    assert not NATIVE_LOG_LINE.match(b"tfft export: error: I0000 is not a run")

@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
+import threading
 from typing import List, Optional
 
 from tfft.config import TrainConfig, read_yaml
@@ -213,43 +215,53 @@ def _tune(args) -> int:
     return 0
 
 
+# What absl (TensorFlow's C++ logging) writes straight to file descriptor 2: oneDNN and CUDA
+# start-up lines, kernel fallbacks. "E0000 ..." lines among them are not errors of the command.
+NATIVE_LOG_LINE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] "
+                             rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
 @contextlib.contextmanager
-def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines (oneDNN, CUDA probing)
-    are written there directly, past Python's ``sys.stderr``."""
+def _native_logs_filtered():
+    """Drop TensorFlow's native log lines from file descriptor 2 and pass everything else through.
+
+    Why a filter and not a redirect: the same descriptor carries tfft's own messages and any
+    Python traceback, which must still be seen.
+    """
     sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
+    terminal = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not NATIVE_LOG_LINE.match(line):
+                    os.write(terminal, line)
+
+    thread = threading.Thread(target=forward, name="tfft-stderr-filter", daemon=True)
+    thread.start()
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _start_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices once with native logging silenced."""
-    if "tensorflow" in sys.modules:
-        return
-    with _native_stderr_silenced():
-        from tfft.backend import tf
-
-        tf.config.list_physical_devices()
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # closes the pipe's last write end, so the thread reads to the end
+        thread.join(timeout=5)
+        os.close(terminal)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.verbose:
-        _start_tensorflow_quietly()
-    try:
-        return args.handler(args)
-    except TfftError as error:
-        print(f"tfft {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tfft {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with contextlib.nullcontext() if args.verbose else _native_logs_filtered():
+        try:
+            return args.handler(args)
+        except TfftError as error:
+            print(f"tfft {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"tfft {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":
