@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tfft.backend import keras, tf  # noqa: E402
-from tfft.data import LabelMap, read_conll  # noqa: E402
+from tfft.data import TOKEN_CLASSIFICATION, LabelMap, read_conll  # noqa: E402
 from tfft.export.saved_model import ServingModule  # noqa: E402
 from tfft.export.tokenizer import InGraphBertTokenizer  # noqa: E402
 from tfft.features import inference_length  # noqa: E402
@@ -59,11 +59,12 @@ def export_default_model(task: str, directory: Path) -> Tuple[Path, Path]:
     """
     keras.mixed_precision.set_global_policy("float32")
     labels = LABELS[task]
-    model = build_model(task, LabelMap(labels), "default")
+    shapes = task == TOKEN_CLASSIFICATION  # as `tfft train` defaults for the uncased default model
+    model = build_model(task, LabelMap(labels), "default", word_shapes=shapes)
     model_dir = default_model_dir()
     max_length = inference_length(load_tokenizer(str(model_dir)))
     module = ServingModule(model, InGraphBertTokenizer.from_pretrained_dir(model_dir), task, labels, max_length,
-                           assets={"vocab": str(model_dir / "vocab.txt")})
+                           assets={"vocab": str(model_dir / "vocab.txt")}, word_shapes=shapes)
     path = directory / task
     tf.saved_model.save(module, str(path), signatures=module.signatures())
     model.save_pretrained(str(directory / f"{task}-plain"), saved_model=True)

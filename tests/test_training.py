@@ -328,3 +328,16 @@ def test_document_context_trains_evaluates_and_predicts_from_the_cli(tiny_model_
         assert main(["predict", str(result.run_dir), "--input", str(lines), "--context", context, "--words"]) == 0
         printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [len(p["words"]) for p in printed] == [5, 6]
+
+
+def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(ner_config, capsys):
+    from tfft.training.trainer import compile_model
+
+    config = replace(ner_config, gradient_accumulation_steps=2)
+    assert main(["train", "--config", write_config(config), "--no-tensorboard"]) == 0
+    history = json.loads((config.run_dir / "history.json").read_text())
+    assert len(history["val_f1"]) == 2 and all(0 <= f <= 1 for f in history["val_f1"])
+    model = build_model("token-classification", LabelMap(["O", "B-X", "I-X"]), config.model)
+    compile_model(model, config, steps_per_epoch=5)
+    schedule = model.optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["total_steps"] == 3 * config.epochs  # ceil(5 / 2) updates an epoch

@@ -57,6 +57,9 @@ class TrainConfig:
                                               "2,000 training examples, 8 below 500)")
     min_updates: int = _option(MIN_UPDATES, "when --epochs is not given, train for enough epochs to make at least "
                                             "this many optimizer updates (small data sets need more epochs)")
+    gradient_accumulation_steps: int = _option(1, "micro-batches per optimizer update: the effective batch is this "
+                                                  "many times --batch-size, weighted by labelled tokens so it equals "
+                                                  "one large batch (single device)")
     batch_tokens: Optional[int] = _option(None, "size training batches by tokens instead: about this many "
                                                 "tokens per batch (overrides --batch-size per length bucket)")
     learning_rate: Optional[float] = _option(None, "peak AdamW learning rate (default: 2e-4 for token "
@@ -120,7 +123,7 @@ class TrainConfig:
                                    DEFAULT_BATCH_SIZE)
             chosen.append(f"batch size {self.batch_size} for {num_examples} training examples")
         if self.epochs is None:
-            steps = -(-num_examples // self.batch_size)
+            steps = -(-(-(-num_examples // self.batch_size)) // self.gradient_accumulation_steps)  # updates
             self.epochs = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, -(-self.min_updates // steps)))
             chosen.append(f"{self.epochs} epochs ({steps} updates each; at least {self.min_updates} updates "
                           f"in all, at most {MAX_DEFAULT_EPOCHS} epochs)")
@@ -152,7 +155,8 @@ class TrainConfig:
                 raise ConfigError(f"The '{f.name}' option must be one of {', '.join(choices)}. Got {value!r} instead.")
         if not self.train:
             raise ConfigError("The 'train' option is required (a training data file).")
-        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "num_buckets", "min_updates"):
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "num_buckets", "min_updates",
+                     "gradient_accumulation_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"The '{name}' option must be a positive integer. Got {getattr(self, name)!r} instead.")
         for name in ("max_train_examples", "max_validation_examples", "batch_tokens"):

@@ -33,6 +33,7 @@ from tfft.files import replace_directory, write_json
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset
 from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, read_config_examples
+from tfft.training.accumulation import GradientAccumulator
 from tfft.training.callbacks import (
     BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
 )
@@ -57,14 +58,21 @@ class TrainResult:
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
-    """Attach tfft's optimizer and masked loss to a model built by ``build_model``."""
+    """Attach tfft's optimizer and masked loss to a model built by ``build_model``.
+
+    ``steps_per_epoch`` counts batches; with gradient accumulation the learning-rate schedule
+    counts optimizer updates, one per ``gradient_accumulation_steps`` batches.
+    """
+    updates_per_epoch = -(-steps_per_epoch // config.gradient_accumulation_steps)
     optimizer = create_optimizer(
         config.learning_rate,
-        total_steps=steps_per_epoch * config.epochs,
+        total_steps=updates_per_epoch * config.epochs,
         warmup_fraction=config.warmup_fraction,
         weight_decay=config.weight_decay,
     )
     model.compile(optimizer=optimizer, loss=masked_sparse_categorical_crossentropy, jit_compile=config.xla)
+    if config.gradient_accumulation_steps > 1:
+        GradientAccumulator(model, config.gradient_accumulation_steps)
 
 
 @dataclass
