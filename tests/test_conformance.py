@@ -71,6 +71,15 @@ BAD = {
     "predict document context on a saved model": (
         {}, ["predict", "--saved-model", "{dir}", "--input", "-", "--context", "document"],
         r"--context document needs a token-classification run directory"),
+    "predict document context with a run trained without it": (
+        {}, ["predict", "{run}", "--input", "-", "--context", "document"],
+        r"--context document needs a token-classification run trained with --context-window"),
+    "word shapes for sequence classification": (
+        {"train.tsv": SENTIMENT}, ["train", "--task", "sequence-classification", "--train", "{dir}/train.tsv",
+                                   "--validation", "{dir}/train.tsv", "--word-shapes"],
+        r"'word_shapes' and 'context_window' options are for token classification"),
+    "stride beyond the model's window": ({}, ["train", "--stride", "61"],
+                                         r"'stride' option must be below 61 for this model"),
     "predict without a model": ({}, ["predict", "--input", "-"], r"give either RUN_DIR or --saved-model DIR"),
     "predict pairs without separator": ({"pairs.txt": "a b\n"},
                                         ["predict", "{run}", "--input", "{dir}/pairs.txt", "--pair-separator", "|"],

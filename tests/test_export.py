@@ -40,6 +40,7 @@ HARD_TEXTS = [
     "我爱北京天安门 and 東京 Tokyo",
     "I ❤️ 🍕 in Paris !! 🏳️‍🌈",
     "a\x00b\u200bc\x07d\te\x1bf Anna",  # control characters, removed or splitting
+    "foo\x1cbar a\x0bb Anna\x85Paris c\u2028d",  # control characters Python calls spaces: not word breaks
     "x" * 300,  # longer than a word may be: one [UNK]
     "",
     "   \t ",

@@ -79,6 +79,8 @@ def test_long_sequences_keep_their_first_tokens_in_training_and_inference_alike(
         assert trained.num_truncated == 1 and inferred.row_lengths.tolist() == lengths
         np.testing.assert_array_equal(trained.input_ids, inferred.input_ids)
         np.testing.assert_array_equal(trained.token_type_ids, inferred.token_type_ids)
+    # The stride is for token windows only: any value works for sequences.
+    assert encode_for_inference(tiny_tokenizer, examples, max_length=10, stride=32).row_lengths.tolist() == [10, 5]
     # A pair is cut longest_first (the longer text gives way), like the export's pack(): 4 + 3 tokens.
     assert inferred.input_ids[:10].tolist() == ids(tiny_tokenizer, "[CLS]", "the", "film", "the", "film", "[SEP]",
                                                    "is", "good", ".", "[SEP]")
@@ -131,3 +133,5 @@ def test_document_context_adds_neighbour_words_without_labels(tiny_tokenizer):
     # Room is left for the sentence itself: with max_length 6 the 4-word sentence gets no context.
     short = encode_for_training(tiny_tokenizer, document, LABELS, max_length=6, word_inputs=inputs)
     assert short.row_lengths.tolist() == [5, 6, 6, 3] and short.num_truncated == 0
+    blank = [TokenExample([], document=0), TokenExample([], document=0)]
+    assert encode_for_inference(tiny_tokenizer, blank, 32, 4, word_inputs=inputs).row_lengths.tolist() == [2, 2]

@@ -324,10 +324,13 @@ def test_document_context_trains_evaluates_and_predicts_from_the_cli(tiny_model_
     lines = tmp_path / "document.txt"
     lines.write_text("Anna flew to Tokyo .\nShe met Acme Corp there .\n", encoding="utf-8")
     capsys.readouterr()
+    scores = {}
     for context in ("sentence", "document"):
         assert main(["predict", str(result.run_dir), "--input", str(lines), "--context", context, "--words"]) == 0
         printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [len(p["words"]) for p in printed] == [5, 6]
+        scores[context] = [w["score"] for p in printed for w in p["words"]]
+    assert scores["sentence"] != scores["document"]  # the neighbouring line was seen as context
 
 
 def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(ner_config, capsys):

@@ -20,6 +20,7 @@ import threading
 from typing import List, Optional
 
 from tfft.config import TrainConfig, read_yaml
+from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError, TfftError
 
 
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tfft.tuning.options import TUNE_DESCRIPTION, add_tune_arguments
 
-    tune = commands.add_parser("tune", parents=[common], help="search hyperparameters with KerasTuner", description=TUNE_DESCRIPTION,
+    tune = commands.add_parser("tune", parents=[common], help="search hyperparameters with KerasTuner",
+                               description=TUNE_DESCRIPTION,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_flags(tune)
     add_tune_arguments(tune)
@@ -177,18 +179,28 @@ def _predict(args) -> int:
         predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64)
     else:
         predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
-    if sentences is not None and predictor.task != "token-classification":
+    if sentences is not None and predictor.task != TOKEN_CLASSIFICATION:
         raise ConfigError("--input-format tokens needs a token-classification model")
-    if one_document and predictor.task != "token-classification":
-        raise ConfigError("--context document needs a token-classification run directory")
+    if one_document and not (predictor.task == TOKEN_CLASSIFICATION and predictor.word_inputs.context_window):
+        raise ConfigError(f"--context document needs a token-classification run trained with --context-window; "
+                          f"{args.run_dir} was not")
     options = {"one_document": True} if one_document else {}  # a SavedModel predictor takes no such option
     results = (predict_tokens(predictor, sentences, **options) if sentences is not None
                else predictor.predict(texts, pairs, **options))
     for result in results:
         if not args.words:
             result.pop("words", None)
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_line(result))
     return 0
+
+
+# Characters str.splitlines() (and other line readers) break at that JSON leaves unescaped.
+_LINE_BREAKS = {ord("\x85"): "\\u0085", ord("\u2028"): "\\u2028", ord("\u2029"): "\\u2029"}
+
+
+def json_line(value) -> str:
+    """One JSON object per output line, readable by any line reader (non-ASCII text kept as is)."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def _export(args) -> int:

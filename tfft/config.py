@@ -175,6 +175,9 @@ class TrainConfig:
                               f"Got {self.stride!r} instead.")
         if self.learning_rate is None or not self.learning_rate > 0:
             raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
+        if self.task == SEQUENCE_CLASSIFICATION and (self.word_shapes or self.context_window):
+            raise ConfigError("The 'word_shapes' and 'context_window' options are for token classification; "
+                              "remove them for sequence classification.")
         metrics = VALIDATION_METRICS.get(self.task, ())
         if self.monitor and self.monitor not in metrics:
             raise ConfigError(f"The 'monitor' option must be one of the metrics {self.task} produces: "

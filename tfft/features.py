@@ -127,7 +127,7 @@ def encode_for_inference(
     a window edge is also seen with context in the neighbouring window. Sequence examples
     are truncated to ``max_length`` (one row each), as in training.
     """
-    if not 0 <= stride < max_length - 3:
+    if is_token_task(examples) and not 0 <= stride < max_length - 3:
         raise ValueError(f"stride must be in [0, max_length - 3); got stride={stride}, max_length={max_length}")
     return _encode(tokenizer, examples, label_map, max_length, stride=stride, label_all_subwords=False,
                    word_inputs=word_inputs)
@@ -145,7 +145,7 @@ def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwor
     kwargs = dict(
         truncation="longest_first" if has_pairs else True,
         max_length=max_length,
-        stride=stride or 0,
+        stride=stride if windowed else 0,
         return_overflowing_tokens=token_task,
         return_attention_mask=False,
         return_token_type_ids=True,
@@ -222,6 +222,8 @@ def _with_document_context(tokenizer, examples: Sequence[TokenExample], window: 
     leaves beside the sentence itself, so the sentence is never truncated for context.
     """
     vocabulary = Counter(word for e in examples for word in e.tokens)
+    if not vocabulary:  # only empty sentences: nothing to add
+        return [[] for _ in examples], [(0, 0) for _ in examples]
     pieces = tokenizer(list(vocabulary), add_special_tokens=False)["input_ids"]
     length_of = {word: len(ids) for word, ids in zip(vocabulary, pieces)}
     word_lists, own = [], []

@@ -9,6 +9,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from tfft.decoding import viterbi_tags
+
 
 def entity_scores(true_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]]) -> Dict[str, float]:
     """Entity-level micro precision/recall/F1 (conlleval semantics, via seqeval) and tag accuracy."""
@@ -47,8 +49,6 @@ def mean_cross_entropy(probabilities: np.ndarray, true_ids: np.ndarray) -> float
 
 def tags_from_probabilities(probabilities: List[np.ndarray], labels: Sequence[str]) -> List[List[str]]:
     """Per sentence, the tags of the most probable valid IOB2 sequence (constrained Viterbi)."""
-    from tfft.decoding import viterbi_tags
-
     return [[labels[i] for i in ids] for ids in viterbi_tags(probabilities, labels)]
 
 

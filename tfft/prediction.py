@@ -174,7 +174,8 @@ def read_token_lines(source: str, encoding: str = "utf-8") -> List[List[str]]:
                                   '{"tokens": ["Anna", "flew", "to", "Tokyo"]}', where, number)
         bad = [t for t in tokens if len(word_spans(t)) != 1 or word_spans(t)[0] != (0, len(t))]
         if bad:
-            raise DataFormatError(f"tokens must be non-empty and contain no whitespace; found {bad[0]!r}", where, number)
+            raise DataFormatError(f"tokens must be non-empty and contain no whitespace; found {bad[0]!r}",
+                                  where, number)
         sentences.append(tokens)
     return sentences
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -33,15 +34,18 @@ LOWER, TITLE, UPPER, MIXED, DIGITS, OTHER, UNCASED = range(len(SHAPES))
 # Token type ids of a shaped model: 0 for [CLS]/[SEP]/padding, 1 + shape for a word's subwords.
 NUM_SHAPE_TOKEN_TYPES = 1 + len(SHAPES)
 
-_WORD = re.compile(r"\S+")
+# Whitespace: what str.split() splits at, less the control characters among them (\v, \f,
+# U+001C-U+001F, U+0085), which BERT's normaliser deletes rather than treating as spaces: a
+# word never straddles what the tokenizer sees as one piece. Joined CoNLL tokens split back
+# into exactly those tokens (the reader splits columns at any whitespace).
+# (No whitespace character lies above U+3000, IDEOGRAPHIC SPACE.)
+WHITESPACE_CHARACTERS = "".join(chr(cp) for cp in range(0x3001)
+                     if chr(cp).isspace() and (unicodedata.category(chr(cp)) != "Cc" or chr(cp) in "\t\n\r"))
+_WORD = re.compile(f"[^{re.escape(WHITESPACE_CHARACTERS)}]+")
 
 
 def word_spans(text: str) -> List[Tuple[int, int]]:
-    """``(start, end)`` character offsets of the whitespace-separated words of ``text``.
-
-    Whitespace is what ``str.split()`` splits at (Unicode ``str.isspace``), so a text made
-    by joining CoNLL tokens with spaces gives back exactly those tokens.
-    """
+    """``(start, end)`` offsets of the whitespace-separated words of ``text`` (``WHITESPACE_CHARACTERS``)."""
     return [match.span() for match in _WORD.finditer(text)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import io
 import math
 import numbers
 import os
@@ -45,9 +46,14 @@ def _wide_encoding(path: PathLike, name: str) -> Optional[str]:
 
 
 def _wide_lines(path: PathLike, encoding: str) -> Iterator[str]:
-    """Lines of a UTF-16/UTF-32 file (whose newlines are not the byte 0x0A), decoded as text."""
+    """Lines of a UTF-16/UTF-32 file or stdin (whose newlines are not the byte 0x0A), decoded as text."""
     number = 0
-    with open(path, encoding=encoding, newline="") as handle:
+    stdin = os.fspath(path) == "-"
+    source = io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline="") if stdin else \
+        open(path, encoding=encoding, newline="")
+    if stdin:
+        path = "<stdin>"
+    with source as handle:
         try:
             for number, line in enumerate(handle, start=1):
                 yield line.lstrip("\ufeff") if number == 1 else line
@@ -70,6 +76,9 @@ def iter_lines(path: PathLike, encoding: str) -> Iterator[str]:
         codec = codecs.lookup(encoding)
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r}") from None
+    stdin = os.fspath(path) == "-"
+    if not stdin and not os.path.isfile(path):
+        raise DataFormatError("no such file" if not os.path.exists(path) else "not a file", path)
     wide = _wide_encoding(path, codec.name)
     if wide:
         yield from _wide_lines(path, wide)
@@ -80,9 +89,6 @@ def iter_lines(path: PathLike, encoding: str) -> Iterator[str]:
             f"encoding {encoding!r} is not supported: tfft reads line-based files in "
             "ASCII-compatible encodings (utf-8, latin-1, cp1252, ...); convert the file first"
         )
-    stdin = os.fspath(path) == "-"
-    if not stdin and not os.path.isfile(path):
-        raise DataFormatError("no such file" if not os.path.exists(path) else "not a file", path)
     decoder = codec.incrementaldecoder("strict")
     number = 0
     if stdin:

@@ -15,11 +15,10 @@ from tfft.backend import tf
 from tfft.decoding import FORBIDDEN, MIN_PROBABILITY, transition_mask
 from tfft.words import (
     DIGIT_CHAR, DIGITS, LOWER, LOWER_CHAR, MIXED, OTHER, OTHER_CHAR, TITLE, UNCASED, UNCASED_LETTER, UPPER, UPPER_CHAR,
-    char_class_ranges,
+    WHITESPACE_CHARACTERS, char_class_ranges,
 )
 
-# What str.split() splits at; identical to the \S+ rule of tfft.words.word_spans.
-WHITESPACE_CODE_POINTS = np.array([cp for cp in range(0x110000) if chr(cp).isspace()], np.int32)
+WHITESPACE_CODE_POINTS = np.array(sorted(ord(c) for c in WHITESPACE_CHARACTERS), np.int32)
 
 
 class Words(NamedTuple):
@@ -39,7 +38,9 @@ def whitespace_words(text: tf.Tensor) -> Words:
     index = tf.range(count)
     position = index - tf.gather(chars.row_starts(), row)
     last_in_row = position == tf.gather(chars.row_lengths(), row) - 1
-    space = tf.reduce_any(code_points[:, None] == tf.constant(WHITESPACE_CODE_POINTS)[None], axis=1)
+    spaces = tf.constant(WHITESPACE_CODE_POINTS)
+    nearest = tf.gather(spaces, tf.minimum(tf.searchsorted(spaces, code_points), len(WHITESPACE_CODE_POINTS) - 1))
+    space = tf.equal(nearest, code_points)
     after_space = (position == 0) | tf.gather(space, tf.maximum(index - 1, 0))
     before_space = last_in_row | tf.gather(space, tf.minimum(index + 1, tf.maximum(count - 1, 0)))
     begins, ends = ~space & after_space, ~space & before_space
@@ -59,7 +60,8 @@ def whitespace_words(text: tf.Tensor) -> Words:
     shape = tf.where(
         upper + lower == 0,
         tf.where(uncased > 0, UNCASED, tf.where(digit > 0, DIGITS, OTHER)),
-        tf.where(lower == 0, UPPER, tf.where(upper == 0, LOWER, tf.where(first_cased_class == UPPER_CHAR, TITLE, MIXED))),
+        tf.where(lower == 0, UPPER,
+                 tf.where(upper == 0, LOWER, tf.where(first_cased_class == UPPER_CHAR, TITLE, MIXED))),
     )
     word_row = tf.gather(row, first_char)
     nrows = tf.shape(text, out_type=tf.int64)[0]

@@ -139,7 +139,8 @@ class ServingModule(tf.Module):
         occurrence_word = tf.gather(words.start.row_starts(), occurrence_row) + tf.gather(token_word, occurrence_token)
         if self.word_shapes:
             shape_type = 1 + tf.cast(tf.gather(words.shape.flat_values, occurrence_word), tf.int64)
-            features["token_type_ids"] = tf.scatter_nd(at, shape_type, tf.shape(features["input_ids"], out_type=tf.int64))
+            features["token_type_ids"] = tf.scatter_nd(
+                at, shape_type, tf.shape(features["input_ids"], out_type=tf.int64))
         probabilities = tf.gather_nd(self.probabilities(features), at)  # [occurrences, labels]
 
         # Per word, the occurrence of its first subword with the most context, the earliest window on a tie.

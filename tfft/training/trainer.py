@@ -97,8 +97,8 @@ class PreparedData:
             return None
         return ValidationMetrics.from_examples(
             self.tokenizer, self.validation_examples, self.label_map,
-            max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
-            word_inputs=config.word_inputs,
+            max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride,
+            batch_size=config.eval_batch_size, jit_compile=config.xla, word_inputs=config.word_inputs,
         )
 
 
@@ -106,6 +106,10 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     """Read, check and encode the data of ``config``; fails before anything is written."""
     config.validate()
     tokenizer = load_tokenizer(config.model)
+    window = inference_length(tokenizer)
+    if config.task == TOKEN_CLASSIFICATION and not config.stride < window - 3:
+        raise ConfigError(f"The 'stride' option must be below {window - 3} for this model, whose windows hold "
+                          f"{window} tokens. Got {config.stride!r} instead.")
     if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
         config.word_shapes = word_shapes_by_default(config.model, tokenizer)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
