@@ -10,9 +10,10 @@ import pytest
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
 from tfft.features import (
-    IGNORE_INDEX, NO_WORD, WordInputs, encode_for_inference, encode_for_training,
+    IGNORE_INDEX, NO_WORD, encode_for_inference, encode_for_training,
 )
 from tfft.inference import word_probabilities
+from tfft.words import WordInputs
 
 LABELS = LabelMap(["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-PER", "I-PER"])
 

@@ -15,7 +15,7 @@ import yaml
 
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
-from tfft.words import WHITESPACE, WORD_SPLITS
+from tfft.words import WHITESPACE, WORD_SPLITS, WordInputs
 
 PRECISIONS = ("fp32", "bf16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
@@ -130,10 +130,8 @@ class TrainConfig:
         return chosen
 
     @property
-    def word_inputs(self) -> "WordInputs":
+    def word_inputs(self) -> WordInputs:
         """The run's word shapes and document context, as the encoders take them."""
-        from tfft.features import WordInputs
-
         return WordInputs(shapes=self.uses_word_shapes,
                           context_window=self.context_window if self.task == TOKEN_CLASSIFICATION else 0)
 

@@ -13,10 +13,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tfft.data.labels import LabelMap
-from tfft.features import WordInputs, encode_for_inference, inference_length, is_token_task
+from tfft.features import encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions, tags_from_probabilities
+from tfft.words import WordInputs
 
 
 @dataclass

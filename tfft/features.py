@@ -30,7 +30,7 @@ import numpy as np
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
-from tfft.words import shape_token_types
+from tfft.words import WordInputs, shape_token_types
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +38,6 @@ IGNORE_INDEX = -100  # label id excluded from the loss and the metrics
 NO_WORD = -1  # word_index of special tokens and of a word's continuation subwords
 
 Examples = Union[Sequence[TokenExample], Sequence[TextExample]]
-
-
-@dataclass(frozen=True)
-class WordInputs:
-    """What a token classifier sees of its words besides their subwords; fixed at training time.
-
-    ``shapes``: each subword's token type id is ``1 + its word's shape`` (see
-    :mod:`tfft.words`; the model must be built with ``build_model(word_shapes=True)``).
-    ``context_window``: up to this many subwords of the previous and of the next sentences
-    of the same document (``TokenExample.document``) are added on each side as context.
-    """
-
-    shapes: bool = False
-    context_window: int = 0
 
 
 @dataclass

@@ -17,11 +17,11 @@ from tfft.data.labels import LabelMap
 from tfft.data.tags import iob2_spans
 from tfft.decoding import viterbi_tags
 from tfft.errors import ConfigError, DataFormatError
-from tfft.features import WordInputs, encode_for_inference, inference_length
+from tfft.features import encode_for_inference, inference_length
 from tfft.inference import predict_encoded
 from tfft.models import TOKEN_CLASSIFICATION, label_map_of
 from tfft.run_dir import load_run
-from tfft.words import word_spans
+from tfft.words import WordInputs, word_spans
 
 @dataclass
 class Predictor:

@@ -22,6 +22,9 @@ from tfft.models import load_tokenizer, load_trained_model, precision_scope
 MODEL_SUBDIR = "model"
 CONFIG_FILE = "config.yaml"
 REPORTS_SUBDIR = "reports"
+# Kept in the hidden work directory while a run trains, removed before it becomes the run directory.
+BEST_WEIGHTS = "best_weights.h5"
+RUN_KEY_FILE = "run_key.json"
 
 
 def load_run_config(run_dir: Union[str, Path]) -> TrainConfig:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -42,6 +43,20 @@ NUM_SHAPE_TOKEN_TYPES = 1 + len(SHAPES)
 WHITESPACE_CHARACTERS = "".join(chr(cp) for cp in range(0x3001)
                      if chr(cp).isspace() and (unicodedata.category(chr(cp)) != "Cc" or chr(cp) in "\t\n\r"))
 _WORD = re.compile(f"[^{re.escape(WHITESPACE_CHARACTERS)}]+")
+
+
+@dataclass(frozen=True)
+class WordInputs:
+    """What a token classifier sees of its words besides their subwords; fixed at training time.
+
+    ``shapes``: each subword's token type id is ``1 + its word's shape`` (see
+    :mod:`tfft.words`; the model must be built with ``build_model(word_shapes=True)``).
+    ``context_window``: up to this many subwords of the previous and of the next sentences
+    of the same document (``TokenExample.document``) are added on each side as context.
+    """
+
+    shapes: bool = False
+    context_window: int = 0
 
 
 def word_spans(text: str) -> List[Tuple[int, int]]:

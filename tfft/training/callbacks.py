@@ -19,9 +19,10 @@ import numpy as np
 from tfft.backend import keras
 from tfft.data.labels import LabelMap
 from tfft.files import atomic_write
-from tfft.features import Encoding, WordInputs, encode_for_inference, inference_length, is_token_task
+from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions
+from tfft.words import WordInputs
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset
-from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, read_config_examples
+from tfft.run_dir import BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE, read_config_examples
 from tfft.training.accumulation import GradientAccumulator
 from tfft.training.callbacks import (
     BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
@@ -42,8 +42,6 @@ from tfft.training.optimization import create_optimizer
 
 logger = logging.getLogger(__name__)
 
-BEST_WEIGHTS = "best_weights.h5"
-RUN_KEY_FILE = "run_key.json"
 
 @dataclass
 class TrainResult:

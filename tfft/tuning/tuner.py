@@ -31,9 +31,8 @@ from tfft.config import TrainConfig
 from tfft.errors import ConfigError
 from tfft.files import atomic_write, write_json
 from tfft.training.callbacks import BestWeightsCheckpoint
-from tfft.training.trainer import (
-    BEST_WEIGHTS, PreparedData, checkpoint_mode, fit_model, prepare_data, read_history,
-)
+from tfft.run_dir import BEST_WEIGHTS
+from tfft.training.trainer import PreparedData, checkpoint_mode, fit_model, prepare_data, read_history
 from tfft.tuning.hypermodels import TfftHyperModel
 from tfft.tuning.options import TUNERS, SearchSpace
 from tfft.tuning.results import SearchFailedError, SearchReport, collect_report
