@@ -344,3 +344,14 @@ def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(
     compile_model(model, config, steps_per_epoch=5)
     schedule = model.optimizer.get_config()["learning_rate"]["config"]
     assert schedule["total_steps"] == 3 * config.epochs  # ceil(5 / 2) updates an epoch
+
+
+def test_fp16_trains_with_loss_scaling_and_exports_in_float32(ner_config):
+    from tfft.run_dir import load_run
+
+    result = train(replace(ner_config, precision="fp16"))
+    assert all(np.isfinite(result.history["loss"])) and 0 <= result.best_scores["val_f1"] <= 1
+    _, model, _ = load_run(result.run_dir)
+    assert model.compute_dtype == "float16" and model.dtype == "float32"  # float32 weights
+    _, exported, _ = load_run(result.run_dir, precision="fp32")
+    assert exported.compute_dtype == "float32"

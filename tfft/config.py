@@ -17,7 +17,7 @@ from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
 from tfft.words import WHITESPACE, WORD_SPLITS, WordInputs
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
 # updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
@@ -84,7 +84,9 @@ class TrainConfig:
     monitor: Optional[str] = _option(None, "metric for early stopping and the best checkpoint "
                                            "(default: val_f1 for tokens, val_accuracy for sequences)")
     seed: int = _option(42, "random seed for initialisation, shuffling and dropout")
-    precision: str = _option("fp32", "numeric precision: fp32, or bf16 (mixed_bfloat16)", choices=PRECISIONS)
+    precision: str = _option("fp32", "numeric precision: fp32; bf16 (mixed_bfloat16: CPUs with AVX512-BF16/AMX, "
+                                     "recent GPUs); fp16 (mixed_float16 with dynamic loss scaling: GPUs)",
+                             choices=PRECISIONS)
     xla: bool = _option(False, "compile training and prediction steps with XLA")
     num_buckets: int = _option(8, "length buckets for batching (bounded set of batch shapes)")
     eval_batch_size: int = _option(64, "batch size for validation and prediction")
@@ -176,6 +178,9 @@ class TrainConfig:
         if self.task == SEQUENCE_CLASSIFICATION and (self.word_shapes or self.context_window):
             raise ConfigError("The 'word_shapes' and 'context_window' options are for token classification; "
                               "remove them for sequence classification.")
+        if self.precision == "fp16" and self.gradient_accumulation_steps > 1:
+            raise ConfigError("--precision fp16 cannot be combined with --gradient-accumulation-steps yet "
+                              "(its loss scaling is applied per update); use bf16 or fp32.")
         metrics = VALIDATION_METRICS.get(self.task, ())
         if self.monitor and self.monitor not in metrics:
             raise ConfigError(f"The 'monitor' option must be one of the metrics {self.task} produces: "

@@ -67,12 +67,15 @@ def resolve_model(name_or_path: Optional[str]) -> str:
     return str(name_or_path)
 
 
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
 def set_precision(precision: str) -> None:
-    """Select the Keras dtype policy before models are built: "bf16" means mixed_bfloat16
-    (bfloat16 compute, float32 weights), anything else float32."""
+    """Select the Keras dtype policy before models are built: "bf16" means mixed_bfloat16 and
+    "fp16" mixed_float16 (half-precision compute, float32 weights), anything else float32."""
     from tfft.backend import keras
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    keras.mixed_precision.set_global_policy(POLICIES.get(precision, "float32"))
 
 
 @contextlib.contextmanager

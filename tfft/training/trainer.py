@@ -68,6 +68,8 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
         warmup_fraction=config.warmup_fraction,
         weight_decay=config.weight_decay,
     )
+    if config.precision == "fp16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=masked_sparse_categorical_crossentropy, jit_compile=config.xla)
     if config.gradient_accumulation_steps > 1:
         GradientAccumulator(model, config.gradient_accumulation_steps)
