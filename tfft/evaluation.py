@@ -53,7 +53,11 @@ class EvaluationReport:
 def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: Optional[int] = None,
                       stride: int = 32, batch_size: int = 64, jit_compile: bool = False,
                       word_inputs: WordInputs = WordInputs()) -> EvaluationReport:
-    """Predict ``examples`` (sliding windows for long ones) and build the full report."""
+    """Predict ``examples`` (sliding windows for long token examples) and build the full report.
+
+    ``max_length`` defaults to the model's maximum; for sequence classification pass the
+    training ``max_length`` (as ``evaluate_run`` does), so that evaluation sees what training saw.
+    """
     label_map.check(examples)
     encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
                                     word_inputs=word_inputs)
