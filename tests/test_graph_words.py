@@ -38,3 +38,13 @@ def test_graph_viterbi_equals_numpy_viterbi_on_random_sentences():
         assert graph[row, :n].tolist() == expected[row].tolist()
     empty = viterbi_decode(tf.zeros([2, 0, len(labels)]), tf.zeros([2, 0], tf.bool), labels)
     assert empty.shape == (2, 0)
+
+
+def test_valid_arg_max_tags_are_kept_without_the_search():
+    labels = ["O", "B-LOC", "I-LOC"]
+    probabilities = np.array([[[0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.9, 0.05, 0.05]]], np.float32)
+    valid = np.array([[True, True, False]])
+    assert viterbi_decode(tf.constant(probabilities), tf.constant(valid), labels).numpy()[0, :2].tolist() == [1, 2]
+    invalid = probabilities[:, [2, 1, 0]]  # O I-LOC ...: arg-max starts with I-LOC, the search repairs it
+    assert viterbi_decode(tf.constant(invalid), tf.constant(valid), labels).numpy()[0, :2].tolist() == \
+        viterbi_tags([invalid[0, :2]], labels)[0].tolist()

@@ -46,6 +46,9 @@ def viterbi(log_probabilities: np.ndarray, start_allowed: np.ndarray, allowed: n
     words = len(log_probabilities)
     if words == 0:
         return np.zeros(0, np.int64)
+    best = log_probabilities.argmax(1)
+    if start_allowed[best[0]] and allowed[best[:-1], best[1:]].all():
+        return best  # the unconstrained optimum is valid, hence the constrained one: no search needed
     penalty = np.where(allowed, 0.0, FORBIDDEN).astype(np.float32)
     score = log_probabilities[0] + np.where(start_allowed, 0.0, FORBIDDEN).astype(np.float32)
     back = np.zeros((words, log_probabilities.shape[1]), np.int64)

@@ -81,6 +81,20 @@ def viterbi_decode(probabilities: tf.Tensor, valid: tf.Tensor, labels: Sequence[
     :func:`tfft.decoding.viterbi`; padded positions carry the score through unchanged.
     """
     start_allowed, allowed = transition_mask(labels)
+    # Most sentences' arg-max tags are already valid, and then they are the optimum: the search
+    # (a loop over words) runs only for a batch where some row's arg-max is not.
+    best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    previous = tf.pad(best, [[0, 0], [1, 0]], constant_values=-1)[:, :-1]
+    first = tf.range(tf.shape(best)[1])[None] == 0
+    fine = tf.where(first, tf.gather(tf.constant(start_allowed), best),
+                    tf.gather_nd(tf.constant(allowed), tf.stack([tf.maximum(previous, 0), best], -1)))
+    return tf.cond(tf.reduce_all(fine | ~valid), lambda: best,
+                   lambda: _viterbi_search(probabilities, valid, start_allowed, allowed))
+
+
+def _viterbi_search(probabilities: tf.Tensor, valid: tf.Tensor, start_allowed: np.ndarray,
+                    allowed: np.ndarray) -> tf.Tensor:
+    num_labels = len(start_allowed)
     penalty = tf.constant(np.where(allowed, 0.0, FORBIDDEN), tf.float32)
     start_penalty = tf.constant(np.where(start_allowed, 0.0, FORBIDDEN), tf.float32)
     # At least one position, so that an all-empty batch still has a first step.
@@ -88,7 +102,6 @@ def viterbi_decode(probabilities: tf.Tensor, valid: tf.Tensor, labels: Sequence[
     padded = tf.pad(probabilities, [[0, 0], [0, tf.maximum(1 - width, 0)], [0, 0]], constant_values=1.0)
     valid = tf.pad(valid, [[0, 0], [0, tf.maximum(1 - width, 0)]])
     log_probabilities = tf.math.log(tf.maximum(padded, MIN_PROBABILITY))
-    num_labels = len(labels)
     identity = tf.broadcast_to(tf.range(num_labels)[None], tf.shape(log_probabilities[:, 0]))
 
     def forward(carry, step):
