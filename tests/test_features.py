@@ -5,7 +5,6 @@ With the tiny vocabulary, "unbelievable" is ``un ##believ ##able`` and "films" i
 """
 
 import numpy as np
-import pytest
 
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap

@@ -8,7 +8,7 @@ any label-id decision: label ids are assigned once, from the training data, by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional
 
 
 @dataclass(frozen=True)

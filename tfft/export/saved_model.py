@@ -35,7 +35,6 @@ tokenization in the graph, answer faster than a plain export with tokenization i
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 from pathlib import Path
