@@ -125,8 +125,8 @@ class TrainConfig:
                                    DEFAULT_BATCH_SIZE)
             chosen.append(f"batch size {self.batch_size} for {num_examples} training examples")
         if self.epochs is None:
-            steps = -(-(-(-num_examples // self.batch_size)) // self.gradient_accumulation_steps)  # updates
-            self.epochs = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, -(-self.min_updates // steps)))
+            steps = _ceil_div(_ceil_div(num_examples, self.batch_size), self.gradient_accumulation_steps)  # updates
+            self.epochs = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, _ceil_div(self.min_updates, steps)))
             chosen.append(f"{self.epochs} epochs ({steps} updates each; at least {self.min_updates} updates "
                           f"in all, at most {MAX_DEFAULT_EPOCHS} epochs)")
         return chosen
@@ -210,6 +210,10 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainConfig":
         return cls.from_dict(read_yaml(path), source=str(path))
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
 
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

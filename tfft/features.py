@@ -21,7 +21,6 @@ document as context (unlabelled, not predicted).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -207,10 +206,10 @@ def _with_document_context(tokenizer, examples: Sequence[TokenExample], window: 
     and as many from the following ones, never more than half of the room ``max_length``
     leaves beside the sentence itself, so the sentence is never truncated for context.
     """
-    vocabulary = Counter(word for e in examples for word in e.tokens)
+    vocabulary = list(dict.fromkeys(word for e in examples for word in e.tokens))  # distinct words, in order
     if not vocabulary:  # only empty sentences: nothing to add
         return [[] for _ in examples], [(0, 0) for _ in examples]
-    pieces = tokenizer(list(vocabulary), add_special_tokens=False)["input_ids"]
+    pieces = tokenizer(vocabulary, add_special_tokens=False)["input_ids"]
     length_of = {word: len(ids) for word, ids in zip(vocabulary, pieces)}
     word_lists, own = [], []
     for i, example in enumerate(examples):

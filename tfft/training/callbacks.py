@@ -133,7 +133,7 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
         atomic_write(self.state_path, lambda tmp: Path(tmp).write_text(json.dumps(
             {"monitor": self.monitor, "best": float(current), "epoch": epoch, "weights": weights_file.name})))
         self.best, self.best_epoch, self.weights_file = float(current), epoch, weights_file
-        for older in self.path.parent.glob(f"{self.path.stem}-epoch*{self.path.suffix}"):
+        for older in _epoch_weight_files(self.path):
             if older != weights_file:
                 older.unlink()
 
@@ -148,8 +148,13 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
     def discard(path: os.PathLike) -> None:
         """Remove what a checkpoint at ``path`` keeps on disk (once the run's model is saved)."""
         path = Path(path)
-        for file in [path.with_suffix(".json"), *path.parent.glob(f"{path.stem}-epoch*{path.suffix}")]:
+        for file in [path.with_suffix(".json"), *_epoch_weight_files(path)]:
             file.unlink(missing_ok=True)
+
+
+def _epoch_weight_files(path: Path):
+    """The per-epoch weight files a BestWeightsCheckpoint at ``path`` writes (``best-epoch<N>.h5``)."""
+    return path.parent.glob(f"{path.stem}-epoch*{path.suffix}")
 
 
 class ProgressLog(keras.callbacks.Callback):
