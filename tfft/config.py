@@ -34,6 +34,19 @@ VALIDATION_METRICS = {
     SEQUENCE_CLASSIFICATION: ("val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall", "val_loss"),
 }
 DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4}
+# LoRA trains a few small matrices from zero and wants larger steps; see README "LoRA".
+DEFAULT_LORA_LEARNING_RATE = 1e-3
+# A fixed alpha (as in the LoRA paper) keeps the update's scale alpha/rank in step with the rank,
+# so a rank change needs no new learning rate.
+DEFAULT_LORA_ALPHA = 16.0
+DEFAULT_LORA_DROPOUT = 0.1
+# --lora-targets: the transformer-block projections (tfft.lora.PROJECTION_PATHS) that get adapters.
+LORA_TARGETS = {
+    "query-value": ("query", "value"),
+    "attention": ("query", "key", "value", "attention_output"),
+    "all": ("query", "key", "value", "attention_output", "intermediate", "output"),
+}
+LORA_OPTIONS = ("lora_alpha", "lora_dropout", "lora_targets")
 
 
 def _option(default: Any, help: str, **extra: Any):
@@ -63,10 +76,20 @@ class TrainConfig:
     batch_tokens: Optional[int] = _option(None, "size training batches by tokens instead: about this many "
                                                 "tokens per batch (overrides --batch-size per length bucket)")
     learning_rate: Optional[float] = _option(None, "peak AdamW learning rate (default: 2e-4 for token "
-                                                   "classification, 1e-4 for sequence classification)")
+                                                   "classification, 1e-4 for sequence classification, "
+                                                   f"{DEFAULT_LORA_LEARNING_RATE:g} with --lora-rank)")
     warmup_fraction: float = _option(0.1, "fraction of the training steps spent warming the learning rate up")
     weight_decay: float = _option(0.01, "decoupled AdamW weight decay (not applied to LayerNorm and biases)")
     dropout: Optional[float] = _option(None, "classifier dropout (default: the checkpoint's)")
+    lora_rank: int = _option(0, "LoRA: freeze the encoder and train rank-R adapters on its projections, with the "
+                                "classification head; the run directory keeps only those (0: full fine-tuning)")
+    lora_alpha: Optional[float] = _option(None, "LoRA: adapters add alpha/rank * x A B to a projection "
+                                                f"(default: {DEFAULT_LORA_ALPHA:g} for every rank)")
+    lora_dropout: Optional[float] = _option(None, f"LoRA: dropout on the adapters' input (default: "
+                                                  f"{DEFAULT_LORA_DROPOUT:g})")
+    lora_targets: Optional[str] = _option(None, "LoRA: projections that get adapters: query-value (default), "
+                                                "attention (query, key, value and attention output) or all "
+                                                "(attention and feed-forward dense layers)", choices=tuple(LORA_TARGETS))
     max_length: int = _option(256, "maximum tokens per training example; longer ones are truncated (and counted)")
     stride: int = _option(32, "tokens of overlap between windows when predicting on longer inputs")
     label_all_subwords: bool = _option(False, "train on every subword of a word, not only its first")
@@ -105,8 +128,12 @@ class TrainConfig:
     tensorboard: bool = _option(True, "write TensorBoard logs to <output_dir>/logs")
 
     def __post_init__(self) -> None:
+        if self.lora_rank > 0:  # LoRA's defaults are recorded in config.yaml; without LoRA they stay unset
+            self.lora_alpha = DEFAULT_LORA_ALPHA if self.lora_alpha is None else self.lora_alpha
+            self.lora_dropout = DEFAULT_LORA_DROPOUT if self.lora_dropout is None else self.lora_dropout
+            self.lora_targets = self.lora_targets or next(iter(LORA_TARGETS))
         if self.learning_rate is None and self.task in DEFAULT_LEARNING_RATES:
-            self.learning_rate = DEFAULT_LEARNING_RATES[self.task]
+            self.learning_rate = DEFAULT_LORA_LEARNING_RATE if self.lora_rank > 0 else DEFAULT_LEARNING_RATES[self.task]
 
     @property
     def monitor_metric(self) -> str:
@@ -151,7 +178,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value not in choices and (value is not None or f.name == "task"):  # task: required
                 raise ConfigError(f"The '{f.name}' option must be one of {', '.join(choices)}. Got {value!r} instead.")
         if not self.train:
             raise ConfigError("The 'train' option is required (a training data file).")
@@ -163,16 +190,21 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"The '{name}' option must be a positive integer when given. "
                                   f"Got {getattr(self, name)!r} instead.")
-        for name in ("context_window", "patience", "weight_decay"):
+        for name in ("context_window", "patience", "weight_decay", "lora_rank"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"The '{name}' option must be >= 0. Got {getattr(self, name)!r} instead.")
-        for name in ("warmup_fraction", "dropout"):
+        for name in ("warmup_fraction", "dropout", "lora_dropout"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise ConfigError(f"The '{name}' option must be in [0, 1). Got {value!r} instead.")
         if not 0 <= self.stride < self.max_length:
             raise ConfigError(f"The 'stride' option must be >= 0 and below max_length ({self.max_length}). "
                               f"Got {self.stride!r} instead.")
+        if not self.lora_rank and any(getattr(self, name) is not None for name in LORA_OPTIONS):
+            given = [name for name in LORA_OPTIONS if getattr(self, name) is not None]
+            raise ConfigError(f"The '{given[0]}' option applies to LoRA only; set --lora-rank R (> 0) or remove it.")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ConfigError(f"The 'lora_alpha' option must be > 0. Got {self.lora_alpha!r} instead.")
         if self.learning_rate is None or not self.learning_rate > 0:
             raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
         if self.task == SEQUENCE_CLASSIFICATION and (self.word_shapes or self.context_window):

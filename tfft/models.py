@@ -185,7 +185,7 @@ def _widen_token_types(model, count: int) -> None:
     widened = tf.Variable(np.repeat(old.numpy()[:1], count, axis=0), name=old.name.split(":")[0], dtype=old.dtype)
     if hasattr(old, "_variable"):  # a mixed-precision AutoCastVariable: wrap the new one the same way
         widened = type(old)(widened)
-    embeddings._trainable_weights = [widened if w is old else w for w in embeddings._trainable_weights]
+    # Keras' attribute tracking puts the new variable in the old one's place among the layer's weights.
     embeddings.token_type_embeddings = widened
     model.config.type_vocab_size = count
 

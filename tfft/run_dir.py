@@ -2,7 +2,8 @@
 
     RUN_DIR/config.yaml      resolved TrainConfig
     RUN_DIR/labels.json      label map (also in model/config.json as id2label)
-    RUN_DIR/model/           save_pretrained model + tokenizer
+    RUN_DIR/model/           save_pretrained model + tokenizer (LoRA runs: config.json, tokenizer and
+                             the adapters alone, tfft.lora.ADAPTERS_FILE; the base comes from --model)
     RUN_DIR/history.json     per-epoch metrics (history.csv: Keras' CSVLogger)
     RUN_DIR/metrics.json     best epoch and its validation scores
     RUN_DIR/reports/         evaluation reports and plots
@@ -17,6 +18,7 @@ from typing import Optional, Union
 from tfft.config import TrainConfig
 from tfft.data import TOKEN_CLASSIFICATION, read_examples
 from tfft.errors import ModelLoadError
+from tfft.lora import LoraSettings, load_adapted_model
 from tfft.models import load_tokenizer, load_trained_model, precision_scope
 
 MODEL_SUBDIR = "model"
@@ -57,8 +59,13 @@ def load_run(run_dir: Union[str, Path], precision: Optional[str] = None):
     ``precision`` (default: the precision the run was trained in)."""
     config = load_run_config(run_dir)
     model_dir = Path(run_dir) / MODEL_SUBDIR
+    lora = LoraSettings.of(config)
     with precision_scope(precision or config.precision):  # the caller's Keras policy is left as it was
-        model = load_trained_model(config.task, model_dir)
+        if lora is None:
+            model = load_trained_model(config.task, model_dir)
+        else:
+            model = load_adapted_model(config.task, model_dir, config.model, lora,
+                                       word_shapes=config.uses_word_shapes, dropout=config.dropout)
     return config, model, load_tokenizer(str(model_dir))
 
 

@@ -47,6 +47,7 @@ from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
 from tfft.features import inference_length
 from tfft.lean_bert import inference_logits
+from tfft.lora import merge_adapters
 from tfft.files import atomic_directory
 
 MODEL_CARD = "model_card.json"
@@ -277,11 +278,12 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
                           f"this run's tokenizer cannot be exported: {error}") from None
     # Exports compute in float32 whatever the training precision: any server can run it.
     config, model, tokenizer = load_run(run_dir, precision="fp32")
+    merge_adapters(model)  # a LoRA run serves as a plain model: adapters folded into the kernels
     labels = list(label_map_of(model).labels)
     metrics_path = Path(run_dir) / "metrics.json"
     card = {
         "name": name, "version": version, "task": config.task, "labels": labels,
-        "base_model": config.model, "max_length": inference_length(tokenizer, config.task, config.max_length),
+        "base_model": config.model, "lora_rank": config.lora_rank, "max_length": inference_length(tokenizer, config.task, config.max_length),
         "word_split": config.word_split, "word_shapes": config.uses_word_shapes,
         "training_metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "tfft_version": _tfft_version(), "tensorflow_version": tf.__version__, "python_version": platform.python_version(),

@@ -30,6 +30,7 @@ from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
+from tfft.lora import LoraSettings, add_adapters, describe, save_adapters
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset
 from tfft.run_dir import BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE, read_config_examples
@@ -139,6 +140,10 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int)
     with precision_scope(config.precision), tf.distribute.get_strategy().scope():
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
                             word_shapes=config.uses_word_shapes)
+        lora = LoraSettings.of(config)
+        if lora is not None:
+            add_adapters(model, lora, word_shapes=config.uses_word_shapes)
+            print(describe(model, lora), flush=True)
         compile_model(model, config, steps_per_epoch)
     return model
 
@@ -187,7 +192,10 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
     best_scores = {}
     if best_epoch is not None:
         best_scores = {k: v[best_epoch] for k, v in history.items() if k.startswith("val_") and len(v) > best_epoch}
-    model.save_pretrained(str(work_dir / MODEL_SUBDIR))
+    if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
+        save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
+    else:
+        model.save_pretrained(str(work_dir / MODEL_SUBDIR))
     data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
     config.save(work_dir / CONFIG_FILE)
     write_json(work_dir / "labels.json", data.label_map.to_dict())

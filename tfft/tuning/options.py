@@ -30,6 +30,7 @@ TUNED_OPTIONS: Dict[str, Tuple[type, str]] = {
     "warmup_fraction": (float, "linear"),
     "weight_decay": (float, "linear"),
     "dropout": (float, "linear"),
+    "lora_rank": (int, "linear"),
 }
 # BERT's hidden_dropout_prob, which its classifier uses when classifier_dropout is unset:
 # the untuned dropout when --dropout is not given (a hyperparameter cannot be None).
@@ -72,6 +73,10 @@ class Dimension:
 
     def checked(self, name: str, source: str = "search space") -> "Dimension":
         """Reject what KerasTuner would only reject at the first trial, naming the option."""
+        smallest = min(self.choices) if self.choices else self.low
+        if name == "lora_rank" and smallest is not None and smallest < 1:
+            raise ConfigError(f"{source}: 'lora_rank' values must be >= 1 (compare with full fine-tuning in a "
+                              f"separate run: its learning rate differs); got {list(self.choices) or self.low}")
         if self.choices:
             return self
         if self.low is None or self.high is None or self.low > self.high:
@@ -109,13 +114,17 @@ class SearchSpace:
     warmup_fraction: Optional[Dimension]
     weight_decay: Optional[Dimension]
     dropout: Optional[Dimension]
+    lora_rank: Optional[Dimension] = None
 
     @classmethod
     def default(cls, config: TrainConfig) -> "SearchSpace":
         """The default space; epochs range from 1 to the run's ``epochs`` (each trial also stops early;
-        an unset ``epochs`` counts as the default of 3 until ``prepare_data`` settles it for the data)."""
+        an unset ``epochs`` counts as the default of 3 until ``prepare_data`` settles it for the data).
+        LoRA runs (``lora_rank`` > 0) search ten times larger learning rates; the rank is not searched
+        unless asked for."""
         return cls(
-            learning_rate=Dimension(1e-5, 3e-4, sampling="log"),
+            learning_rate=Dimension(1e-4, 3e-3, sampling="log") if config.lora_rank else Dimension(1e-5, 3e-4,
+                                                                                                  sampling="log"),
             batch_size=Dimension(choices=(16, 32)),
             epochs=Dimension(1, config.epochs or DEFAULT_EPOCHS),
             warmup_fraction=Dimension(0.0, 0.2),
@@ -133,6 +142,9 @@ class SearchSpace:
 
     def apply(self, hp, config: TrainConfig) -> TrainConfig:
         """Declare every searched option in ``hp``; return ``config`` with the trial's values."""
+        if self.lora_rank is not None and not config.lora_rank:
+            raise ConfigError("Searching 'lora_rank' needs a LoRA run: pass --lora-rank R (its learning rate, "
+                              "learning-rate range and LoRA alpha, dropout and targets apply to every rank tried)")
         values = {}
         for name, dimension in self.dimensions().items():
             default = getattr(config, name)
@@ -155,6 +167,7 @@ SPACE_FLAGS = {
     "--warmup-range": ("warmup_fraction", "range"),
     "--weight-decay-range": ("weight_decay", "range"),
     "--dropout-range": ("dropout", "range"),
+    "--lora-ranks": ("lora_rank", "choices"),
 }
 
 TUNE_DESCRIPTION = """\
@@ -165,8 +178,9 @@ search/trial_*/trial.json (KerasTuner's project: running the same command again 
 skipping finished trials), trials.csv/.json/.png (all trials, best first) and best/ (the best
 trial as a tfft run directory for `tfft evaluate` and `tfft predict`).
 
-Search space (default): learning_rate 1e-5..3e-4 (log), batch_size 16,32, epochs 1..--epochs,
-warmup_fraction 0..0.2, weight_decay 0..0.1, dropout 0..0.3. Change it with --search-space
+Search space (default): learning_rate 1e-5..3e-4 (log; 1e-4..3e-3 with --lora-rank), batch_size
+16,32, epochs 1..--epochs, warmup_fraction 0..0.2, weight_decay 0..0.1, dropout 0..0.3; with
+--lora-rank R, --lora-ranks A,B,... also searches the adapters' rank (lora_rank). Change it with --search-space
 YAML (keys as those names; a value is {min: LOW, max: HIGH[, sampling: log|linear][, step: S]},
 a list of choices, one fixed value, or null to use the run's own option such as
 --weight-decay) and/or the range flags below (flags win; one value fixes the option).
