@@ -5,7 +5,7 @@ Each chosen projection ``y = x W + b`` becomes ``y = x W + b + dropout(x) A B * 
 ``B`` ``[rank, out]`` zeros, so a fresh adapter leaves the pretrained function unchanged.
 The encoder's own weights are frozen; what trains is the adapters, the classification head
 (everything outside the encoder) and, with word shapes, the token type embedding: its rows
-1-5 are new parameters tfft adds (copies of row 0, see ``models._widen_token_types``) that
+1-7 are new parameters tfft adds (copies of row 0, see ``models._widen_token_types``) that
 would otherwise keep every shape identical.
 
 A LoRA run's ``model/`` holds the Hugging Face ``config.json`` (labels, widened token types),
