@@ -5,7 +5,7 @@ The public API, layer by layer (each depends only on the ones above it):
 * data: ``read_examples``, ``read_conll``, ``read_table``, ``read_tfds``, ``from_texts``,
   ``from_tokens``, ``from_dataframe``, ``LabelMap``
 * features and pipelines: ``encode_for_training``, ``encode_for_inference``, ``make_dataset``
-* models: ``build_model``, ``load_tokenizer``
+* models: ``build_model``, ``load_tokenizer``; LoRA: ``LoraSettings``, ``add_adapters``, ``merge_adapters``
 * training: ``create_optimizer``, ``masked_sparse_categorical_crossentropy``,
   ``ValidationMetrics``, ``BestWeightsCheckpoint``, ``TrainConfig``, ``train``
 * results: ``evaluate_examples``, ``evaluate_run``, ``Predictor``
@@ -30,6 +30,7 @@ _EXPORTS = {
     **{name: "tfft.evaluation" for name in ("EvaluationReport", "evaluate_examples", "evaluate_run")},
     **{name: "tfft.features" for name in ("encode_for_inference", "encode_for_training")},
     **{name: "tfft.models" for name in ("build_model", "load_tokenizer")},
+    **{name: "tfft.lora" for name in ("LoraSettings", "add_adapters", "merge_adapters")},
     "make_dataset": "tfft.pipeline",
     "Predictor": "tfft.prediction",
     **{name: "tfft.training" for name in (

@@ -25,6 +25,7 @@ from tfft.backend import keras, tf
 from tfft.config import LORA_TARGETS, TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
+from tfft.files import atomic_write
 from tfft.models import WEIGHT_FILES, build_model, resolve_model
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -73,7 +74,6 @@ class LoraDense(keras.layers.Layer):
             raise ValueError(f"LoRA adapts linear projections; {base.name} has activation {base.activation}")
         super().__init__(name=base.name, dtype=base.dtype_policy)
         self.base = base
-        self.rank = rank
         self.scale = alpha / rank
         self.dropout = keras.layers.Dropout(dropout) if dropout else None
         fan_in, units = int(base.kernel.shape[0]), int(base.kernel.shape[1])
@@ -200,14 +200,15 @@ def base_fingerprint(base_model: str) -> Dict[str, str]:
 
 def save_adapters(model, directory: Union[str, Path], base_model: str) -> Path:
     """Write the model's config and its trainable variables (not the frozen base) into ``directory``."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(str(directory))
     tensors = {_key(v): v.numpy() for v in model.trainable_variables}
+    content = save(tensors, metadata={"format": "tfft-lora", **base_fingerprint(base_model)})
     path = directory / ADAPTERS_FILE
-    save_file(tensors, str(path), metadata={"format": "tfft-lora", **base_fingerprint(base_model)})
+    atomic_write(path, lambda temporary: Path(temporary).write_bytes(content))
     return path
 
 
