@@ -201,3 +201,20 @@ def test_tune_searches_the_rank_of_a_lora_run():
         SearchSpace.default(config).updated({"lora_rank": [0, 8]})
     with pytest.raises(ConfigError, match="Searching 'lora_rank' needs a LoRA run"):
         space.apply(kt.HyperParameters(), TrainConfig(task=TOKEN, train="train.txt"))
+
+
+def test_cli_tune_searches_lora_ranks_and_writes_an_adapter_run(tiny_model_dir, tmp_path):
+    from tfft.cli import main
+
+    out = tmp_path / "tune"
+    assert main(["tune", "--task", TOKEN, "--train", str(SAMPLE_DATA / "ner_train.txt"),
+                 "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--model", str(tiny_model_dir),
+                 "--output-dir", str(out), "--epochs", "1", "--max-train-examples", "32",
+                 "--max-validation-examples", "16", "--no-tensorboard", "--batch-sizes", "16", "--max-trials", "2",
+                 "--lora-rank", "4", "--lora-ranks", "2,8"]) == 0
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    assert {t["hyperparameters"]["lora_rank"] for t in trials} <= {2, 8}
+    assert all(1e-4 <= t["hyperparameters"]["learning_rate"] <= 3e-3 for t in trials)
+    best = TrainConfig.load(out / "best" / "config.yaml")
+    assert best.lora_rank == trials[0]["hyperparameters"]["lora_rank"]
+    assert (out / "best" / "model" / ADAPTERS_FILE).is_file()
