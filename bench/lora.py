@@ -6,7 +6,9 @@ training speed and peak memory, for token and sequence classification.
 
 Each variant trains in its own process (so its peak resident memory is its own), with the
 default model, tfft's pipeline and optimizer, batch 32, on the same sampled sentences:
-``--warmup`` steps, then ``--steps`` timed optimizer steps. The saved size is what the run
+``--warmup`` steps, then ``--steps`` timed optimizer steps, in sentences per second of wall
+time and in CPU milliseconds per sentence (all threads; steadier than wall time when other
+work shares the machine). The saved size is what the run
 directory's ``model/`` holds for the weights: ``tf_model.h5`` for a full run, the adapters
 file for a LoRA run. ``--repeats`` alternates the variants and keeps each one's fastest
 repeat, which evens out other load on a shared machine. Prints a table and one JSON line
@@ -61,7 +63,8 @@ def measure(name: str, rank: int, args: argparse.Namespace) -> dict:
     timer = StepTimer(args.warmup)
     total = args.warmup + args.steps
     model.fit(dataset.repeat().take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
-    seconds = timer.finished - timer.started
+    seconds, cpu_seconds = (end - start for end, start in zip(timer.finished, timer.started))
+    sentences = args.steps * rows_per_step
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's, before saving
     with tempfile.TemporaryDirectory() as directory:
         if rank:
@@ -72,14 +75,14 @@ def measure(name: str, rank: int, args: argparse.Namespace) -> dict:
     return {
         "task": name, "variant": f"LoRA r{rank}" if rank else "full", "trainable": trainable_count(model),
         "total": sum(int(np.prod(v.shape)) for v in model.weights), "saved_mb": saved / 2**20,
-        "sentences_per_s": args.steps * rows_per_step / seconds,
+        "sentences_per_s": sentences / seconds, "cpu_ms_per_sentence": 1000 * cpu_seconds / sentences,
         "peak_rss_mb": peak_rss_mb,
         "saved_file": ADAPTERS_FILE if rank else "tf_model.h5",
     }
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Wall time from the end of warm-up to the last step."""
+    """Wall and CPU time (all threads of the process) from the end of warm-up to the last step."""
 
     def __init__(self, warmup: int):
         super().__init__()
@@ -87,10 +90,10 @@ class StepTimer(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == self.warmup:
-            self.started = time.perf_counter()
+            self.started = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, batch, logs=None):
-        self.finished = time.perf_counter()
+        self.finished = (time.perf_counter(), time.process_time())
 
 
 def main() -> None:
@@ -121,12 +124,13 @@ def main() -> None:
             if key not in best or result["sentences_per_s"] > best[key]["sentences_per_s"]:
                 best[key] = result
     print(f"\n{'task':5} {'variant':8} {'trainable':>11} {'of all':>7} {'saved weights':>14} {'sent/s':>7} "
-          f"{'speed-up':>8} {'peak RSS':>9}")
+          f"{'speed-up':>8} {'CPU ms/sent':>11} {'peak RSS':>9}")
     for (name, rank), r in best.items():
         full = best[(name, 0)]
         print(f"{name:5} {r['variant']:8} {r['trainable']:11,} {100 * r['trainable'] / r['total']:6.2f}% "
               f"{r['saved_mb']:10.2f} MiB {r['sentences_per_s']:7.1f} "
-              f"{r['sentences_per_s'] / full['sentences_per_s']:7.2f}x {r['peak_rss_mb']:6.0f} MiB")
+              f"{r['sentences_per_s'] / full['sentences_per_s']:7.2f}x {r['cpu_ms_per_sentence']:11.1f} "
+              f"{r['peak_rss_mb']:5.0f} MiB")
     print("BENCH_JSON " + json.dumps({"batch_size": args.batch_size, "steps": args.steps, "examples": args.examples,
                                       "repeats": args.repeats, "results": list(best.values())}))
 

@@ -16,7 +16,7 @@ from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError, ModelLoadError
 from tfft.lean_bert import lean_logits
 from tfft.lora import (
-    ADAPTERS_FILE, LoraDense, LoraSettings, add_adapters, load_adapted_model, merge_adapters, save_adapters,
+    ADAPTERS_FILE, LoraDense, LoraSettings, add_adapters, describe, load_adapted_model, merge_adapters, save_adapters,
     trainable_count,
 )
 from tfft.models import build_model
@@ -65,6 +65,8 @@ def test_only_adapters_and_head_train(tiny_model_dir, task, settings, word_shape
     add_adapters(model, settings, word_shapes=word_shapes)
     head = 8 * 3 + 3  # classifier kernel and bias; a sequence classifier's pooler stays frozen
     assert trainable_count(model) == adapters + head
+    assert describe(model, settings).endswith(f": {adapters + head:,} trainable of {total + adapters:,} values "
+                                              f"({100 * (adapters + head) / (total + adapters):.2f}%)")
     assert sum(int(tf.size(v)) for v in model.non_trainable_variables) == total - head
 
 
@@ -148,7 +150,7 @@ def test_lora_run_saves_adapters_alone_and_evaluate_predict_export_load_them(lor
     assert (model_dir / ADAPTERS_FILE).is_file() and not (model_dir / "tf_model.h5").exists()
     saved = TrainConfig.load(result.run_dir / "config.yaml")
     assert (saved.lora_rank, saved.lora_alpha, saved.lora_dropout, saved.lora_targets) == (2, 16.0, 0.1, "query-value")
-    assert saved.learning_rate == 1e-3  # LoRA's default
+    assert saved.learning_rate == 2e-3  # LoRA's default
 
     report = evaluate_run(result.run_dir, lora_config.validation)
     assert report.scores["f1"] == pytest.approx(result.best_scores["val_f1"], abs=1e-6)
@@ -170,7 +172,7 @@ def test_lora_options_are_checked_and_defaulted():
     base = dict(task=TOKEN, train="train.txt")
     config = TrainConfig(**base, lora_rank=8)
     assert (config.lora_alpha, config.lora_dropout, config.lora_targets, config.learning_rate) == (
-        16.0, 0.1, "query-value", 1e-3)
+        16.0, 0.1, "query-value", 2e-3)
     assert TrainConfig(**base).lora_alpha is None and TrainConfig(**base).learning_rate == 2e-4
     for options, message in [
         (dict(lora_rank=-1), "'lora_rank' option must be >= 0"),

@@ -35,7 +35,7 @@ VALIDATION_METRICS = {
 }
 DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4}
 # LoRA trains a few small matrices from zero and wants larger steps; see README "LoRA".
-DEFAULT_LORA_LEARNING_RATE = 1e-3
+DEFAULT_LORA_LEARNING_RATE = 2e-3
 # A fixed alpha (as in the LoRA paper) keeps the update's scale alpha/rank in step with the rank,
 # so a rank change needs no new learning rate.
 DEFAULT_LORA_ALPHA = 16.0

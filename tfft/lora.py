@@ -250,11 +250,11 @@ def load_adapted_model(task: str, directory: Union[str, Path], base_model: str, 
     return model
 
 
-def describe(model, settings: LoraSettings) -> str:
-    """One line for the training log: what LoRA trains, against the model's size."""
+def describe(model, settings: Optional[LoraSettings]) -> str:
+    """One line for the training log: what trains (LoRA or everything), against the model's size."""
     total = sum(int(tf.size(v)) for v in model.weights)
     trainable = trainable_count(model)
-    return (f"LoRA rank {settings.rank} (alpha {settings.alpha:g}, dropout {settings.dropout:g}) on "
-            f"{', '.join(settings.projections)}: {trainable:,} trainable of {total:,} values "
-            f"({100 * trainable / max(total, 1):.2f}%)")
-
+    what = "Full fine-tuning" if settings is None else (
+        f"LoRA rank {settings.rank} (alpha {settings.alpha:g}, dropout {settings.dropout:g}) on "
+        f"{', '.join(settings.projections)}")
+    return f"{what}: {trainable:,} trainable of {total:,} values ({100 * trainable / max(total, 1):.2f}%)"

@@ -143,7 +143,7 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int)
         lora = LoraSettings.of(config)
         if lora is not None:
             add_adapters(model, lora, word_shapes=config.uses_word_shapes)
-            print(describe(model, lora), flush=True)
+        print(describe(model, lora), flush=True)
         compile_model(model, config, steps_per_epoch)
     return model
 
