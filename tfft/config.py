@@ -18,6 +18,9 @@ from tfft.errors import ConfigError
 from tfft.words import WHITESPACE, WORD_SPLITS, WordInputs
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# tf.distribute strategies (tfft.distribution creates them) and where a multi-worker cluster is described.
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "tpu")
+CLUSTER_RESOLVERS = ("tf-config", "slurm")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
 # updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
@@ -88,6 +91,15 @@ class TrainConfig:
                                      "recent GPUs); fp16 (mixed_float16 with dynamic loss scaling: GPUs)",
                              choices=PRECISIONS)
     xla: bool = _option(False, "compile training and prediction steps with XLA")
+    strategy: str = _option("auto", "tf.distribute strategy: auto (mirrored when this process sees more than one "
+                                    "GPU, else one device), one-device, mirrored (all local GPUs), multi-worker "
+                                    "(MultiWorkerMirroredStrategy; every worker runs the same command, see "
+                                    "--cluster-resolver), tpu (see --tpu); --batch-size is the global batch",
+                            choices=STRATEGIES)
+    cluster_resolver: str = _option("tf-config", "--strategy multi-worker: read the cluster from the TF_CONFIG "
+                                                 "environment variable, or from Slurm's (slurm)",
+                                    choices=CLUSTER_RESOLVERS)
+    tpu: Optional[str] = _option(None, "--strategy tpu: the TPU's name or grpc:// address (default: the local TPU VM)")
     num_buckets: int = _option(8, "length buckets for batching (bounded set of batch shapes)")
     eval_batch_size: int = _option(64, "batch size for validation and prediction")
     max_train_examples: Optional[int] = _option(None, "use only the first N training examples")
