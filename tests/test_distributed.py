@@ -182,3 +182,71 @@ def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, cap
     assert main(train_args(tmp_path / "no-model", tmp_path / "run", "--strategy", "multi-worker")) == 2
     assert "worker:3 is not in its cluster" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def search_environments(tuner_ids: Sequence[str]) -> List[Dict[str, str]]:
+    [port] = free_ports(1)
+    return [{**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+             "KERASTUNER_ORACLE_PORT": str(port)} for tuner_id in tuner_ids]
+
+
+def tune_args(model_dir: Path, output_dir: Path, *extra: str) -> List[str]:
+    return ["tune", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+            "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--max-train-examples", "32",
+            "--max-validation-examples", "16", "--model", str(model_dir), "--output-dir", str(output_dir),
+            "--epochs", "1", "--batch-size", "8", "--no-tensorboard", "--tuner", "random", "--max-trials", "4",
+            *extra]
+
+
+def run_counts(search_dir: Path) -> Dict[str, int]:
+    """How many times the chief's oracle ran each trial (KerasTuner's own record)."""
+    oracle = json.loads((search_dir / "search" / "oracle.json").read_text())
+    return {trial_id: int(count) for trial_id, count in oracle["run_times"].items()}
+
+
+def check_search_results(search_dir: Path) -> None:
+    import csv
+
+    with open(search_dir / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and len({row["trial_id"] for row in rows}) == 4
+    assert all(row["status"] == "COMPLETED" for row in rows)
+    assert (search_dir / "best" / "model").is_dir() and (search_dir / "best" / "metrics.json").is_file()
+    assert sorted(p.name for p in search_dir.iterdir() if p.name.startswith("trials")) == [
+        "trials.csv", "trials.json", "trials.png"]
+
+
+def test_a_chief_and_two_workers_run_every_trial_once(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        started = [processes.start(role, tune_args(tiny_model_dir, directory), env)
+                   for role, env in zip(roles, search_environments(roles))]
+        codes = processes.wait(started)
+        logs = {role: processes.log(role) for role in roles}
+    assert codes == [0, 0, 0], "\n".join(log[-2000:] for log in logs.values())
+    check_search_results(directory)
+    assert set(run_counts(directory).values()) == {1}
+    ran = [line for role in roles[1:] for line in logs[role].splitlines() if ": running trial" in line]
+    assert len(ran) == 4  # every trial ran on a worker, once
+    assert all("the chief writes the results" in logs[role] for role in roles[1:])
+
+
+def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        environments = search_environments(roles)
+        chief, tuner0, tuner1 = [processes.start(role, tune_args(tiny_model_dir, directory, "--trial-lease", "8"), env)
+                                 for role, env in zip(roles, environments)]
+        deadline = time.monotonic() + TIMEOUT
+        while ": running trial" not in processes.log("tuner1"):
+            assert time.monotonic() < deadline and tuner1.poll() is None, processes.log("tuner1")
+            time.sleep(0.1)
+        os.killpg(tuner1.pid, signal.SIGKILL)
+        codes = processes.wait([chief, tuner0])
+        logs = {role: processes.log(role) for role in ("chief", "tuner0")}
+    assert codes == [0, 0], "\n".join(log[-2000:] for log in logs.values())
+    assert "stopped renewing its lease" in logs["chief"]
+    check_search_results(directory)
+    assert sorted(run_counts(directory).values()) == [1, 1, 1, 2]  # the killed worker's trial ran again

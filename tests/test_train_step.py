@@ -136,6 +136,19 @@ for task in ("token-classification", "sequence-classification"):
         results[name] = {"max_difference": max(differences), "replicas": strategy.num_replicas_in_sync,
                          "unused_rows_changed": bool(np.any(model.get_weights()[embedding][unused]
                                                             != before[embedding][unused]))}
+    # Prediction under the strategy shares each batch (5 rows: padded to 6) among the replicas.
+    from tfft.features import Encoding
+    from tfft.inference import row_probabilities
+    all_features, _ = merged(batches(task))
+    lengths = all_features["attention_mask"].sum(1)
+    encoding = Encoding(input_ids=all_features["input_ids"][all_features["attention_mask"] == 1],
+                        token_type_ids=np.zeros(int(lengths.sum()), np.int32), row_lengths=lengths,
+                        example_index=np.arange(len(lengths)),
+                        word_index=np.zeros(int(lengths.sum()), np.int64) if task == "token-classification" else None)
+    with strategy.scope():
+        shared = row_probabilities(model, encoding, batch_size=5)
+    alone = row_probabilities(model, encoding, batch_size=5)
+    results["prediction_difference"] = float(np.abs(shared - alone).max())
     out[task] = results
 print(json.dumps(out))
 """
@@ -159,6 +172,7 @@ def test_two_replicas_make_the_update_of_one_device_with_the_same_global_batch(r
     # The sparse embedding update under the strategy left the rows no replica used alone.
     assert not results["mirrored"]["unused_rows_changed"]
     assert not results["mirrored_accumulated"]["unused_rows_changed"]
+    assert results["prediction_difference"] < 1e-6  # evaluate --strategy mirrored predicts as one device
 
 
 def test_keras_own_step_would_weight_replicas_not_tokens(replica_results):

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-examples", type=int, default=None,
                           help="score only the first N examples (default: all; for the run's own validation file, "
                                "the run's --max-validation-examples, so its recorded figures are reproduced)")
+    evaluate.add_argument("--strategy", choices=("auto", "one-device", "mirrored", "tpu"), default="auto",
+                          help="tf.distribute strategy whose replicas share each prediction batch: auto (mirrored "
+                               "when this process sees more than one GPU), one-device, mirrored, tpu (default: auto)")
+    evaluate.add_argument("--tpu", default=None, help="--strategy tpu: the TPU's name or grpc:// address")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="predict on raw text, one JSON object per line",
@@ -152,7 +156,8 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from tfft.evaluation import evaluate_run
 
-    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_examples=args.max_examples)
+    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_examples=args.max_examples,
+                          strategy=args.strategy, tpu=args.tpu)
     print(report.text)
     return 0
 
@@ -216,10 +221,15 @@ def _tune(args) -> int:
     from tfft.tuning import search_space_from_args, tune
 
     config = config_from_args(args)
+    if not args.trial_lease > 0:
+        raise ConfigError(f"The 'trial_lease' option must be > 0 seconds. Got {args.trial_lease!r} instead.")
     data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
     result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=search_space_from_args(args, config),
                   retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor,
-                  data=data)
+                  data=data, lease_seconds=args.trial_lease)
+    if result is None:
+        print(f"tfft tune: worker {os.environ.get('KERASTUNER_TUNER_ID')} done; the chief writes the results")
+        return 0
     best = result.report.best
     print(f"tfft tune: {len(result.report.completed)} trials completed, {len(result.report.failed)} failed; best trial "
           f"{best.trial_id} {result.report.objective}={best.objective:.4f}; results in {result.directory}; "

@@ -3,7 +3,9 @@
 Shared by the validation callback, ``evaluate`` and ``predict`` so that all three score
 exactly the same way: rows sorted by length, batches padded to bucket boundaries,
 one compiled forward function per model, and for long examples the prediction of each
-word taken from the window where that word has the most context on both sides.
+word taken from the window where that word has the most context on both sides. Under a
+one-process strategy with several replicas (``mirrored``, ``tpu``) each batch is split
+among the replicas.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from tfft.backend import tf
+from tfft.distribution import worker_count
 from tfft.features import NO_WORD, Encoding
 from tfft.lean_bert import inference_logits
 from tfft.pipeline import LENGTH_MULTIPLE, model_input_signature, sort_by_length
@@ -46,6 +49,9 @@ def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_to
     """
     ordered, order = sort_by_length(encoding)
     forward = forward_function(model, jit_compile)
+    strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync > 1 and worker_count(strategy) == 1:
+        forward = _split_among_replicas(forward, strategy)
     token_task = encoding.word_index is not None
     pieces = []
     for features, lengths in padded_batches(ordered, batch_size, pad_token_id):
@@ -67,6 +73,29 @@ def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_to
         [np.arange(sorted_starts[inverse[r]], sorted_starts[inverse[r]] + encoding.row_lengths[r]) for r in range(len(order))]
     )
     return sorted_output[positions]
+
+
+def _split_among_replicas(forward, strategy: tf.distribute.Strategy):
+    """``forward`` over a batch whose rows are shared out among the strategy's replicas.
+
+    The batch is padded to a multiple of the replica count with copies of its last row, so
+    every replica gets the same shape; the padding rows' outputs are dropped.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def run(features):
+        rows = int(features["input_ids"].shape[0])
+        share = -(-rows // replicas)
+        padded = {name: tf.concat([values, tf.repeat(values[-1:], share * replicas - rows, axis=0)], 0)
+                  for name, values in features.items()}
+        pieces = strategy.experimental_distribute_values_from_function(
+            lambda context: {name: values[context.replica_id_in_sync_group * share:][:share]
+                             for name, values in padded.items()})
+        # A plain callable: the strategy hands each replica its own piece (a tf.function would get them all).
+        outputs = strategy.experimental_local_results(strategy.run(lambda piece: forward(piece), args=(pieces,)))
+        return tf.concat([tf.identity(output) for output in outputs], 0)[:rows]
+
+    return run
 
 
 def padded_batches(encoding: Encoding, batch_size: int, pad_token_id: int):
