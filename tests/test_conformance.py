@@ -97,6 +97,15 @@ BAD = {
     "task name": ({}, ["train", "--task", "ner"], r"argument --task: invalid choice: 'ner'"),
     "precision name": ({}, ["train", "--precision", "fp8"], r"argument --precision: invalid choice: 'fp8'"),
     "batch size not a number": ({}, ["train", "--batch-size", "many"], r"argument --batch-size: invalid int value"),
+    "strategy name": ({}, ["train", "--strategy", "horovod"], r"argument --strategy: invalid choice: 'horovod'"),
+    "tpu address without the tpu strategy": ({}, ["train", "--tpu", "grpc://10.0.0.2:8470"],
+                                             r"'tpu' option is for --strategy tpu"),
+    "slurm without multi-worker": ({}, ["train", "--cluster-resolver", "slurm"],
+                                   r"'cluster_resolver' option is for --strategy multi-worker"),
+    "slurm outside a slurm job": ({}, ["train", "--strategy", "multi-worker", "--cluster-resolver", "slurm"],
+                                  r"--cluster-resolver slurm needs to run inside a Slurm job"),
+    "evaluate across workers": ({}, ["evaluate", "{run}", "--data", "{dir}/valid.txt", "--strategy", "multi-worker"],
+                                r"argument --strategy: invalid choice: 'multi-worker'"),
 }
 
 BASE_TRAIN = ["--task", "token-classification", "--train", "{dir}/train.txt", "--validation", "{dir}/valid.txt",

@@ -181,7 +181,26 @@ def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, cap
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
     assert main(train_args(tmp_path / "no-model", tmp_path / "run", "--strategy", "multi-worker")) == 2
     assert "worker:3 is not in its cluster" in capsys.readouterr().err
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": 1}')
+    assert main(train_args(tmp_path / "no-model", tmp_path / "run", "--strategy", "multi-worker")) == 2
+    assert "TF_CONFIG is not valid" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_search_refuses_a_lease_of_zero_and_a_half_configured_cluster(tmp_path, capsys, monkeypatch):
+    from tfft.cli import main
+
+    assert main(tune_args(tmp_path / "no-model", tmp_path / "search", "--trial-lease", "0")) == 2
+    assert "'trial_lease' option must be > 0" in capsys.readouterr().err
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    from tfft.tuning.distributed import search_role
+    from tfft.errors import TfftError
+
+    with pytest.raises(TfftError, match="KERASTUNER_ORACLE_PORT"):
+        search_role()
+    assert not (tmp_path / "search").exists()
 
 
 def search_environments(tuner_ids: Sequence[str]) -> List[Dict[str, str]]:
@@ -250,3 +269,44 @@ def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path
     assert "stopped renewing its lease" in logs["chief"]
     check_search_results(directory)
     assert sorted(run_counts(directory).values()) == [1, 1, 1, 2]  # the killed worker's trial ran again
+
+
+FAKE_TFFT = """#!/bin/sh
+python3 -c 'import json, os, sys; print(json.dumps({"env": {k: v for k, v in os.environ.items() if k.startswith(("TF_CONFIG", "KERASTUNER"))}, "args": sys.argv[1:]}))' "$@"
+"""
+
+
+def run_pod_script(manifest: Path, index: int, tmp_path: Path) -> dict:
+    """Run a manifest's container script for one completion index, with a stand-in ``tfft``."""
+    import yaml
+
+    [job] = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Job"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    fake = tmp_path / "bin" / "tfft"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(FAKE_TFFT)
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "JOB_COMPLETION_INDEX": str(index)}
+    process = subprocess.run([*container["command"], *container["args"]], env=env, capture_output=True, text=True,
+                             timeout=30, check=True)
+    return {**json.loads(process.stdout), "job": job}
+
+
+def test_the_kubernetes_manifests_give_every_pod_its_place_in_the_cluster(tmp_path, monkeypatch):
+    from tfft.distribution import check_tf_config
+
+    manifest = REPO / "examples" / "k8s" / "train-multi-worker.yaml"
+    completions = run_pod_script(manifest, 0, tmp_path)["job"]["spec"]["completions"]
+    for index in range(completions):
+        pod = run_pod_script(manifest, index, tmp_path)
+        config = json.loads(pod["env"]["TF_CONFIG"])
+        assert config["task"] == {"type": "worker", "index": index}
+        assert len(config["cluster"]["worker"]) == completions
+        monkeypatch.setenv("TF_CONFIG", pod["env"]["TF_CONFIG"])
+        check_tf_config()
+        assert pod["args"][:1] == ["train"] and "multi-worker" in pod["args"]
+
+    manifest = REPO / "examples" / "k8s" / "tune-distributed.yaml"
+    roles = [run_pod_script(manifest, index, tmp_path)["env"]["KERASTUNER_TUNER_ID"] for index in range(3)]
+    assert roles == ["chief", "tuner0", "tuner1"]
+    assert run_pod_script(manifest, 1, tmp_path)["env"]["KERASTUNER_ORACLE_IP"] == "tfft-tune-0.tfft-tune"

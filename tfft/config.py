@@ -193,6 +193,11 @@ class TrainConfig:
         if self.precision == "fp16" and self.gradient_accumulation_steps > 1:
             raise ConfigError("--precision fp16 cannot be combined with --gradient-accumulation-steps yet "
                               "(its loss scaling is applied per update); use bf16 or fp32.")
+        if self.tpu is not None and self.strategy != "tpu":
+            raise ConfigError(f"The 'tpu' option is for --strategy tpu (the strategy is {self.strategy!r}).")
+        if self.cluster_resolver != "tf-config" and self.strategy != "multi-worker":
+            raise ConfigError(f"The 'cluster_resolver' option is for --strategy multi-worker "
+                              f"(the strategy is {self.strategy!r}).")
         metrics = VALIDATION_METRICS.get(self.task, ())
         if self.monitor and self.monitor not in metrics:
             raise ConfigError(f"The 'monitor' option must be one of the metrics {self.task} produces: "

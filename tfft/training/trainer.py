@@ -205,9 +205,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
 def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, best_epoch: Optional[int],
               history: Dict[str, List[float]], started: float) -> TrainResult:
     """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory."""
-    best_scores = {}
-    if best_epoch is not None:
-        best_scores = {k: v[best_epoch] for k, v in history.items() if k.startswith("val_") and len(v) > best_epoch}
+    best_scores = scores_of_epoch(history, best_epoch)
     model.save_pretrained(str(work_dir / MODEL_SUBDIR))
     data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
     config.save(work_dir / CONFIG_FILE)
@@ -284,7 +282,15 @@ def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, star
         shutil.rmtree(scratch, ignore_errors=True)
     barrier(strategy)
     print(f"Worker done; the chief writes {config.run_dir}", flush=True)
-    return TrainResult(config.run_dir, best_epoch, {}, history, data.encoding.num_truncated, time.time() - started)
+    return TrainResult(config.run_dir, best_epoch, scores_of_epoch(history, best_epoch), history,
+                       data.encoding.num_truncated, time.time() - started)
+
+
+def scores_of_epoch(history: Dict[str, List[float]], epoch: Optional[int]) -> Dict[str, float]:
+    """The validation scores of ``epoch`` (0-based) in ``history``; none without an epoch."""
+    if epoch is None:
+        return {}
+    return {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}
 
 
 @contextlib.contextmanager
