@@ -1,5 +1,7 @@
 """Gradient accumulation: K micro-batches give the same update as one batch K times larger."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,19 +13,20 @@ from tfft.training import compile_model
 from tfft.training.accumulation import GradientAccumulator
 from tfft.config import TrainConfig
 
-from conftest import TINY_VOCAB
+from conftest import SAMPLE_DATA, TINY_VOCAB
 
 LABELS = LabelMap(["O", "B-X", "I-X"])
 
 
-def tiny_model(task: str, word_shapes: bool = False):
+def tiny_model(task: str, word_shapes: bool = False, labels: LabelMap = None):
     from transformers import BertConfig
 
     config = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=16, max_position_embeddings=64, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
     keras.utils.set_random_seed(0)
-    labels = LABELS if task == "token-classification" else LabelMap(["0", "1"])
+    if labels is None:
+        labels = LABELS if task == "token-classification" else LabelMap(["0", "1"])
     return build_model(task, labels, config, word_shapes=word_shapes)
 
 
@@ -86,3 +89,36 @@ def test_two_micro_batches_make_the_update_of_one_large_batch(task):
     unused = sorted(set(range(len(TINY_VOCAB))) - {int(t) for f, _ in parts for t in f["input_ids"].ravel()})
     assert unused
     np.testing.assert_array_equal(small.get_weights()[embedding][unused], before[embedding][unused])
+
+
+def test_token_sized_batches_accumulate_to_the_update_of_all_their_rows(tiny_tokenizer):
+    """--batch-tokens with --gradient-accumulation-steps: micro-batches of different rows and lengths,
+    straight from the training pipeline, still weigh every labelled token alike."""
+    from tfft.data import read_conll
+    from tfft.features import encode_for_training
+    from tfft.pipeline import make_dataset
+
+    examples = read_conll(SAMPLE_DATA / "ner_train.txt")[:24]
+    labels = LabelMap.from_token_examples(examples)
+    encoding = encode_for_training(tiny_tokenizer, examples, labels, max_length=64)
+    dataset = make_dataset(encoding, batch_size=32, shuffle=True, seed=0, bucket_boundaries=[10, 13, 16],
+                           batch_tokens=96)
+    parts = [(features, targets) for features, targets in dataset.as_numpy_iterator()]
+    assert len({f["input_ids"].shape for f, _ in parts}) > 2  # rows and lengths differ between micro-batches
+    assert sum(len(t) for _, t in parts) == len(examples)
+    config = TrainConfig(task="token-classification", train="x", learning_rate=1e-2, warmup_fraction=0.0,
+                         epochs=1, batch_size=len(examples), batch_tokens=96)
+
+    big = tiny_model(config.task, labels=labels)
+    compile_model(big, config, steps_per_epoch=1)
+    big.fit(tf.data.Dataset.from_tensors(merged(parts)), epochs=1, verbose=0)
+    small = tiny_model(config.task, labels=labels)
+    compile_model(small, replace(config, gradient_accumulation_steps=len(parts)), steps_per_epoch=len(parts))
+    micro_batches = tf.data.Dataset.from_generator(lambda: iter(parts), output_signature=(
+        {name: tf.TensorSpec([None, None], tf.int32) for name in parts[0][0]}, tf.TensorSpec([None, None], tf.int32)))
+    small.fit(micro_batches, epochs=1, verbose=0)
+
+    assert int(small.optimizer.iterations) == 1 == int(big.optimizer.iterations)
+    assert small.optimizer.get_config()["learning_rate"]["config"]["total_steps"] == 1
+    for index, (a, b) in enumerate(zip(big.get_weights(), small.get_weights())):
+        np.testing.assert_allclose(a, b, atol=2e-6, err_msg=str(index))
