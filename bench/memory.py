@@ -7,7 +7,8 @@ The inputs are CoNLL-2003 training documents cut into examples of consecutive se
 that fill at least ``--fill`` of ``--max-length`` subword tokens (real long inputs for
 token classification), every batch padded to ``--max-length``. Each variant trains the
 default model for ``--warmup`` + ``--steps`` steps in its own subprocess, so each peak
-resident memory (VmHWM) is that variant's alone. Prints a table and one JSON line
+resident memory (VmHWM) is that variant's alone. Speed is given as wall and as CPU seconds
+per step (all threads): on a shared machine the CPU time is the steadier of the two. Prints a table and one JSON line
 (prefix ``BENCH_JSON``).
 """
 
@@ -72,15 +73,17 @@ def measure(args: argparse.Namespace, checkpointing: bool) -> Dict[str, float]:
                          precision=args.precision, gradient_checkpointing=checkpointing)
     model = create_model(config, labels, int(dataset.cardinality()))
     before_fit = memory_kib("VmRSS")
-    times: List[float] = []
-    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.perf_counter()))
+    times: List[tuple] = []  # (wall, CPU) seconds after each step
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: times.append((time.perf_counter(), time.process_time())))
     total = args.warmup + args.steps
     model.fit(dataset.repeat().take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
-    seconds = times[-1] - times[args.warmup - 1]
+    seconds, cpu_seconds = (end - start for end, start in zip(times[-1], times[args.warmup - 1]))
     return {
         "peak_rss_gib": memory_kib("VmHWM") / 2**20,
         "rss_before_fit_gib": before_fit / 2**20,
         "seconds_per_step": seconds / args.steps,
+        "cpu_seconds_per_step": cpu_seconds / args.steps,
         "sequences_per_s": args.steps * args.batch_size / seconds,
         "real_tokens_per_sequence": float(encoding.row_lengths.mean()),
     }
@@ -112,11 +115,12 @@ def main() -> None:
                                            if line.startswith("BENCH_VARIANT "))[len("BENCH_VARIANT "):])
     print(f"default model, batch {args.batch_size} x {args.max_length} tokens ({args.precision}), "
           f"{results['off']['real_tokens_per_sequence']:.0f} real tokens per sequence, {args.steps} timed steps")
-    print(f"{'gradient checkpointing':<30}{'peak RSS GiB':>14}{'RSS before fit':>16}{'s/step':>9}{'seq/s':>8}")
+    print(f"{'gradient checkpointing':<30}{'peak RSS GiB':>14}{'RSS before fit':>16}{'s/step':>9}"
+          f"{'CPU s/step':>12}{'seq/s':>8}")
     for variant, label in (("off", "off"), ("on", "on (--gradient-checkpointing)")):
         r = results[variant]
         print(f"{label:<30}{r['peak_rss_gib']:>14.2f}{r['rss_before_fit_gib']:>16.2f}"
-              f"{r['seconds_per_step']:>9.2f}{r['sequences_per_s']:>8.2f}")
+              f"{r['seconds_per_step']:>9.2f}{r['cpu_seconds_per_step']:>12.2f}{r['sequences_per_s']:>8.2f}")
     print("BENCH_JSON " + json.dumps({"batch_size": args.batch_size, "max_length": args.max_length,
                                       "precision": args.precision, **results}))
 
