@@ -6,9 +6,10 @@
 The inputs are CoNLL-2003 training documents cut into examples of consecutive sentences
 that fill at least ``--fill`` of ``--max-length`` subword tokens (real long inputs for
 token classification), every batch padded to ``--max-length``. Each variant trains the
-default model for ``--warmup`` + ``--steps`` steps in its own subprocess, so each peak
-resident memory (VmHWM) is that variant's alone. Speed is given as wall and as CPU seconds
-per step (all threads): on a shared machine the CPU time is the steadier of the two. Prints a table and one JSON line
+default model for ``--warmup`` + ``--steps`` steps in its own process, so each peak resident
+memory (VmHWM) is that variant's alone; the two processes take turns step by step, so a
+busy machine slows both alike. Speed is given as wall and as CPU seconds per step (all
+threads). Prints a table and one JSON line
 (prefix ``BENCH_JSON``).
 """
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CONLL_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "train.txt"
 TASK = "token-classification"
+VARIANTS = ("off", "on")  # --gradient-checkpointing
 
 
 def memory_kib(field: str) -> int:
@@ -53,8 +55,9 @@ def long_examples(tokenizer, max_length: int, fill: float, count: int) -> List:
     return examples
 
 
-def measure(args: argparse.Namespace, checkpointing: bool) -> Dict[str, float]:
-    """Train ``args.warmup + args.steps`` steps in this process; its speed and memory."""
+def serve_steps(args: argparse.Namespace, checkpointing: bool) -> None:
+    """Build the model, then run one training step per ``step`` line on stdin, printing its
+    wall and CPU seconds; at ``done``, print this process's memory figures."""
     from tfft.backend import keras
     from tfft.config import TrainConfig
     from tfft.data import LabelMap
@@ -72,21 +75,56 @@ def measure(args: argparse.Namespace, checkpointing: bool) -> Dict[str, float]:
     config = TrainConfig(task=TASK, train="bench", epochs=1, batch_size=args.batch_size, max_length=args.max_length,
                          precision=args.precision, gradient_checkpointing=checkpointing)
     model = create_model(config, labels, int(dataset.cardinality()))
-    before_fit = memory_kib("VmRSS")
-    times: List[tuple] = []  # (wall, CPU) seconds after each step
-    timer = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: times.append((time.perf_counter(), time.process_time())))
-    total = args.warmup + args.steps
-    model.fit(dataset.repeat().take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
-    seconds, cpu_seconds = (end - start for end, start in zip(times[-1], times[args.warmup - 1]))
-    return {
-        "peak_rss_gib": memory_kib("VmHWM") / 2**20,
-        "rss_before_fit_gib": before_fit / 2**20,
-        "seconds_per_step": seconds / args.steps,
-        "cpu_seconds_per_step": cpu_seconds / args.steps,
-        "sequences_per_s": args.steps * args.batch_size / seconds,
-        "real_tokens_per_sequence": float(encoding.row_lengths.mean()),
-    }
+    before_training = memory_kib("VmRSS")
+    batches = iter(dataset.repeat())
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        features, targets = next(batches)
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.train_on_batch(features, targets)
+        print("STEP " + json.dumps([time.perf_counter() - wall, time.process_time() - cpu]), flush=True)
+    print("MEMORY " + json.dumps({"peak_rss_gib": memory_kib("VmHWM") / 2**20,
+                                  "rss_before_training_gib": before_training / 2**20,
+                                  "real_tokens_per_sequence": float(encoding.row_lengths.mean())}), flush=True)
+
+
+def read_reply(worker: subprocess.Popen, prefix: str) -> str:
+    """The rest of the worker's next stdout line starting with ``prefix`` (other lines are skipped)."""
+    for line in worker.stdout:
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise RuntimeError(f"a benchmark worker ended without a {prefix.strip()} line (exit code {worker.wait()})")
+
+
+def measure_side_by_side(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
+    """Both variants in their own processes, alive together and taking turns step by step
+    (alternating which goes first), so a busy machine slows both alike."""
+    workers = {variant: subprocess.Popen([sys.executable, __file__, "--serve", variant] + sys.argv[1:],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for variant in VARIANTS}
+    try:
+        for worker in workers.values():
+            read_reply(worker, "READY")
+        times = {variant: [] for variant in VARIANTS}
+        for step in range(args.warmup + args.steps):
+            for variant in VARIANTS[::1 if step % 2 == 0 else -1]:
+                workers[variant].stdin.write("step\n")
+                workers[variant].stdin.flush()
+                times[variant].append(json.loads(read_reply(workers[variant], "STEP ")))
+        results = {}
+        for variant, worker in workers.items():
+            worker.stdin.write("done\n")
+            worker.stdin.flush()
+            wall, cpu = (sum(column) / args.steps for column in zip(*times[variant][args.warmup:]))
+            results[variant] = {**json.loads(read_reply(worker, "MEMORY ")), "seconds_per_step": wall,
+                                "cpu_seconds_per_step": cpu, "sequences_per_s": args.batch_size / wall}
+        return results
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
 
 
 def main() -> None:
@@ -97,29 +135,24 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1, help="steps before timing (tracing, first allocations)")
-    parser.add_argument("--measure", choices=("off", "on"), help=argparse.SUPPRESS)  # one variant, in a subprocess
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)  # one variant's worker process
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
 
-    if args.measure:
-        print("BENCH_VARIANT " + json.dumps(measure(args, args.measure == "on")), flush=True)
+    if args.serve:
+        serve_steps(args, args.serve == "on")
         return
     if not CONLL_TRAIN.is_file():
         sys.exit(f"{CONLL_TRAIN} not found: this benchmark trains on CoNLL-2003 documents")
-    results = {}
-    for variant in ("off", "on"):
-        command = [sys.executable, __file__, "--measure", variant] + sys.argv[1:]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        results[variant] = json.loads(next(line for line in output.splitlines()
-                                           if line.startswith("BENCH_VARIANT "))[len("BENCH_VARIANT "):])
+    results = measure_side_by_side(args)
     print(f"default model, batch {args.batch_size} x {args.max_length} tokens ({args.precision}), "
           f"{results['off']['real_tokens_per_sequence']:.0f} real tokens per sequence, {args.steps} timed steps")
-    print(f"{'gradient checkpointing':<30}{'peak RSS GiB':>14}{'RSS before fit':>16}{'s/step':>9}"
+    print(f"{'gradient checkpointing':<30}{'peak RSS GiB':>14}{'before training':>17}{'s/step':>9}"
           f"{'CPU s/step':>12}{'seq/s':>8}")
     for variant, label in (("off", "off"), ("on", "on (--gradient-checkpointing)")):
         r = results[variant]
-        print(f"{label:<30}{r['peak_rss_gib']:>14.2f}{r['rss_before_fit_gib']:>16.2f}"
+        print(f"{label:<30}{r['peak_rss_gib']:>14.2f}{r['rss_before_training_gib']:>17.2f}"
               f"{r['seconds_per_step']:>9.2f}{r['cpu_seconds_per_step']:>12.2f}{r['sequences_per_s']:>8.2f}")
     print("BENCH_JSON " + json.dumps({"batch_size": args.batch_size, "max_length": args.max_length,
                                       "precision": args.precision, **results}))
