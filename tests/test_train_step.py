@@ -21,19 +21,19 @@ from tfft.training import compile_model
 from tfft.config import TrainConfig
 from tfft.training.losses import masked_sparse_categorical_crossentropy
 
-from conftest import TINY_VOCAB
+from conftest import SAMPLE_DATA, TINY_VOCAB
 
 LABELS = LabelMap(["O", "B-X", "I-X"])
 
 
-def tiny_model(task: str, word_shapes: bool = False):
+def tiny_model(task: str, word_shapes: bool = False, labels=None):
     from transformers import BertConfig
 
     config = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=16, max_position_embeddings=64, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
     keras.utils.set_random_seed(0)
-    labels = LABELS if task == "token-classification" else LabelMap(["0", "1"])
+    labels = labels or (LABELS if task == "token-classification" else LabelMap(["0", "1"]))
     return build_model(task, labels, config, word_shapes=word_shapes)
 
 
@@ -94,6 +94,36 @@ def test_two_micro_batches_make_the_update_of_one_large_batch(task):
     unused = sorted(set(range(len(TINY_VOCAB))) - {int(t) for t in features["input_ids"].ravel()})
     assert unused
     np.testing.assert_array_equal(small.get_weights()[embedding][unused], before[embedding][unused])
+
+
+def test_token_budget_batches_accumulate_to_the_update_of_one_batch(tiny_tokenizer):
+    """--batch-tokens with --gradient-accumulation-steps: a step holds K token budgets of rows,
+    straight from the training pipeline, and weighs every labelled token alike."""
+    from tfft.data import read_conll
+    from tfft.training.trainer import PreparedData, encode_training_examples
+
+    examples = read_conll(SAMPLE_DATA / "ner_train.txt")[:48]
+    labels = LabelMap.from_token_examples(examples)
+    config = TrainConfig(task="token-classification", train="x", learning_rate=1e-2, warmup_fraction=0.0,
+                         epochs=1, batch_size=32, batch_tokens=96, num_buckets=3)
+    data = PreparedData(tiny_tokenizer, labels, examples, None,
+                        encode_training_examples(config, tiny_tokenizer, examples, labels))
+    accumulated = replace(config, gradient_accumulation_steps=2)
+    single_steps = data.train_dataset(config)[1]
+    dataset, steps = data.train_dataset(accumulated)
+    assert steps < single_steps
+    features, targets = next(iter(dataset))
+    assert int(tf.size(features["input_ids"])) <= 2 * 96 and int(features["input_ids"].shape[0]) > 1
+
+    big = tiny_model(config.task, labels=labels)
+    compile_model(big, config, steps_per_epoch=1)  # Keras' own step on the whole step's rows
+    big.fit(tf.data.Dataset.from_tensors((features, targets)), epochs=1, verbose=0)
+    small = tiny_model(config.task, labels=labels)
+    compile_model(small, accumulated, steps_per_epoch=1)
+    small.fit(tf.data.Dataset.from_tensors((features, targets)), epochs=1, verbose=0)
+    assert int(small.optimizer.iterations) == 1 == int(big.optimizer.iterations)
+    for index, (a, b) in enumerate(zip(big.get_weights(), small.get_weights())):
+        np.testing.assert_allclose(a, b, atol=2e-6, err_msg=str(index))
 
 
 REPLICAS_SCRIPT = """

@@ -100,6 +100,9 @@ class TrainConfig:
                                                  "environment variable, or from Slurm's (slurm)",
                                     choices=CLUSTER_RESOLVERS)
     tpu: Optional[str] = _option(None, "--strategy tpu: the TPU's name or grpc:// address (default: the local TPU VM)")
+    gradient_checkpointing: bool = _option(False, "recompute each encoder layer's activations in the backward "
+                                                  "pass instead of keeping them: less memory for long inputs "
+                                                  "and large batches, for about one more forward pass per step")
     num_buckets: int = _option(8, "length buckets for batching (bounded set of batch shapes)")
     eval_batch_size: int = _option(64, "batch size for validation and prediction")
     max_train_examples: Optional[int] = _option(None, "use only the first N training examples")

@@ -157,7 +157,8 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int)
     ``steps_per_epoch`` counts optimizer updates (see :func:`compile_model`)."""
     with precision_scope(config.precision), tf.distribute.get_strategy().scope():
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
-                            word_shapes=config.uses_word_shapes)
+                            word_shapes=config.uses_word_shapes,
+                            gradient_checkpointing=config.gradient_checkpointing)
         compile_model(model, config, steps_per_epoch)
     return model
 
