@@ -18,6 +18,8 @@ from tfft.errors import ConfigError
 from tfft.words import WHITESPACE, WORD_SPLITS, WordInputs
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# What `tfft export --precision` offers: fp16 (mixed_float16) is for GPU training, not CPU serving.
+EXPORT_PRECISIONS = ("fp32", "bf16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
 # updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
