@@ -113,8 +113,6 @@ def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
     check_quantization(quantize)
     directory = Path(export_dir) / name / TFLITE_SUBDIR
     target = directory / tflite_file_name(quantize)
-    if target.exists():
-        raise ConfigError(f"{target} already exists; remove it to export again")
     load_run_config(run_dir)  # a clear error for a directory that is not a run
     fingerprint = model_fingerprint(Path(run_dir) / MODEL_SUBDIR)
     assets = directory / ASSETS_SUBDIR
@@ -124,6 +122,8 @@ def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
         if recorded != fingerprint:
             raise ConfigError(f"{directory} holds the TensorFlow Lite export of another model (model_sha256 "
                               f"{recorded}, this run's {fingerprint}); remove it or choose another --name")
+    if target.exists():
+        raise ConfigError(f"{target} already exists; remove it to export again")
 
     # Quantization starts from float32 weights whatever the training precision.
     config, model, tokenizer = load_run(run_dir, precision="fp32")
