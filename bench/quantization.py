@@ -55,7 +55,9 @@ from tfft.run_dir import load_run, load_run_config, read_config_examples  # noqa
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VALIDATION = {"ner": SHARED / "conll2003" / "valid.txt", "sentiment": SHARED / "sst2" / "dev.tsv"}
-FORMATS = ("SavedModel fp32", "SavedModel bf16", "TFLite float16", "TFLite dynamic-int8")
+# Row name: (tfft export --format, its --precision or --quantize).
+FORMATS = {"SavedModel fp32": ("saved-model", "fp32"), "SavedModel bf16": ("saved-model", "bf16"),
+           "TFLite float16": ("tflite", "float16"), "TFLite dynamic-int8": ("tflite", "dynamic-int8")}
 
 
 class SignaturePredictor(Predictor):
@@ -86,14 +88,16 @@ def export_formats(run_dir: Path, scratch: Path, batch_size: int) -> Dict[str, D
     _, model, tokenizer = load_run(run_dir, precision="fp32")
     label_map = label_map_of(model)
     formats = {}
-    for name, precision in (("SavedModel fp32", "fp32"), ("SavedModel bf16", "bf16")):
-        path = export_run(run_dir, "model", export_dir=scratch / precision, precision=precision)
-        predictor = SignaturePredictor.from_config(config, saved_model_forward(path), tokenizer, label_map, batch_size)
-        formats[name] = {"predictor": predictor, "bytes": directory_bytes(path)}
-    for quantize in ("float16", "dynamic-int8"):
-        path = export_tflite(run_dir, "model", quantize, export_dir=scratch / "tflite")
-        formats[f"TFLite {quantize}"] = {"predictor": TFLitePredictor.from_file(path, batch_size=batch_size),
-                                        "bytes": path.stat().st_size}
+    for name, (kind, setting) in FORMATS.items():
+        if kind == "saved-model":
+            path = export_run(run_dir, "model", export_dir=scratch / setting, precision=setting)
+            predictor = SignaturePredictor.from_config(config, saved_model_forward(path), tokenizer, label_map,
+                                                       batch_size)
+            formats[name] = {"predictor": predictor, "bytes": directory_bytes(path)}
+        else:
+            path = export_tflite(run_dir, "model", setting, export_dir=scratch / "tflite")
+            formats[name] = {"predictor": TFLitePredictor.from_file(path, batch_size=batch_size),
+                             "bytes": path.stat().st_size}
     return formats
 
 
@@ -121,6 +125,7 @@ def take_turns(formats: Dict[str, Dict], inputs: List[List[str]], warmup: int) -
 
 def measure_task(task: str, run_dir: Path, data: Path, args, scratch: Path) -> Dict[str, Dict[str, float]]:
     config = load_run_config(run_dir)
+    progress(f"{task}: exporting {run_dir} as {', '.join(FORMATS)}")
     formats = export_formats(run_dir, scratch / task, args.batch_size)
     reference = formats["SavedModel fp32"]["predictor"]
     examples = read_config_examples(config, str(data), args.max_examples)
@@ -128,11 +133,14 @@ def measure_task(task: str, run_dir: Path, data: Path, args, scratch: Path) -> D
                                     word_inputs=reference.word_inputs)
     texts = [" ".join(e.tokens) if task == "ner" else e.text for e in examples]
     sentences = itertools.cycle(texts)
+    progress(f"{task}: timing {args.calls} single sentences and {args.repeats} batches of {args.batch_sentences} "
+             "per format")
     single = take_turns(formats, [[next(sentences)] for _ in range(args.warmup + args.calls)], args.warmup)
     batch = take_turns(formats, [texts[:args.batch_sentences]] * (1 + args.repeats), 1)
     metric = "f1" if task == "ner" else "accuracy"
     results = {}
     for name, measured in formats.items():
+        progress(f"{task}: scoring {name} on {len(examples)} validation examples")
         scores = validation_score(measured["predictor"], examples, encoding)
         results[name] = {"megabytes": measured["bytes"] / 1e6, "p50_ms": 1e3 * float(np.median(single[name])),
                          "sentences_per_s": min(args.batch_sentences, len(texts)) / float(np.median(batch[name])),
@@ -185,6 +193,10 @@ def main() -> None:
               f"p50 {checks['p50_ratio']:.2f}x (target < 1), {fp32['metric']} {checks['score_points']:+.2f} points "
               f"(target >= -0.50)")
     print("BENCH_JSON " + json.dumps(info))
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _cpu_name() -> str:
