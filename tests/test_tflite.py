@@ -106,8 +106,8 @@ def test_cli_predict_tflite_prints_what_the_run_prints(task, runs, exported, tmp
             assert [[(w["text"], w["start"], w["end"]) for w in r["words"]] for r in printed] == \
                    [[(w["text"], w["start"], w["end"]) for w in r["words"]] for r in expected]
             pairs = [(w["tag"], v["tag"]) for r, e in zip(printed, expected) for w, v in zip(r["words"], e["words"])]
-            scores = [(w["score"], v["score"]) for r, e in zip(printed, expected) for w, v in zip(r["words"], e["words"])
-                      if w["tag"] == v["tag"]]
+            scores = [(w["score"], v["score"]) for r, e in zip(printed, expected)
+                      for w, v in zip(r["words"], e["words"]) if w["tag"] == v["tag"]]
         else:
             pairs = [(r["label"], e["label"]) for r, e in zip(printed, expected)]
             scores = [(p, e["probabilities"][label]) for r, e in zip(printed, expected)
@@ -117,6 +117,7 @@ def test_cli_predict_tflite_prints_what_the_run_prints(task, runs, exported, tmp
         if quantize == "float16" and task == "ner":
             assert [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in printed] == \
                    [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in expected]
+
 
 def test_tflite_predictor_is_the_run_predictor_with_another_forward_step(runs, exported):  # noqa: F811
     run_predictor = Predictor.from_run_dir(runs["ner"])

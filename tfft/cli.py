@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a directory written by `tfft train`")
     predict.add_argument("--saved-model", metavar="DIR", help="predict with an exported SavedModel "
                                                               "(saved_models/NAME/VERSION) instead of a run directory")
-    predict.add_argument("--tflite", metavar="FILE", help="predict with a TensorFlow Lite export "
-                                                          "(saved_models/NAME/tflite/model-QUANTIZE.tflite, its assets/ "
-                                                          "beside it; tokenization runs in Python)")
+    predict.add_argument("--tflite", metavar="FILE",
+                         help="predict with a TensorFlow Lite export (saved_models/NAME/tflite/model-QUANTIZE.tflite, "
+                              "its assets/ beside it; tokenization runs in Python)")
     predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
     predict.add_argument("--input-format", choices=("text", "tokens"), default="text",
                          help="text: raw text, split into words at whitespace as in CoNLL training data (default); "

@@ -76,7 +76,8 @@ def convert_to_tflite(model, quantize: str) -> bytes:
         logits = tf.cast(inference_logits(model, features), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([token_ids_to_probabilities.get_concrete_function()], model)
+    function = token_ids_to_probabilities.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
