@@ -157,6 +157,9 @@ def test_export_refusals(runs, exported, capsys):  # noqa: F811
         export_tflite(runs["ner"], "ner", "float16", export_dir=exported)
     with pytest.raises(ConfigError, match=r"ner/tflite holds the TensorFlow Lite export of another model"):
         export_tflite(runs["sentiment"], "ner", "float16", export_dir=exported)
+    (exported / "bare" / "tflite" / "assets").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"bare/tflite/assets has no model_card.json: not written by tfft export"):
+        export_tflite(runs["ner"], "bare", "float16", export_dir=exported)
     for flags, message in ((["--format", "tflite"], "--format tflite needs --quantize"),
                            (["--format", "tflite", "--quantize", "float16", "--version", "3"], "takes no --version"),
                            (["--quantize", "float16"], "--quantize applies to --format tflite")):

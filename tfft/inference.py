@@ -42,19 +42,14 @@ def forward_function(model, jit_compile: bool = False) -> Forward:
     return cached
 
 
-def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_token_id: int = 0,
-                      jit_compile: bool = False) -> np.ndarray:
-    """Class probabilities for every row, in the encoding's row order.
+def row_probabilities(forward: Forward, encoding: Encoding, *, batch_size: int = 64,
+                      pad_token_id: int = 0) -> np.ndarray:
+    """Class probabilities for every row, in the encoding's row order, from ``forward``
+    (a Keras model's :func:`forward_function` or another runtime's).
 
     Token tasks get one flat ``[total_tokens, classes]`` array aligned with
     ``encoding.input_ids``; sequence tasks get ``[rows, classes]``.
     """
-    return forward_rows(forward_function(model, jit_compile), encoding, batch_size=batch_size,
-                        pad_token_id=pad_token_id)
-
-
-def forward_rows(forward: Forward, encoding: Encoding, *, batch_size: int = 64, pad_token_id: int = 0) -> np.ndarray:
-    """:func:`row_probabilities` with any :data:`Forward` function in place of a Keras model's."""
     ordered, order = sort_by_length(encoding)
     token_task = encoding.word_index is not None
     pieces = []
@@ -137,7 +132,7 @@ def predict_encoded(model, encoding: Encoding, *, words_per_example: Optional[Li
 def predict_with(forward: Forward, encoding: Encoding, *, words_per_example: Optional[List[int]] = None,
                  batch_size: int = 64, pad_token_id: int = 0):
     """:func:`predict_encoded` with any :data:`Forward` function, so another runtime scores exactly alike."""
-    probabilities = forward_rows(forward, encoding, batch_size=batch_size, pad_token_id=pad_token_id)
+    probabilities = row_probabilities(forward, encoding, batch_size=batch_size, pad_token_id=pad_token_id)
     if encoding.word_index is not None:
         return word_probabilities(encoding, probabilities, words_per_example)
     return probabilities  # sequence tasks: one row per example

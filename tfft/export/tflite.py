@@ -118,6 +118,8 @@ def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
     fingerprint = model_fingerprint(Path(run_dir) / MODEL_SUBDIR)
     assets = directory / ASSETS_SUBDIR
     card_path = assets / MODEL_CARD
+    if assets.exists() and not card_path.is_file():
+        raise ConfigError(f"{assets} has no {MODEL_CARD}: not written by tfft export; remove it and export again")
     if card_path.is_file():
         recorded = json.loads(card_path.read_text(encoding="utf-8")).get("model_sha256")
         if recorded != fingerprint:
