@@ -20,7 +20,7 @@ subdirectories of ``EXPORT_DIR/NAME/``)::
 The quantizations of one trained model share the assets; exporting another model (other
 weights) into the same directory is refused.
 
-* ``dynamic-int8``: dynamic-range quantization -- weights stored as int8 (per-channel scales),
+* ``dynamic-int8``: dynamic-range quantization -- weights stored as int8 with float scales,
   activations quantized per batch at run time, so matrix products run in int8.
 * ``float16``: weights stored as float16 and widened to float32 when the model is loaded.
 """
