@@ -104,10 +104,13 @@ def train_args(model_dir: Path, output_dir: Path, *extra: str) -> List[str]:
 
 
 def weights(run_dir: Path) -> Dict[str, np.ndarray]:
+    """A saved model's weights by name, without the per-process suffix Keras gives model names."""
+    import re
+
     values = {}
     with h5py.File(run_dir / "model" / "tf_model.h5", "r") as file:
-        file.visititems(lambda name, item: values.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
-                        else None)
+        file.visititems(lambda name, item: values.__setitem__(re.sub(r"(classification)_\d+", r"\1", name), item[()])
+                        if isinstance(item, h5py.Dataset) else None)
     return values
 
 

@@ -168,7 +168,7 @@ for task in ("token-classification", "sequence-classification"):
                                                             != before[embedding][unused]))}
     # Prediction under the strategy shares each batch (5 rows: padded to 6) among the replicas.
     from tfft.features import Encoding
-    from tfft.inference import row_probabilities
+    from tfft.inference import forward_function, replicated, row_probabilities
     all_features, _ = merged(batches(task))
     lengths = all_features["attention_mask"].sum(1)
     encoding = Encoding(input_ids=all_features["input_ids"][all_features["attention_mask"] == 1],
@@ -176,8 +176,8 @@ for task in ("token-classification", "sequence-classification"):
                         example_index=np.arange(len(lengths)),
                         word_index=np.zeros(int(lengths.sum()), np.int64) if task == "token-classification" else None)
     with strategy.scope():
-        shared = row_probabilities(model, encoding, batch_size=5)
-    alone = row_probabilities(model, encoding, batch_size=5)
+        shared = row_probabilities(replicated(forward_function(model)), encoding, batch_size=5)
+    alone = row_probabilities(replicated(forward_function(model)), encoding, batch_size=5)
     results["prediction_difference"] = float(np.abs(shared - alone).max())
     out[task] = results
 print(json.dumps(out))

@@ -21,6 +21,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # tf.distribute strategies (tfft.distribution creates them) and where a multi-worker cluster is described.
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "tpu")
 CLUSTER_RESOLVERS = ("tf-config", "slurm")
+# What `tfft export --precision` offers: fp16 (mixed_float16) is for GPU training, not CPU serving.
+EXPORT_PRECISIONS = ("fp32", "bf16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
 # updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
