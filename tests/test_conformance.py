@@ -105,6 +105,8 @@ BAD = {
                                    r"'cluster_resolver' option is for --strategy multi-worker"),
     "slurm outside a slurm job": ({}, ["train", "--strategy", "multi-worker", "--cluster-resolver", "slurm"],
                                   r"--cluster-resolver slurm needs to run inside a Slurm job"),
+    "search trials across workers": ({}, ["tune", "--strategy", "multi-worker"],
+                                     r"A search runs each trial in one process"),
     "evaluate across workers": ({}, ["evaluate", "{run}", "--data", "{dir}/valid.txt", "--strategy", "multi-worker"],
                                 r"argument --strategy: invalid choice: 'multi-worker'"),
 }
@@ -145,8 +147,8 @@ def test_bad_input_is_refused_clearly_and_leaves_nothing(case, tmp_path, tiny_mo
             path.write_bytes(content)
         else:
             path.write_text(content.replace("{dir}", str(tmp_path)), encoding="utf-8")
-    if argv[0] == "train" and "--config" not in argv:
-        argv = ["train", *BASE_TRAIN, *argv[1:]]
+    if argv[0] in ("train", "tune") and "--config" not in argv:
+        argv = [argv[0], *BASE_TRAIN, *argv[1:]]
     argv = [a.format(dir=tmp_path, model=tiny_model_dir, run=trained_run) for a in argv]
     monkeypatch.setattr("sys.stdin", open(tmp_path / "train.txt"))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
