@@ -16,7 +16,7 @@ import pytest
 from tfft.backend import keras, tf
 from tfft.data.labels import LabelMap
 from tfft.features import IGNORE_INDEX
-from tfft.models import build_model
+from tfft.models import build_model, precision_scope
 from tfft.training import compile_model
 from tfft.config import TrainConfig
 from tfft.training.losses import masked_sparse_categorical_crossentropy
@@ -94,6 +94,24 @@ def test_two_micro_batches_make_the_update_of_one_large_batch(task):
     unused = sorted(set(range(len(TINY_VOCAB))) - {int(t) for t in features["input_ids"].ravel()})
     assert unused
     np.testing.assert_array_equal(small.get_weights()[embedding][unused], before[embedding][unused])
+
+
+def test_fp16_loss_scaling_spans_the_micro_batches_of_an_update():
+    task = "token-classification"
+    features, labels = merged(batches(task))
+    config = TrainConfig(task=task, train="x", learning_rate=1e-2, warmup_fraction=0.0, epochs=1, batch_size=5,
+                         precision="fp16", gradient_accumulation_steps=2)
+    with precision_scope("fp16"):
+        model = tiny_model(task)
+    compile_model(model, config, steps_per_epoch=1)
+    before = model.get_weights()
+    history = model.fit(tf.data.Dataset.from_tensors((features, labels)), epochs=1, verbose=0).history
+    assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
+    # One update, applied (finite unscaled gradients), with the loss of one batch of all the rows.
+    assert int(model.optimizer.iterations) == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert np.isfinite(history["loss"][0])
 
 
 def test_token_budget_batches_accumulate_to_the_update_of_one_batch(tiny_tokenizer):

@@ -195,9 +195,6 @@ class TrainConfig:
         if self.task == SEQUENCE_CLASSIFICATION and (self.word_shapes or self.context_window):
             raise ConfigError("The 'word_shapes' and 'context_window' options are for token classification; "
                               "remove them for sequence classification.")
-        if self.precision == "fp16" and self.gradient_accumulation_steps > 1:
-            raise ConfigError("--precision fp16 cannot be combined with --gradient-accumulation-steps yet "
-                              "(its loss scaling is applied per update); use bf16 or fp32.")
         if self.tpu is not None and self.strategy != "tpu":
             raise ConfigError(f"The 'tpu' option is for --strategy tpu (the strategy is {self.strategy!r}).")
         if self.cluster_resolver != "tf-config" and self.strategy != "multi-worker":
