@@ -56,9 +56,9 @@ def measure(name: str, rank: int, args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(config.model)
     data = PreparedData(tokenizer, labels, examples, None, encode_training_examples(config, tokenizer, examples, labels))
     keras.utils.set_random_seed(0)
-    dataset = data.train_dataset(config)
-    model = create_model(config, labels, int(dataset.cardinality()))
-    rows_per_step = data.encoding.num_rows / int(dataset.cardinality())
+    dataset, steps_per_epoch = data.train_dataset(config)
+    model = create_model(config, labels, steps_per_epoch)
+    rows_per_step = data.encoding.num_rows / steps_per_epoch
 
     timer = StepTimer(args.warmup)
     total = args.warmup + args.steps

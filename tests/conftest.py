@@ -30,8 +30,10 @@ def shared_file(relative: str) -> Path:
     return path
 
 
-def write_tiny_checkpoint(directory: Path, vocab=TINY_VOCAB) -> Path:
-    """A random-init 1-layer BERT (hidden size 8) with its tokenizer, saved like a hub checkpoint."""
+def write_tiny_checkpoint(directory: Path, vocab=TINY_VOCAB, dropout: float = 0.1) -> Path:
+    """A random-init 1-layer BERT (hidden size 8) with its tokenizer, saved like a hub checkpoint.
+
+    ``dropout=0`` makes training deterministic across processes (distributed tests)."""
     from transformers import BertConfig, BertTokenizerFast, TFBertModel
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -39,7 +41,8 @@ def write_tiny_checkpoint(directory: Path, vocab=TINY_VOCAB) -> Path:
     tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=64)
     tokenizer.save_pretrained(str(directory))
     config = BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=64)
+                        intermediate_size=16, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     model = TFBertModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))

@@ -83,7 +83,8 @@ BAD = {
         r"'word_shapes' and 'context_window' options are for token classification"),
     "stride beyond the model's window": ({}, ["train", "--stride", "61"],
                                          r"'stride' option must be below 61 for this model"),
-    "predict without a model": ({}, ["predict", "--input", "-"], r"give either RUN_DIR or --saved-model DIR"),
+    "predict without a model": ({}, ["predict", "--input", "-"],
+                                r"give one of RUN_DIR, --saved-model DIR or --tflite FILE"),
     "predict pairs without separator": ({"pairs.txt": "a b\n"},
                                         ["predict", "{run}", "--input", "{dir}/pairs.txt", "--pair-separator", "|"],
                                         r"pairs\.txt:1: expected TEXT'\|'TEXT_PAIR"),
@@ -100,6 +101,17 @@ BAD = {
     "task name": ({}, ["train", "--task", "ner"], r"argument --task: invalid choice: 'ner'"),
     "precision name": ({}, ["train", "--precision", "fp8"], r"argument --precision: invalid choice: 'fp8'"),
     "batch size not a number": ({}, ["train", "--batch-size", "many"], r"argument --batch-size: invalid int value"),
+    "strategy name": ({}, ["train", "--strategy", "horovod"], r"argument --strategy: invalid choice: 'horovod'"),
+    "tpu address without the tpu strategy": ({}, ["train", "--tpu", "grpc://10.0.0.2:8470"],
+                                             r"'tpu' option is for --strategy tpu"),
+    "slurm without multi-worker": ({}, ["train", "--cluster-resolver", "slurm"],
+                                   r"'cluster_resolver' option is for --strategy multi-worker"),
+    "slurm outside a slurm job": ({}, ["train", "--strategy", "multi-worker", "--cluster-resolver", "slurm"],
+                                  r"--cluster-resolver slurm needs to run inside a Slurm job"),
+    "search trials across workers": ({}, ["tune", "--strategy", "multi-worker"],
+                                     r"A search runs each trial in one process"),
+    "evaluate across workers": ({}, ["evaluate", "{run}", "--data", "{dir}/valid.txt", "--strategy", "multi-worker"],
+                                r"argument --strategy: invalid choice: 'multi-worker'"),
 }
 
 BASE_TRAIN = ["--task", "token-classification", "--train", "{dir}/train.txt", "--validation", "{dir}/valid.txt",
@@ -138,8 +150,8 @@ def test_bad_input_is_refused_clearly_and_leaves_nothing(case, tmp_path, tiny_mo
             path.write_bytes(content)
         else:
             path.write_text(content.replace("{dir}", str(tmp_path)), encoding="utf-8")
-    if argv[0] == "train" and "--config" not in argv:
-        argv = ["train", *BASE_TRAIN, *argv[1:]]
+    if argv[0] in ("train", "tune") and "--config" not in argv:
+        argv = [argv[0], *BASE_TRAIN, *argv[1:]]
     argv = [a.format(dir=tmp_path, model=tiny_model_dir, run=trained_run) for a in argv]
     monkeypatch.setattr("sys.stdin", open(tmp_path / "train.txt"))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

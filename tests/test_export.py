@@ -365,3 +365,15 @@ def test_saved_model_predictor_rejects_what_it_cannot_serve(exports, tmp_path):
         SavedModelPredictor(exports / "ner")
     with pytest.raises(ConfigError, match="single texts, not text pairs"):
         SavedModelPredictor(exports / "sentiment" / "1").predict(["a"], text_pairs=["b"])
+
+
+def test_bf16_export_predicts_like_the_float32_one(runs, exports, predictors, tmp_path):
+    path = export_run(runs["sentiment"], "sentiment", export_dir=tmp_path, precision="bf16")
+    assert json.loads((path / "assets" / "model_card.json").read_text())["precision"] == "bf16"
+    expected = predictors["sentiment"].predict(CLASSIFICATION_TEXTS)
+    served = SavedModelPredictor(path).predict(CLASSIFICATION_TEXTS)
+    assert [r["label"] for r in served] == [r["label"] for r in expected]
+    np.testing.assert_allclose([list(r["probabilities"].values()) for r in served],
+                               [list(r["probabilities"].values()) for r in expected], atol=2e-2)
+    with pytest.raises(ConfigError, match="--precision must be one of fp32, bf16 for an export; got 'fp16'"):
+        export_run(runs["sentiment"], "sentiment", export_dir=tmp_path, precision="fp16")

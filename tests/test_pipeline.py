@@ -75,14 +75,14 @@ def test_fixed_padding_baseline(tiny_tokenizer):
 
 def test_row_probabilities_match_unpadded_single_row_calls(tiny_model_dir, tiny_tokenizer):
     """Bucketing, padding and length-sorting must not change any output."""
-    from tfft.inference import row_probabilities
+    from tfft.inference import forward_function, row_probabilities
     from tfft.models import build_model
     from tfft.backend import tf
 
     model = build_model("token-classification", LABELS, str(tiny_model_dir))
     examples = random_examples(30, seed=5)
     encoding = encode_for_inference(tiny_tokenizer, examples, max_length=64, stride=8)
-    batched = row_probabilities(model, encoding, batch_size=7)
+    batched = row_probabilities(forward_function(model), encoding, batch_size=7)
     starts = encoding.row_starts()
     for row in range(encoding.num_rows):
         span = slice(starts[row], starts[row] + encoding.row_lengths[row])

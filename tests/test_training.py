@@ -334,16 +334,20 @@ def test_document_context_trains_evaluates_and_predicts_from_the_cli(tiny_model_
 
 
 def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(ner_config, capsys):
-    from tfft.training.trainer import compile_model
+    from tfft.training.trainer import create_model, prepare_data
 
     config = replace(ner_config, gradient_accumulation_steps=2)
     assert main(["train", "--config", write_config(config), "--no-tensorboard"]) == 0
     history = json.loads((config.run_dir / "history.json").read_text())
     assert len(history["val_f1"]) == 2 and all(0 <= f <= 1 for f in history["val_f1"])
-    model = build_model("token-classification", LabelMap(["O", "B-X", "I-X"]), config.model)
-    compile_model(model, config, steps_per_epoch=5)
-    schedule = model.optimizer.get_config()["learning_rate"]["config"]
-    assert schedule["total_steps"] == 3 * config.epochs  # ceil(5 / 2) updates an epoch
+    # A step takes 2 micro-batches of 16 (the same length bucket); the schedule counts those steps.
+    data = prepare_data(replace(config))
+    dataset, steps = data.train_dataset(config)
+    rows = [int(features["input_ids"].shape[0]) for features, _ in dataset]
+    assert len(rows) == steps and max(rows) == 32 and sum(rows) == 64
+    assert steps < data.train_dataset(replace(config, gradient_accumulation_steps=1))[1]
+    schedule = create_model(config, data.label_map, steps).optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["total_steps"] == steps * config.epochs
 
 
 def test_fp16_trains_with_loss_scaling_and_exports_in_float32(ner_config):

@@ -37,6 +37,8 @@ _EXPORTS = {
         "BestWeightsCheckpoint", "ValidationMetrics", "create_optimizer", "masked_sparse_categorical_crossentropy",
         "train")},
     "export_run": "tfft.export.saved_model",
+    "export_tflite": "tfft.export.tflite",
+    "TFLitePredictor": "tfft.export.tflite_predictor",
 }
 
 __all__ = sorted(_EXPORTS)

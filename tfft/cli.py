@@ -2,8 +2,8 @@
 
     tfft train     fine-tune a classifier (flags or --config YAML)
     tfft evaluate  score a run on a labelled file, write the report beside the run
-    tfft predict   one JSON object per input line (from a run or an exported SavedModel)
-    tfft export    SavedModel for TF Serving (raw-text and token-id signatures)
+    tfft predict   one JSON object per input line (from a run, an exported SavedModel or a TFLite file)
+    tfft export    SavedModel for TF Serving (raw-text and token-id signatures), or TensorFlow Lite
     tfft tune      hyperparameter search with KerasTuner
 """
 
@@ -19,9 +19,10 @@ import sys
 import threading
 from typing import List, Optional
 
-from tfft.config import TrainConfig, read_yaml
+from tfft.config import EXPORT_PRECISIONS, TrainConfig, read_yaml
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError, TfftError
+from tfft.export.tflite import QUANTIZATIONS
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-examples", type=int, default=None,
                           help="score only the first N examples (default: all; for the run's own validation file, "
                                "the run's --max-validation-examples, so its recorded figures are reproduced)")
+    evaluate.add_argument("--strategy", choices=("auto", "one-device", "mirrored", "tpu"), default="auto",
+                          help="tf.distribute strategy whose replicas share each prediction batch: auto (mirrored "
+                               "when this process sees more than one GPU), one-device, mirrored, tpu (default: auto)")
+    evaluate.add_argument("--tpu", default=None, help="--strategy tpu: the TPU's name or grpc:// address")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="predict on raw text, one JSON object per line",
@@ -101,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a directory written by `tfft train`")
     predict.add_argument("--saved-model", metavar="DIR", help="predict with an exported SavedModel "
                                                               "(saved_models/NAME/VERSION) instead of a run directory")
+    predict.add_argument("--tflite", metavar="FILE",
+                         help="predict with a TensorFlow Lite export (saved_models/NAME/tflite/model-QUANTIZE.tflite, "
+                              "its assets/ beside it; tokenization runs in Python)")
     predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
     predict.add_argument("--input-format", choices=("text", "tokens"), default="text",
                          help="text: raw text, split into words at whitespace as in CoNLL training data (default); "
@@ -126,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", required=True, help="model name: the directory under EXPORT_DIR")
     export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
     export.add_argument("--export-dir", default="saved_models", help="root of the model store (default: saved_models)")
+    export.add_argument("--format", choices=("saved-model", "tflite"), default="saved-model",
+                        help="saved-model: EXPORT_DIR/NAME/VERSION/ for TF Serving (default); tflite: the classifier "
+                             "on token ids as EXPORT_DIR/NAME/tflite/model-QUANTIZE.tflite with its assets (tokenizer, "
+                             "labels, settings), outside the version directories; tokenization stays in Python "
+                             "(tfft predict --tflite FILE)")
+    export.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32",
+                        help="--format saved-model: fp32 (default) or bf16, the encoder computed in bfloat16 for CPUs "
+                             "with AVX512-BF16 or AMX (measured here: more sentences/s in batches, slower for one "
+                             "sentence; see README)")
+    export.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                        help="--format tflite: dynamic-int8 (int8 weights and matrix products, about 1/4 of the size) "
+                             "or float16 (float16 weights, half the size, float32 compute)")
     export.set_defaults(handler=_export)
 
     from tfft.tuning.options import TUNE_DESCRIPTION, add_tune_arguments
@@ -152,7 +172,8 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from tfft.evaluation import evaluate_run
 
-    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_examples=args.max_examples)
+    report = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_examples=args.max_examples,
+                          strategy=args.strategy, tpu=args.tpu)
     print(report.text)
     return 0
 
@@ -160,8 +181,8 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from tfft.prediction import Predictor, predict_tokens, read_input_lines, read_token_lines, split_pairs
 
-    if (args.run_dir is None) == (args.saved_model is None):
-        raise ConfigError("give either RUN_DIR or --saved-model DIR")
+    if sum(source is not None for source in (args.run_dir, args.saved_model, args.tflite)) != 1:
+        raise ConfigError("give one of RUN_DIR, --saved-model DIR or --tflite FILE")
     if args.input_format == "tokens" and args.pair_separator:
         raise ConfigError("--input-format tokens and --pair-separator cannot be combined")
     one_document = args.context == "document"
@@ -177,13 +198,17 @@ def _predict(args) -> int:
         from tfft.export.predictor import SavedModelPredictor
 
         predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64)
+    elif args.tflite:
+        from tfft.export.tflite_predictor import TFLitePredictor
+
+        predictor = TFLitePredictor.from_file(args.tflite, batch_size=args.batch_size)
     else:
         predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
     if sentences is not None and predictor.task != TOKEN_CLASSIFICATION:
         raise ConfigError("--input-format tokens needs a token-classification model")
     if one_document and not (predictor.task == TOKEN_CLASSIFICATION and predictor.word_inputs.context_window):
         raise ConfigError(f"--context document needs a token-classification run trained with --context-window; "
-                          f"{args.run_dir} was not")
+                          f"{args.run_dir or args.tflite} was not")
     options = {"one_document": True} if one_document else {}  # a SavedModel predictor takes no such option
     results = (predict_tokens(predictor, sentences, **options) if sentences is not None
                else predictor.predict(texts, pairs, **options))
@@ -206,8 +231,21 @@ def json_line(value) -> str:
 def _export(args) -> int:
     from tfft.export.saved_model import export_run
 
-    path = export_run(args.run_dir, args.name, version=args.version, export_dir=args.export_dir)
-    print(f"tfft export: wrote {path} (signatures: serving_default, predict_ids)")
+    if args.format == "tflite":
+        if args.quantize is None or args.version is not None or args.precision != "fp32":
+            raise ConfigError("--format tflite needs --quantize (dynamic-int8 or float16) and takes no --version or "
+                              "--precision (it writes EXPORT_DIR/NAME/tflite/model-QUANTIZE.tflite)")
+        from tfft.export.tflite import export_tflite
+
+        path = export_tflite(args.run_dir, args.name, args.quantize, export_dir=args.export_dir)
+        print(f"tfft export: wrote {path} ({path.stat().st_size / 1e6:.1f} MB; token ids in, tokenizer and settings "
+              f"in {path.parent / 'assets'}; run it with tfft predict --tflite {path})")
+        return 0
+    if args.quantize is not None:
+        raise ConfigError("--quantize applies to --format tflite")
+    path = export_run(args.run_dir, args.name, version=args.version, export_dir=args.export_dir,
+                      precision=args.precision)
+    print(f"tfft export: wrote {path} (signatures: serving_default, predict_ids; {args.precision})")
     return 0
 
 
@@ -216,10 +254,15 @@ def _tune(args) -> int:
     from tfft.tuning import search_space_from_args, tune
 
     config = config_from_args(args)
+    if not args.trial_lease > 0:
+        raise ConfigError(f"The 'trial_lease' option must be > 0 seconds. Got {args.trial_lease!r} instead.")
     data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
     result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=search_space_from_args(args, config),
                   retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor,
-                  data=data)
+                  data=data, lease_seconds=args.trial_lease)
+    if result is None:
+        print(f"tfft tune: worker {os.environ.get('KERASTUNER_TUNER_ID')} done; the chief writes the results")
+        return 0
     best = result.report.best
     print(f"tfft tune: {len(result.report.completed)} trials completed, {len(result.report.failed)} failed; best trial "
           f"{best.trial_id} {result.report.objective}={best.objective:.4f}; results in {result.directory}; "
@@ -230,7 +273,8 @@ def _tune(args) -> int:
 # What absl (TensorFlow's C++ logging) writes straight to file descriptor 2: oneDNN and CUDA
 # start-up lines, kernel fallbacks. "E0000 ..." lines among them are not errors of the command.
 NATIVE_LOG_LINE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] "
-                             rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+                             rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                             rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU)")
 
 
 @contextlib.contextmanager

@@ -18,6 +18,11 @@ from tfft.errors import ConfigError
 from tfft.words import WHITESPACE, WORD_SPLITS, WordInputs
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# tf.distribute strategies (tfft.distribution creates them) and where a multi-worker cluster is described.
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "tpu")
+CLUSTER_RESOLVERS = ("tf-config", "slurm")
+# What `tfft export --precision` offers: fp16 (mixed_float16) is for GPU training, not CPU serving.
+EXPORT_PRECISIONS = ("fp32", "bf16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
 # updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
@@ -111,6 +116,18 @@ class TrainConfig:
                                      "recent GPUs); fp16 (mixed_float16 with dynamic loss scaling: GPUs)",
                              choices=PRECISIONS)
     xla: bool = _option(False, "compile training and prediction steps with XLA")
+    strategy: str = _option("auto", "tf.distribute strategy: auto (mirrored when this process sees more than one "
+                                    "GPU, else one device), one-device, mirrored (all local GPUs), multi-worker "
+                                    "(MultiWorkerMirroredStrategy; every worker runs the same command, see "
+                                    "--cluster-resolver), tpu (see --tpu); --batch-size is the global batch",
+                            choices=STRATEGIES)
+    cluster_resolver: str = _option("tf-config", "--strategy multi-worker: read the cluster from the TF_CONFIG "
+                                                 "environment variable, or from Slurm's (slurm)",
+                                    choices=CLUSTER_RESOLVERS)
+    tpu: Optional[str] = _option(None, "--strategy tpu: the TPU's name or grpc:// address (default: the local TPU VM)")
+    gradient_checkpointing: bool = _option(False, "recompute each encoder layer's activations in the backward "
+                                                  "pass instead of keeping them: less memory for long inputs "
+                                                  "and large batches, for about one more forward pass per step")
     num_buckets: int = _option(8, "length buckets for batching (bounded set of batch shapes)")
     eval_batch_size: int = _option(64, "batch size for validation and prediction")
     max_train_examples: Optional[int] = _option(None, "use only the first N training examples")
@@ -210,9 +227,11 @@ class TrainConfig:
         if self.task == SEQUENCE_CLASSIFICATION and (self.word_shapes or self.context_window):
             raise ConfigError("The 'word_shapes' and 'context_window' options are for token classification; "
                               "remove them for sequence classification.")
-        if self.precision == "fp16" and self.gradient_accumulation_steps > 1:
-            raise ConfigError("--precision fp16 cannot be combined with --gradient-accumulation-steps yet "
-                              "(its loss scaling is applied per update); use bf16 or fp32.")
+        if self.tpu is not None and self.strategy != "tpu":
+            raise ConfigError(f"The 'tpu' option is for --strategy tpu (the strategy is {self.strategy!r}).")
+        if self.cluster_resolver != "tf-config" and self.strategy != "multi-worker":
+            raise ConfigError(f"The 'cluster_resolver' option is for --strategy multi-worker "
+                              f"(the strategy is {self.strategy!r}).")
         metrics = VALIDATION_METRICS.get(self.task, ())
         if self.monitor and self.monitor not in metrics:
             raise ConfigError(f"The 'monitor' option must be one of the metrics {self.task} produces: "

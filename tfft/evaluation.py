@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tfft.data.labels import LabelMap
+from tfft.errors import ConfigError
 from tfft.features import encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
@@ -161,27 +162,35 @@ def save_figure(figure, path: Path) -> None:
 
 
 def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,
-                 max_examples: Optional[int] = None) -> EvaluationReport:
+                 max_examples: Optional[int] = None, strategy: str = "auto", tpu: Optional[str] = None
+                 ) -> EvaluationReport:
     """Evaluate a ``tfft train`` run on a labelled file and write the report beside the run
     (``RUN_DIR/reports/<file stem>.{txt,json}``).
 
     ``max_examples`` scores only the first examples. When ``data`` is the run's own
     validation file it defaults to the run's ``max_validation_examples``, so re-evaluating
-    reproduces the validation figures the run (or a tuning trial) recorded.
+    reproduces the validation figures the run (or a tuning trial) recorded. ``strategy``:
+    a one-process ``tf.distribute`` strategy (see ``tfft.distribution``) whose replicas share
+    each prediction batch; evaluation is not spread over several processes.
     """
+    from tfft.distribution import create_strategy
     from tfft.models import label_map_of
     from tfft.run_dir import REPORTS_SUBDIR, load_run, read_config_examples
 
-    config, model, tokenizer = load_run(run_dir)
-    if max_examples is None and config.validation and _same_file(data, config.validation):
-        max_examples = config.max_validation_examples
-    examples = read_config_examples(config, data, max_examples)
-    report = evaluate_examples(
-        model, tokenizer, examples, label_map_of(model),
-        max_length=inference_length(tokenizer, config.task, config.max_length), stride=config.stride,
-        batch_size=batch_size or config.eval_batch_size, jit_compile=config.xla,
-        word_inputs=config.word_inputs,
-    )
+    if strategy == "multi-worker":
+        raise ConfigError("tfft evaluate runs in one process: use --strategy mirrored (every local GPU) or tpu, "
+                          "not multi-worker")
+    with create_strategy(strategy, tpu=tpu).scope():
+        config, model, tokenizer = load_run(run_dir)
+        if max_examples is None and config.validation and _same_file(data, config.validation):
+            max_examples = config.max_validation_examples
+        examples = read_config_examples(config, data, max_examples)
+        report = evaluate_examples(
+            model, tokenizer, examples, label_map_of(model),
+            max_length=inference_length(tokenizer, config.task, config.max_length), stride=config.stride,
+            batch_size=batch_size or config.eval_batch_size, jit_compile=config.xla,
+            word_inputs=config.word_inputs,
+        )
     report.write(Path(run_dir) / REPORTS_SUBDIR, Path(str(data).split(":")[-1]).stem or "evaluation")
     return report
 

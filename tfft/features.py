@@ -67,6 +67,28 @@ class Encoding:
     def row_starts(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.row_lengths)[:-1]]).astype(np.int64)
 
+    def take(self, rows: np.ndarray) -> "Encoding":
+        """The rows ``rows`` (positions, in that order) as an encoding of their own."""
+        rows = np.asarray(rows, np.int64)
+        starts = self.row_starts()
+        tokens = (np.concatenate([np.arange(starts[i], starts[i] + self.row_lengths[i]) for i in rows])
+                  if len(rows) else np.zeros(0, np.int64))
+
+        def take_tokens(array):
+            return None if array is None else array[tokens]
+
+        token_labels = self.labels is not None and len(self.labels) == len(self.input_ids)
+        return Encoding(
+            input_ids=self.input_ids[tokens],
+            token_type_ids=self.token_type_ids[tokens],
+            row_lengths=self.row_lengths[rows],
+            example_index=self.example_index[rows],
+            word_index=take_tokens(self.word_index),
+            labels=take_tokens(self.labels) if token_labels else (None if self.labels is None else self.labels[rows]),
+            num_examples=self.num_examples,
+            num_truncated=self.num_truncated,
+        )
+
 
 def inference_length(tokenizer, task: str = TOKEN_CLASSIFICATION, max_length: Optional[int] = None) -> int:
     """Row length for prediction and evaluation.

@@ -3,22 +3,30 @@
 Shared by the validation callback, ``evaluate`` and ``predict`` so that all three score
 exactly the same way: rows sorted by length, batches padded to bucket boundaries,
 one compiled forward function per model, and for long examples the prediction of each
-word taken from the window where that word has the most context on both sides.
+word taken from the window where that word has the most context on both sides. Under a
+one-process strategy with several replicas (``mirrored``, ``tpu``) each batch is split
+among the replicas.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from tfft.backend import tf
+from tfft.distribution import worker_count
 from tfft.features import NO_WORD, Encoding
 from tfft.lean_bert import inference_logits
 from tfft.pipeline import LENGTH_MULTIPLE, model_input_signature, sort_by_length
 
+# A batch of padded int32 ``input_ids``/``attention_mask``/``token_type_ids`` -> float32 class
+# probabilities (array-like). A Keras model's is :func:`forward_function`; other runtimes (a
+# TensorFlow Lite interpreter, a SavedModel signature) bring theirs, and are scored the same way.
+Forward = Callable[[Dict[str, np.ndarray]], object]
 
-def forward_function(model, jit_compile: bool = False):
+
+def forward_function(model, jit_compile: bool = False) -> Forward:
     """A compiled ``features -> class probabilities`` function, cached on the model.
 
     Probabilities are computed in float32 even under a bfloat16 policy.
@@ -37,19 +45,19 @@ def forward_function(model, jit_compile: bool = False):
     return cached
 
 
-def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_token_id: int = 0,
-                      jit_compile: bool = False) -> np.ndarray:
-    """Class probabilities for every row, in the encoding's row order.
+def row_probabilities(forward: Forward, encoding: Encoding, *, batch_size: int = 64,
+                      pad_token_id: int = 0) -> np.ndarray:
+    """Class probabilities for every row, in the encoding's row order, from ``forward``
+    (a Keras model's :func:`forward_function` or another runtime's).
 
     Token tasks get one flat ``[total_tokens, classes]`` array aligned with
     ``encoding.input_ids``; sequence tasks get ``[rows, classes]``.
     """
     ordered, order = sort_by_length(encoding)
-    forward = forward_function(model, jit_compile)
     token_task = encoding.word_index is not None
     pieces = []
     for features, lengths in padded_batches(ordered, batch_size, pad_token_id):
-        probabilities = forward(features).numpy()
+        probabilities = np.asarray(forward(features))
         if token_task:
             pieces.append(probabilities[np.arange(probabilities.shape[1])[None, :] < lengths[:, None]])
         else:
@@ -69,12 +77,40 @@ def row_probabilities(model, encoding: Encoding, *, batch_size: int = 64, pad_to
     return sorted_output[positions]
 
 
+def replicated(forward: Forward) -> Forward:
+    """``forward`` over a batch whose rows are shared out among the current strategy's replicas
+    (unchanged outside a one-process strategy with several replicas).
+
+    The batch is padded to a multiple of the replica count with copies of its last row, so
+    every replica gets the same shape; the padding rows' outputs are dropped.
+    """
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1 or worker_count(strategy) > 1:
+        return forward
+
+    def run(features):
+        rows = int(features["input_ids"].shape[0])
+        share = -(-rows // replicas)
+        padded = {name: tf.concat([values, tf.repeat(values[-1:], share * replicas - rows, axis=0)], 0)
+                  for name, values in features.items()}
+        pieces = strategy.experimental_distribute_values_from_function(
+            lambda context: {name: values[context.replica_id_in_sync_group * share:][:share]
+                             for name, values in padded.items()})
+        # A plain callable: the strategy hands each replica its own piece (a tf.function would get them all).
+        outputs = strategy.experimental_local_results(strategy.run(lambda piece: forward(piece), args=(pieces,)))
+        return tf.concat([tf.identity(output) for output in outputs], 0)[:rows]
+
+    return run
+
+
 def padded_batches(encoding: Encoding, batch_size: int, pad_token_id: int):
     """Yield ``(features, row_lengths)`` for consecutive rows, padded to a multiple of 8.
 
     Built with NumPy rather than tf.data: for a single sentence, setting up a tf.data
     pipeline costs more than running the model. Rows are expected sorted by length, so
     each batch carries little padding; widths rounded to 8 keep the set of shapes small.
+    Features are NumPy int32 arrays, which a tf.function and a TFLite interpreter both take.
     """
     starts = encoding.row_starts()
     for begin in range(0, encoding.num_rows, batch_size):
@@ -87,8 +123,7 @@ def padded_batches(encoding: Encoding, batch_size: int, pad_token_id: int):
         ids[filled] = encoding.input_ids[span]
         types = np.zeros((end - begin, width), np.int32)
         types[filled] = encoding.token_type_ids[span]
-        features = {"input_ids": tf.constant(ids), "attention_mask": tf.constant(filled.astype(np.int32)),
-                    "token_type_ids": tf.constant(types)}
+        features = {"input_ids": ids, "attention_mask": filled.astype(np.int32), "token_type_ids": types}
         yield features, lengths
 
 
@@ -120,8 +155,14 @@ def predict_encoded(model, encoding: Encoding, *, words_per_example: Optional[Li
     """Class probabilities per example: a ``[words, classes]`` array per sentence for
     token tasks (``words_per_example`` required), one ``[examples, classes]`` array for
     sequence tasks."""
-    probabilities = row_probabilities(model, encoding, batch_size=batch_size, pad_token_id=pad_token_id,
-                                      jit_compile=jit_compile)
+    return predict_with(replicated(forward_function(model, jit_compile)), encoding, words_per_example=words_per_example,
+                        batch_size=batch_size, pad_token_id=pad_token_id)
+
+
+def predict_with(forward: Forward, encoding: Encoding, *, words_per_example: Optional[List[int]] = None,
+                 batch_size: int = 64, pad_token_id: int = 0):
+    """:func:`predict_encoded` with any :data:`Forward` function, so another runtime scores exactly alike."""
+    probabilities = row_probabilities(forward, encoding, batch_size=batch_size, pad_token_id=pad_token_id)
     if encoding.word_index is not None:
         return word_probabilities(encoding, probabilities, words_per_example)
     return probabilities  # sequence tasks: one row per example

@@ -25,6 +25,7 @@ from tfft.backend import tf  # noqa: F401  (sets the environment before transfor
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
+from tfft.recompute import recompute_encoder_layers
 from tfft.words import NUM_SHAPE_TOKEN_TYPES
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def build_model(
     *,
     dropout: Optional[float] = None,
     word_shapes: bool = False,
+    gradient_checkpointing: bool = False,
 ):
     """Create a classifier head on a pretrained (or random-init) encoder.
 
@@ -123,6 +125,8 @@ def build_model(
     ``word_shapes`` widens the token type embedding to one row per word shape
     (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
     so the pretrained function is unchanged until training teaches the rows apart.
+    ``gradient_checkpointing`` makes the encoder layers recompute their activations in the
+    backward pass (:mod:`tfft.recompute`); it changes no weights.
     """
     from transformers import PretrainedConfig
 
@@ -149,6 +153,8 @@ def build_model(
     if word_shapes:
         _widen_token_types(classifier, NUM_SHAPE_TOKEN_TYPES)
     _compute_gelu_in_float32(classifier)
+    if gradient_checkpointing:
+        recompute_encoder_layers(classifier)
     return classifier
 
 

@@ -130,6 +130,59 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def distributed_training_dataset(
+    strategy: tf.distribute.Strategy,
+    encoding: Encoding,
+    *,
+    num_workers: int,
+    batch_size: int,
+    batch_tokens: Optional[int] = None,
+    pad_token_id: int = 0,
+    seed: Optional[int] = None,
+    num_buckets: int = 8,
+) -> Tuple[tf.distribute.DistributedDataset, int]:
+    """The training pipeline of :func:`make_dataset` split across a strategy's replicas.
+
+    ``batch_size`` (or ``batch_tokens``) is the **global** batch of one step: each replica
+    gets ``batch_size / num_replicas_in_sync`` rows. Returns the distributed dataset and the
+    number of steps in an epoch. ``num_workers``: the processes (input pipelines) of the strategy.
+
+    Each worker builds its own pipeline, in its own process, from its own shard of the rows
+    (rows ``i, i + W, i + 2W, ...`` for worker ``i`` of ``W``), through
+    ``distribute_datasets_from_function``. The corpus arrays are therefore never serialised
+    into a graph: ``experimental_distribute_dataset`` would have to serialise the dataset
+    (with the corpus inside it as constants) to shard it, which fails above protobuf's 2 GB
+    limit; here each process only ever holds its shard in memory. Workers' shards differ in
+    size, but every worker must run the same number of steps (a worker that runs out waits
+    forever for the others' collectives), so each shard repeats, and an epoch is as many
+    steps as the largest shard needs; the step count is computed identically everywhere.
+    """
+    replicas = strategy.num_replicas_in_sync
+    pipelines = num_workers
+    boundaries = fit_bucket_boundaries(encoding.row_lengths, num_buckets)
+    per_replica_rows = batch_size // replicas
+    per_replica_tokens = None if batch_tokens is None else max(1, batch_tokens // replicas)
+    batch_sizes = ([per_replica_rows] * len(boundaries) if per_replica_tokens is None
+                   else [max(1, per_replica_tokens // b) for b in boundaries])
+
+    def shard(index: int, count: int) -> Encoding:
+        return encoding.take(np.arange(index, encoding.num_rows, count))
+
+    replicas_per_pipeline = max(1, replicas // pipelines)
+    steps = max(-(-_count_bucketed_batches(shard(i, pipelines).row_lengths, boundaries, batch_sizes)
+                  // replicas_per_pipeline) for i in range(pipelines))
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        rows = shard(context.input_pipeline_id, context.num_input_pipelines)
+        return make_dataset(
+            rows, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
+            shuffle=True, seed=None if seed is None else seed + context.input_pipeline_id,
+            bucket_boundaries=boundaries,
+        ).repeat()
+
+    return strategy.distribute_datasets_from_function(dataset_fn), steps
+
+
 def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_sizes: Sequence[int]) -> int:
     bucket_of_row = np.searchsorted(np.asarray(boundaries), lengths, side="left")
     counts = np.bincount(bucket_of_row, minlength=len(boundaries))
@@ -142,26 +195,7 @@ def sort_by_length(encoding: Encoding) -> Tuple[Encoding, np.ndarray]:
     Returns the reordered encoding and ``order`` (new row i is old row ``order[i]``).
     """
     order = np.argsort(encoding.row_lengths, kind="stable")
-    starts = encoding.row_starts()
-    token_positions = np.concatenate(
-        [np.arange(starts[i], starts[i] + encoding.row_lengths[i]) for i in order]
-    ) if len(order) else np.zeros(0, np.int64)
-
-    def take_tokens(array):
-        return None if array is None else array[token_positions]
-
-    token_labels = encoding.labels is not None and len(encoding.labels) == len(encoding.input_ids)
-    reordered = Encoding(
-        input_ids=encoding.input_ids[token_positions],
-        token_type_ids=encoding.token_type_ids[token_positions],
-        row_lengths=encoding.row_lengths[order],
-        example_index=encoding.example_index[order],
-        word_index=take_tokens(encoding.word_index),
-        labels=take_tokens(encoding.labels) if token_labels else (None if encoding.labels is None else encoding.labels[order]),
-        num_examples=encoding.num_examples,
-        num_truncated=encoding.num_truncated,
-    )
-    return reordered, order
+    return encoding.take(order), order
 
 
 def model_input_signature() -> Dict[str, tf.TensorSpec]:

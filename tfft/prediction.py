@@ -12,13 +12,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tfft.config import TrainConfig
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
 from tfft.data.tags import iob2_spans
 from tfft.decoding import viterbi_tags
 from tfft.errors import ConfigError, DataFormatError
 from tfft.features import encode_for_inference, inference_length
-from tfft.inference import predict_encoded
+from tfft.inference import Forward, forward_function, predict_with
 from tfft.models import TOKEN_CLASSIFICATION, label_map_of
 from tfft.run_dir import load_run
 from tfft.words import WordInputs, word_spans
@@ -42,11 +43,17 @@ class Predictor:
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
         """Load the model, tokenizer and settings a ``tfft train`` run saved."""
         config, model, tokenizer = load_run(run_dir)
+        return cls.from_config(config, model, tokenizer, label_map_of(model), batch_size)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, model, tokenizer, label_map: LabelMap,
+                    batch_size: Optional[int] = None) -> "Predictor":
+        """A predictor with a run's settings (``config.yaml``) around ``model``."""
         return cls(
             model=model,
             tokenizer=tokenizer,
             task=config.task,
-            label_map=label_map_of(model),
+            label_map=label_map,
             stride=config.stride,
             batch_size=batch_size or config.eval_batch_size,
             jit_compile=config.xla,
@@ -60,11 +67,14 @@ class Predictor:
         """Tokens per row: NER windows of the model's maximum; classification the training max_length."""
         return inference_length(self.tokenizer, self.task, self.max_length)
 
+    def forward(self) -> Forward:
+        """Padded token-id batches -> class probabilities: the one step a subclass may run elsewhere
+        (:class:`tfft.export.tflite_predictor.TFLitePredictor`); encoding and decoding stay here."""
+        return forward_function(self.model, self.jit_compile)
+
     def _run(self, encoding, words_per_example=None):
-        return predict_encoded(
-            self.model, encoding, words_per_example=words_per_example, batch_size=self.batch_size,
-            pad_token_id=self.tokenizer.pad_token_id, jit_compile=self.jit_compile,
-        )
+        return predict_with(self.forward(), encoding, words_per_example=words_per_example,
+                            batch_size=self.batch_size, pad_token_id=self.tokenizer.pad_token_id)
 
     def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None,
                 one_document: bool = False) -> List[Dict]:

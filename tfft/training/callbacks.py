@@ -16,8 +16,9 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from tfft.backend import keras
+from tfft.backend import keras, tf
 from tfft.data.labels import LabelMap
+from tfft.distribution import chief_values
 from tfft.files import atomic_write
 from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
@@ -34,7 +35,8 @@ class ValidationMetrics(keras.callbacks.Callback):
     ``val_f1`` plus ``val_accuracy`` (per word) and ``val_loss``. Sequence
     classification: ``val_accuracy``, ``val_macro_f1``, ``val_macro_precision``,
     ``val_macro_recall`` and ``val_loss``. Long examples are scored over sliding
-    windows, exactly as ``evaluate`` and ``predict`` do.
+    windows, exactly as ``evaluate`` and ``predict`` do. Under a multi-worker strategy the
+    chief's scores are given to every worker (see :func:`tfft.distribution.chief_values`).
     """
 
     def __init__(self, encoding: Encoding, true_labels: Sequence, label_map: LabelMap, *,
@@ -74,7 +76,9 @@ class ValidationMetrics(keras.callbacks.Callback):
         return score_predictions(self.true_labels, probabilities, self.label_map)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self.last_scores = self.score()
+        scores = self.score()
+        # Every worker of a cluster scores; all take the chief's figures, so they stop at the same epoch.
+        self.last_scores = dict(zip(scores, chief_values(tf.distribute.get_strategy(), list(scores.values()))))
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in self.last_scores.items()})
 

@@ -7,6 +7,12 @@ written. The work directory keeps ``BackupAndRestore`` state and the run's optio
 epoch, while a command with other options is refused rather than continuing stale state.
 A finished run directory is replaced only with ``overwrite``, and a lock file beside the
 run directory keeps two processes from writing the same run.
+
+Under a multi-worker strategy every worker runs ``train`` with the same options. The chief
+does all of the above; the other workers train into a temporary directory that they remove,
+share the chief's ``BackupAndRestore`` state (so they resume from the same epoch) and meet the
+chief at barriers: after it has claimed the work directory, and before it moves the work
+directory onto the run directory.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +33,22 @@ from tfft.backend import keras, tf
 from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.data.tfds import default_text_keys
+from tfft.distribution import barrier, create_strategy, is_chief, worker_count
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
 from tfft.lora import LoraSettings, add_adapters, describe, save_adapters
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
-from tfft.pipeline import make_dataset
+from tfft.pipeline import distributed_training_dataset, make_dataset
+from tfft.recompute import recompute_encoder_layers
 from tfft.run_dir import BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE, read_config_examples
-from tfft.training.accumulation import GradientAccumulator
 from tfft.training.callbacks import (
     BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
 )
 from tfft.training.losses import masked_sparse_categorical_crossentropy
 from tfft.training.optimization import create_optimizer
+from tfft.training.train_step import install_train_step
 
 logger = logging.getLogger(__name__)
 
@@ -57,23 +66,21 @@ class TrainResult:
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
-    """Attach tfft's optimizer and masked loss to a model built by ``build_model``.
+    """Attach tfft's optimizer and masked loss to a model built by ``build_model``, in the current strategy.
 
-    ``steps_per_epoch`` counts batches; with gradient accumulation the learning-rate schedule
-    counts optimizer updates, one per ``gradient_accumulation_steps`` batches.
+    ``steps_per_epoch`` counts optimizer updates: with gradient accumulation a step takes
+    ``gradient_accumulation_steps`` micro-batches (see ``tfft.training.train_step``).
     """
-    updates_per_epoch = -(-steps_per_epoch // config.gradient_accumulation_steps)
     optimizer = create_optimizer(
         config.learning_rate,
-        total_steps=updates_per_epoch * config.epochs,
+        total_steps=steps_per_epoch * config.epochs,
         warmup_fraction=config.warmup_fraction,
         weight_decay=config.weight_decay,
     )
     if config.precision == "fp16":  # float16 gradients underflow without loss scaling
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=masked_sparse_categorical_crossentropy, jit_compile=config.xla)
-    if config.gradient_accumulation_steps > 1:
-        GradientAccumulator(model, config.gradient_accumulation_steps)
+    install_train_step(model, tf.distribute.get_strategy(), config.gradient_accumulation_steps)
 
 
 @dataclass
@@ -87,11 +94,22 @@ class PreparedData:
     encoding: Encoding
 
     def train_dataset(self, config: TrainConfig):
-        """The shuffled, length-bucketed training pipeline for ``config.batch_size``."""
-        return make_dataset(
-            self.encoding, batch_size=config.batch_size, pad_token_id=self.tokenizer.pad_token_id,
-            shuffle=True, seed=config.seed, num_buckets=config.num_buckets, batch_tokens=config.batch_tokens,
-        )
+        """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of the current
+        strategy, whose steps each take ``gradient_accumulation_steps`` batches of ``config.batch_size``
+        (the global batch, split among the replicas)."""
+        strategy = tf.distribute.get_strategy()
+        micro_batches = config.gradient_accumulation_steps
+        options = dict(batch_size=config.batch_size * micro_batches, pad_token_id=self.tokenizer.pad_token_id,
+                       seed=config.seed, num_buckets=config.num_buckets,
+                       batch_tokens=config.batch_tokens and config.batch_tokens * micro_batches)
+        if strategy.num_replicas_in_sync == 1:
+            dataset = make_dataset(self.encoding, shuffle=True, **options)
+            return dataset, int(dataset.cardinality())
+        if config.batch_size % strategy.num_replicas_in_sync:
+            raise ConfigError(f"The 'batch_size' option is the global batch, split evenly among the "
+                              f"{strategy.num_replicas_in_sync} replicas; {config.batch_size} does not divide "
+                              f"by {strategy.num_replicas_in_sync}.")
+        return distributed_training_dataset(strategy, self.encoding, num_workers=worker_count(strategy), **options)
 
     def validation_metrics(self, config: TrainConfig) -> Optional[ValidationMetrics]:
         if self.validation_examples is None:
@@ -136,29 +154,35 @@ def encode_training_examples(config: TrainConfig, tokenizer, examples, label_map
 
 
 def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int):
-    """Build and compile the model (and optimizer) inside the current distribution strategy."""
+    """Build and compile the model (and optimizer) inside the current distribution strategy.
+
+    ``steps_per_epoch`` counts optimizer updates (see :func:`compile_model`)."""
     with precision_scope(config.precision), tf.distribute.get_strategy().scope():
-        model = build_model(config.task, label_map, config.model, dropout=config.dropout,
-                            word_shapes=config.uses_word_shapes)
         lora = LoraSettings.of(config)
+        model = build_model(config.task, label_map, config.model, dropout=config.dropout,
+                            word_shapes=config.uses_word_shapes,
+                            gradient_checkpointing=config.gradient_checkpointing and lora is None)
         if lora is not None:
             add_adapters(model, lora, word_shapes=config.uses_word_shapes)
+            if config.gradient_checkpointing:  # after the adapters, whose dropouts must recompute their masks too
+                recompute_encoder_layers(model)
         print(describe(model, lora), flush=True)
         compile_model(model, config, steps_per_epoch)
     return model
 
 
 def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup: bool = True,
-              extra_callbacks: Sequence = ()):
+              extra_callbacks: Sequence = (), backup_dir: Optional[Path] = None):
     """Seed, build, ``model.fit`` with tfft's callbacks, and restore the best epoch's weights.
 
     ``work_dir`` receives the best checkpoint, ``history.csv``, TensorBoard logs and
-    (with ``backup``) the ``BackupAndRestore`` state that lets a rerun resume.
-    Returns ``(model, best_epoch or None, history)``.
+    (with ``backup``) the ``BackupAndRestore`` state that lets a rerun resume, in
+    ``backup_dir`` (default: ``work_dir/backup``; the chief's, on the other workers of a cluster).
+    Runs in the current distribution strategy. Returns ``(model, best_epoch or None, history)``.
     """
     keras.utils.set_random_seed(config.seed)
-    train_dataset = data.train_dataset(config)
-    model = create_model(config, data.label_map, int(train_dataset.cardinality()))
+    train_dataset, steps_per_epoch = data.train_dataset(config)
+    model = create_model(config, data.label_map, steps_per_epoch)
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
                                        mode=checkpoint_mode(config))
@@ -176,12 +200,13 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir or work_dir / "backup")))
     interactive = os.isatty(1)
     if not interactive:
         # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
-        callbacks.append(ProgressLog(data.encoding.num_rows / int(train_dataset.cardinality())))
-    model.fit(train_dataset, epochs=config.epochs, callbacks=callbacks, verbose=1 if interactive else 2)
+        callbacks.append(ProgressLog(data.encoding.num_rows / steps_per_epoch))
+    model.fit(train_dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+              verbose=1 if interactive else 2)
     best_epoch = checkpoint.restore() if validation_metrics is not None else None
     return model, best_epoch, read_history(work_dir / "history.csv")
 
@@ -189,9 +214,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
 def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, best_epoch: Optional[int],
               history: Dict[str, List[float]], started: float) -> TrainResult:
     """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory."""
-    best_scores = {}
-    if best_epoch is not None:
-        best_scores = {k: v[best_epoch] for k, v in history.items() if k.startswith("val_") and len(v) > best_epoch}
+    best_scores = scores_of_epoch(history, best_epoch)
     if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
         save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
     else:
@@ -237,6 +260,9 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     """
     started = time.time()
     config.validate()
+    strategy = create_strategy(config.strategy, config.cluster_resolver, config.tpu)
+    if not is_chief(strategy):
+        return _train_as_worker(config, strategy, started)
     with run_lock(config.run_dir):
         if config.run_dir.exists() and not overwrite:
             raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
@@ -248,8 +274,35 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
         )
         work_dir = work_dir_of(config.run_dir)
         claim_work_dir(work_dir, config, overwrite)
-        model, best_epoch, history = fit_model(config, data, work_dir)
+        barrier(strategy)  # the other workers may now read the backup state
+        with strategy.scope():
+            model, best_epoch, history = fit_model(config, data, work_dir)
+        barrier(strategy)  # every worker is done with the work directory
         return write_run(config, data, model, work_dir, best_epoch, history, started)
+
+
+def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, started: float) -> TrainResult:
+    """A non-chief worker's part of ``train``: the same steps, nothing written that outlives it."""
+    data = prepare_data(config)
+    barrier(strategy)
+    scratch = Path(tempfile.mkdtemp(prefix="tfft-worker-"))
+    try:
+        with strategy.scope():
+            _, best_epoch, history = fit_model(config, data, scratch,
+                                               backup_dir=work_dir_of(config.run_dir) / "backup")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    barrier(strategy)
+    print(f"Worker done; the chief writes {config.run_dir}", flush=True)
+    return TrainResult(config.run_dir, best_epoch, scores_of_epoch(history, best_epoch), history,
+                       data.encoding.num_truncated, time.time() - started)
+
+
+def scores_of_epoch(history: Dict[str, List[float]], epoch: Optional[int]) -> Dict[str, float]:
+    """The validation scores of ``epoch`` (0-based) in ``history``; none without an epoch."""
+    if epoch is None:
+        return {}
+    return {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}
 
 
 @contextlib.contextmanager

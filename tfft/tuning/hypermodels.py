@@ -43,5 +43,5 @@ class TfftHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters):
         """The compiled model (optimizer schedule sized for the trial's batch size and epochs)."""
         config = self.config_for(hp)
-        steps_per_epoch = int(self.data.train_dataset(config).cardinality())
+        _, steps_per_epoch = self.data.train_dataset(config)
         return create_model(config, self.data.label_map, steps_per_epoch)

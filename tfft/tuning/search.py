@@ -21,6 +21,7 @@ from tfft.config import TrainConfig
 from tfft.training.trainer import (
     PreparedData, TrainResult, encode_training_examples, fit_model, read_history, work_dir_of, write_run,
 )
+from tfft.tuning.distributed import DEFAULT_LEASE_SECONDS
 from tfft.tuning.options import SearchSpace
 from tfft.tuning.results import SearchReport
 from tfft.tuning.tuner import ScheduleSegment, TfftTuner, create_tuner, tune_dir_of
@@ -41,18 +42,22 @@ class TuneResult:
 def tune(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10, space: Optional[SearchSpace] = None,
          hyperparameters: Optional[kt.HyperParameters] = None, tune_new_entries: bool = True,
          retrain_on_all: bool = False, overwrite: bool = False, hyperband_factor: int = 3,
-         callbacks: Sequence = (), data: Optional[PreparedData] = None) -> TuneResult:
+         callbacks: Sequence = (), data: Optional[PreparedData] = None,
+         lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Optional[TuneResult]:
     """Search (resuming an existing search unless ``overwrite``), print and write the trial
     table, and write the best trial to ``DIR/best`` (see ``export_best``). ``data``: the
-    config's data if already read (``prepare_data(config)``)."""
+    config's data if already read (``prepare_data(config)``). A worker of a distributed search
+    (``tfft.tuning.distributed``) runs trials and returns None: the chief writes the results."""
     directory = tune_dir_of(config)
     search = create_tuner(config, tuner=tuner, max_trials=max_trials, space=space, hyperparameters=hyperparameters,
                           tune_new_entries=tune_new_entries, directory=directory, overwrite=overwrite,
-                          hyperband_factor=hyperband_factor, data=data)
+                          hyperband_factor=hyperband_factor, data=data, lease_seconds=lease_seconds)
     data = search.hypermodel.data
     print(f"Tuning {config.task} on {len(data.train_examples)} examples with {tuner} search, at most {max_trials} "
           f"trials, objective {search.oracle.objective.name} ({search.oracle.objective.direction})", flush=True)
     report = search.search(callbacks)
+    if report is None:
+        return None
     print(report.table(), flush=True)
     files = report.write(directory)
     best_run = export_best(search, directory / BEST_SUBDIR, retrain_on_all=retrain_on_all)

@@ -12,6 +12,9 @@ weights. Everything else (oracles, resuming a project, ``results_summary``,
     DIR/search/trial_<id>/weights.h5        the trial's best-epoch weights
     DIR/search/trial_<id>/tfft_trial.json   epochs run, best epoch, seconds spent
     DIR/search/trial_<id>/fit/              the fit's history.csv and TensorBoard logs
+
+A search can also run on several processes, KerasTuner's chief/worker way: see
+``tfft.tuning.distributed``.
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ import keras_tuner as kt
 
 from tfft.backend import keras
 from tfft.config import TrainConfig
+from tfft.distribution import create_strategy
 from tfft.errors import ConfigError
 from tfft.files import atomic_write, write_json
 from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.run_dir import BEST_WEIGHTS
 from tfft.training.trainer import PreparedData, checkpoint_mode, fit_model, prepare_data, read_history
+from tfft.tuning.distributed import (
+    CHIEF, DEFAULT_LEASE_SECONDS, WORKER, lease_renewal, patient_client, search_role, serve_oracle,
+)
 from tfft.tuning.hypermodels import TfftHyperModel
 from tfft.tuning.options import TUNERS, SearchSpace
 from tfft.tuning.results import SearchFailedError, SearchReport, collect_report
@@ -87,14 +94,26 @@ class TfftTuner(kt.Tuner):
     """A KerasTuner ``Tuner`` over a ``TfftHyperModel``: ``search``, ``results_summary``,
     ``get_best_hyperparameters`` and ``get_best_models`` (tf-keras models with the trial's
     best weights) work as for any tuner. ``overwrite=False`` resumes a project: finished
-    trials are kept and an interrupted one is rerun, resuming its fit where it stopped."""
+    trials are kept and an interrupted one is rerun, resuming its fit where it stopped.
+
+    In a distributed search (``tfft.tuning.distributed``) the chief serves the oracle and
+    workers run trials, renewing a lease on each every ``lease_seconds / 4``; a worker never
+    deletes the shared project (``overwrite`` is ignored there)."""
 
     def __init__(self, oracle: kt.Oracle, hypermodel: TfftHyperModel, directory: Path,
-                 project_name: str = SEARCH_SUBDIR, overwrite: bool = False):
+                 project_name: str = SEARCH_SUBDIR, overwrite: bool = False,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS):
         if not isinstance(hypermodel, TfftHyperModel):
             raise TypeError(f"TfftTuner trains through tfft's fit loop and needs a TfftHyperModel; got {hypermodel!r}")
+        self.role = search_role()
+        self.lease_seconds = lease_seconds
+        if overwrite and self.role == WORKER:
+            print("--overwrite is ignored on a worker: only the chief may discard the shared search", flush=True)
+            overwrite = False
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
                          project_name=project_name, overwrite=overwrite)
+        if self.role == WORKER:
+            self.oracle = patient_client(self.oracle)
 
     def _populate_initial_space(self) -> None:
         # KerasTuner builds the model repeatedly here to discover conditional
@@ -104,18 +123,28 @@ class TfftTuner(kt.Tuner):
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
 
-    def search(self, callbacks: Sequence = (), verbose: int = 1) -> SearchReport:
+    def search(self, callbacks: Sequence = (), verbose: int = 1) -> Optional[SearchReport]:
         """Run trials until ``max_trials`` (counting earlier runs of the project) or the oracle is done.
 
         ``callbacks``: extra tf-keras callbacks for every trial's ``fit`` (copied per trial).
         Prints how many trials completed and failed, with each failure's error, and returns
         the report. Raises ``SearchFailedError`` (with that summary) when no trial has
         completed, or when KerasTuner stopped the search after ``max_consecutive_failed_trials``
-        failures in a row.
+        failures in a row. The chief of a distributed search serves the oracle until the
+        search is over, then reports; a worker runs trials and returns None (its copy of the
+        oracle knows nothing of the other workers' trials).
         """
+        if self.role == WORKER:
+            super().search(callbacks=list(callbacks))
+            print(f"{self.tuner_id}: no trials left; the chief writes the results", flush=True)
+            return None
         self.oracle.verbose = verbose
         try:
-            super().search(callbacks=list(callbacks))
+            if self.role == CHIEF:
+                self.save()
+                serve_oracle(self.oracle, self.lease_seconds)
+            else:
+                super().search(callbacks=list(callbacks))
         except RuntimeError as error:
             report = collect_report(self)
             if not report.failed:
@@ -147,8 +176,12 @@ class TfftTuner(kt.Tuner):
                 segment.append(ScheduleSegment(hp.values["tuner/initial_epoch"], hp.values["tuner/epochs"],
                                                self.weights_path(parent) if parent else None))
             keras.backend.clear_session()  # free the previous trial's graphs
-            model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir,
-                                                   extra_callbacks=copy.deepcopy(list(callbacks)) + segment)
+            if self.role == WORKER:
+                print(f"{self.tuner_id}: running trial {trial.trial_id}", flush=True)
+            strategy = create_strategy(config.strategy, config.cluster_resolver, config.tpu)
+            with lease_renewal(self.oracle, trial.trial_id, self.lease_seconds), strategy.scope():
+                model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir,
+                                                       extra_callbacks=copy.deepcopy(list(callbacks)) + segment)
             self.save_model(trial.trial_id, model, step=best_epoch)
             BestWeightsCheckpoint.discard(fit_dir / BEST_WEIGHTS)  # superseded by weights.h5
             info["best_epoch"] = best_epoch
@@ -208,7 +241,7 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
                  space: Optional[SearchSpace] = None, hyperparameters: Optional[kt.HyperParameters] = None,
                  tune_new_entries: bool = True, directory: Optional[Path] = None, overwrite: bool = False,
                  data: Optional[PreparedData] = None, hyperband_factor: int = 3,
-                 max_consecutive_failed_trials: int = 3) -> TfftTuner:
+                 max_consecutive_failed_trials: int = 3, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> TfftTuner:
     """A tuner searching ``space`` (default ``SearchSpace.default(config)``) around ``config``.
 
     The objective is ``config.monitor_metric`` (val_f1 for tokens, val_accuracy or e.g.
@@ -217,12 +250,16 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
     and with ``tune_new_entries=False`` only those are searched, the rest keeping the
     config's values. The project lives in ``directory/search`` (default
     ``tune_dir_of(config)``); an existing one is resumed unless ``overwrite``. ``data``:
-    the config's data if already read (default: ``prepare_data(config)``).
+    the config's data if already read (default: ``prepare_data(config)``). ``lease_seconds``: in a
+    distributed search, how long the chief waits for a silent worker before running its trial again.
     """
     if not config.validation:
         raise ConfigError("Tuning needs validation data (--validation): the objective is a validation metric.")
     if max_trials < 1:
         raise ConfigError(f"The 'max_trials' option must be a positive integer. Got {max_trials!r} instead.")
+    if config.strategy == "multi-worker":
+        raise ConfigError("A search runs each trial in one process: give trials --strategy mirrored (a worker's "
+                          "GPUs) and spread trials over processes with a distributed search (README 'Scaling out').")
     data = data or prepare_data(config)  # also settles an unset batch size and number of epochs
     space = space or SearchSpace.default(config)
     if tuner == "hyperband":
@@ -235,5 +272,5 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
         seed=config.seed, hyperband_factor=hyperband_factor, max_consecutive_failed_trials=max_consecutive_failed_trials,
     )
     return TfftTuner(oracle, TfftHyperModel(config, data, space), directory=directory or tune_dir_of(config),
-                     overwrite=overwrite)
+                     overwrite=overwrite, lease_seconds=lease_seconds)
 

@@ -1,0 +1,315 @@
+"""Multi-worker training with real processes: MultiWorkerMirroredStrategy on loopback ports.
+
+Each test starts its workers as separate ``python -m tfft.cli`` processes with their own
+``TF_CONFIG`` (ports picked free at run time), bounds them in time and kills every process
+group it started, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLE_DATA, write_tiny_checkpoint
+
+TIMEOUT = 240
+
+
+def free_ports(count: int) -> List[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def cluster_environments(count: int, scratch: Path) -> List[Dict[str, str]]:
+    """One environment per worker: TF_CONFIG on fresh loopback ports, and a TMPDIR to inspect."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
+    environments = []
+    for index in range(count):
+        tmp = scratch / f"tmp{index}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        environments.append({**os.environ, "TF_CONFIG": json.dumps(config), "TMPDIR": str(tmp)})
+    return environments
+
+
+class Processes:
+    """Started processes, each in its own process group, all killed on exit."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.started: List[subprocess.Popen] = []
+
+    def start(self, name: str, args: Sequence[str], env: Dict[str, str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "w")
+        process = subprocess.Popen([sys.executable, "-m", "tfft.cli", *args], cwd=REPO, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process.name = name
+        self.started.append(process)
+        return process
+
+    def wait(self, processes: Sequence[subprocess.Popen], timeout: float = TIMEOUT) -> List[int]:
+        deadline = time.monotonic() + timeout
+        codes = []
+        for process in processes:
+            try:
+                codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                pytest.fail(f"{process.name} did not finish within {timeout}s:\n{self.log(process.name)[-3000:]}")
+        return codes
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text()
+
+    def kill(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def __enter__(self) -> "Processes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+@pytest.fixture(scope="module")
+def deterministic_model_dir(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-no-dropout"), dropout=0.0)
+
+
+def train_args(model_dir: Path, output_dir: Path, *extra: str) -> List[str]:
+    return ["train", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+            "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--max-validation-examples", "32",
+            "--model", str(model_dir), "--output-dir", str(output_dir), "--dropout", "0.0",
+            "--learning-rate", "0.001", "--no-tensorboard", *extra]
+
+
+def weights(run_dir: Path) -> Dict[str, np.ndarray]:
+    """A saved model's weights by name, without the per-process suffix Keras gives model names."""
+    import re
+
+    values = {}
+    with h5py.File(run_dir / "model" / "tf_model.h5", "r") as file:
+        file.visititems(lambda name, item: values.__setitem__(re.sub(r"(classification)_\d+", r"\1", name), item[()])
+                        if isinstance(item, h5py.Dataset) else None)
+    return values
+
+
+def test_two_workers_train_one_run_equal_to_one_process_with_the_same_global_batch(deterministic_model_dir,
+                                                                                     tmp_path):
+    from tfft.cli import main
+
+    # 16 sentences in one length bucket: an epoch is one step of the global batch, 8 rows per worker.
+    options = ["--max-train-examples", "16", "--batch-size", "16", "--num-buckets", "1", "--epochs", "2"]
+    shared = tmp_path / "runs" / "ner"
+    environments = cluster_environments(2, tmp_path)
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(f"worker{i}", train_args(deterministic_model_dir, shared, "--strategy",
+                                                            "multi-worker", *options), env)
+                   for i, env in enumerate(environments)]
+        codes = processes.wait(workers)
+        assert codes == [0, 0], processes.log("worker0")[-3000:] + processes.log("worker1")[-3000:]
+        worker_log = processes.log("worker1")
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]  # no .partial, no lock left
+    assert sorted(p.name for p in shared.iterdir()) == [
+        "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]
+    for environment in environments:  # the non-chief's temporary directories are gone too
+        assert list(Path(environment["TMPDIR"]).iterdir()) == []
+    assert "the chief writes" in worker_log
+
+    single = tmp_path / "single"
+    assert main(train_args(deterministic_model_dir, single, *options)) == 0
+    distributed, alone = weights(shared), weights(single)
+    assert distributed.keys() == alone.keys()
+    for name in alone:
+        np.testing.assert_allclose(distributed[name], alone[name], atol=2e-5, err_msg=name)
+    history = json.loads((shared / "history.json").read_text())
+    assert history["loss"] == pytest.approx(json.loads((single / "history.json").read_text())["loss"], rel=1e-4)
+
+
+def test_a_killed_worker_resumes_from_the_last_finished_epoch(deterministic_model_dir, tmp_path):
+    shared = tmp_path / "runs" / "ner"
+    # Enough steps per epoch that the kill lands inside an epoch, not between two.
+    options = ["--strategy", "multi-worker", "--batch-size", "2", "--epochs", "3", "--max-train-examples", "200"]
+    work_history = shared.parent / ".ner.partial" / "history.csv"
+    with Processes(tmp_path) as processes:
+        first = [processes.start(f"first{i}", train_args(deterministic_model_dir, shared, *options), env)
+                 for i, env in enumerate(cluster_environments(2, tmp_path / "first"))]
+        deadline = time.monotonic() + TIMEOUT
+        while not (work_history.is_file() and len(work_history.read_text().splitlines()) >= 2):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in first), processes.log("first0")
+            time.sleep(0.2)
+        os.killpg(first[1].pid, signal.SIGKILL)  # worker 1 dies during epoch 2 ...
+        first[1].wait()
+        time.sleep(1)
+        processes.kill()  # ... and the cluster is restarted, as a job scheduler would
+
+        again = [processes.start(f"again{i}", train_args(deterministic_model_dir, shared, *options), env)
+                 for i, env in enumerate(cluster_environments(2, tmp_path / "again"))]
+        codes = processes.wait(again)
+        assert codes == [0, 0], processes.log("again0")[-3000:] + processes.log("again1")[-3000:]
+        resumed = processes.log("again0")
+    assert "Resuming the unfinished run" in resumed
+    assert "Epoch 1/3" not in resumed  # BackupAndRestore skipped the finished epoch
+    history = json.loads((shared / "history.json").read_text())
+    assert len(history["loss"]) == 3 and len(history["val_f1"]) == 3
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]
+
+
+def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from tfft.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(train_args(tmp_path / "no-model", tmp_path / "run", "--strategy", "multi-worker")) == 2
+    assert "TF_CONFIG" in capsys.readouterr().err
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
+    assert main(train_args(tmp_path / "no-model", tmp_path / "run", "--strategy", "multi-worker")) == 2
+    assert "worker:3 is not in its cluster" in capsys.readouterr().err
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": 1}')
+    assert main(train_args(tmp_path / "no-model", tmp_path / "run", "--strategy", "multi-worker")) == 2
+    assert "TF_CONFIG is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_search_refuses_a_lease_of_zero_and_a_half_configured_cluster(tmp_path, capsys, monkeypatch):
+    from tfft.cli import main
+
+    assert main(tune_args(tmp_path / "no-model", tmp_path / "search", "--trial-lease", "0")) == 2
+    assert "'trial_lease' option must be > 0" in capsys.readouterr().err
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    from tfft.tuning.distributed import search_role
+    from tfft.errors import TfftError
+
+    with pytest.raises(TfftError, match="KERASTUNER_ORACLE_PORT"):
+        search_role()
+    assert not (tmp_path / "search").exists()
+
+
+def search_environments(tuner_ids: Sequence[str]) -> List[Dict[str, str]]:
+    [port] = free_ports(1)
+    return [{**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+             "KERASTUNER_ORACLE_PORT": str(port)} for tuner_id in tuner_ids]
+
+
+def tune_args(model_dir: Path, output_dir: Path, *extra: str) -> List[str]:
+    return ["tune", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+            "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--max-train-examples", "32",
+            "--max-validation-examples", "16", "--model", str(model_dir), "--output-dir", str(output_dir),
+            "--epochs", "1", "--batch-size", "8", "--no-tensorboard", "--tuner", "random", "--max-trials", "4",
+            *extra]
+
+
+def run_counts(search_dir: Path) -> Dict[str, int]:
+    """How many times the chief's oracle ran each trial (KerasTuner's own record)."""
+    oracle = json.loads((search_dir / "search" / "oracle.json").read_text())
+    return {trial_id: int(count) for trial_id, count in oracle["run_times"].items()}
+
+
+def check_search_results(search_dir: Path) -> None:
+    import csv
+
+    with open(search_dir / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and len({row["trial_id"] for row in rows}) == 4
+    assert all(row["status"] == "COMPLETED" for row in rows)
+    assert (search_dir / "best" / "model").is_dir() and (search_dir / "best" / "metrics.json").is_file()
+    assert sorted(p.name for p in search_dir.iterdir() if p.name.startswith("trials")) == [
+        "trials.csv", "trials.json", "trials.png"]
+
+
+def test_a_chief_and_two_workers_run_every_trial_once(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        started = [processes.start(role, tune_args(tiny_model_dir, directory), env)
+                   for role, env in zip(roles, search_environments(roles))]
+        codes = processes.wait(started)
+        logs = {role: processes.log(role) for role in roles}
+    assert codes == [0, 0, 0], "\n".join(log[-2000:] for log in logs.values())
+    check_search_results(directory)
+    assert set(run_counts(directory).values()) == {1}
+    ran = [line for role in roles[1:] for line in logs[role].splitlines() if ": running trial" in line]
+    assert len(ran) == 4  # every trial ran on a worker, once
+    assert all("the chief writes the results" in logs[role] for role in roles[1:])
+
+
+def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        environments = search_environments(roles)
+        chief, tuner0, tuner1 = [processes.start(role, tune_args(tiny_model_dir, directory, "--trial-lease", "8"), env)
+                                 for role, env in zip(roles, environments)]
+        deadline = time.monotonic() + TIMEOUT
+        while ": running trial" not in processes.log("tuner1"):
+            assert time.monotonic() < deadline and tuner1.poll() is None, processes.log("tuner1")
+            time.sleep(0.1)
+        os.killpg(tuner1.pid, signal.SIGKILL)
+        codes = processes.wait([chief, tuner0])
+        logs = {role: processes.log(role) for role in ("chief", "tuner0")}
+    assert codes == [0, 0], "\n".join(log[-2000:] for log in logs.values())
+    assert "stopped renewing its lease" in logs["chief"]
+    check_search_results(directory)
+    assert sorted(run_counts(directory).values()) == [1, 1, 1, 2]  # the killed worker's trial ran again
+
+
+FAKE_TFFT = """#!/bin/sh
+python3 -c 'import json, os, sys; print(json.dumps({"env": {k: v for k, v in os.environ.items() if k.startswith(("TF_CONFIG", "KERASTUNER"))}, "args": sys.argv[1:]}))' "$@"
+"""
+
+
+def run_pod_script(manifest: Path, index: int, tmp_path: Path) -> dict:
+    """Run a manifest's container script for one completion index, with a stand-in ``tfft``."""
+    import yaml
+
+    [job] = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Job"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    fake = tmp_path / "bin" / "tfft"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(FAKE_TFFT)
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "JOB_COMPLETION_INDEX": str(index)}
+    process = subprocess.run([*container["command"], *container["args"]], env=env, capture_output=True, text=True,
+                             timeout=30, check=True)
+    return {**json.loads(process.stdout), "job": job}
+
+
+def test_the_kubernetes_manifests_give_every_pod_its_place_in_the_cluster(tmp_path, monkeypatch):
+    from tfft.distribution import check_tf_config
+
+    manifest = REPO / "examples" / "k8s" / "train-multi-worker.yaml"
+    completions = run_pod_script(manifest, 0, tmp_path)["job"]["spec"]["completions"]
+    for index in range(completions):
+        pod = run_pod_script(manifest, index, tmp_path)
+        config = json.loads(pod["env"]["TF_CONFIG"])
+        assert config["task"] == {"type": "worker", "index": index}
+        assert len(config["cluster"]["worker"]) == completions
+        monkeypatch.setenv("TF_CONFIG", pod["env"]["TF_CONFIG"])
+        check_tf_config()
+        assert pod["args"][:1] == ["train"] and "multi-worker" in pod["args"]
+
+    manifest = REPO / "examples" / "k8s" / "tune-distributed.yaml"
+    roles = [run_pod_script(manifest, index, tmp_path)["env"]["KERASTUNER_TUNER_ID"] for index in range(3)]
+    assert roles == ["chief", "tuner0", "tuner1"]
+    assert run_pod_script(manifest, 1, tmp_path)["env"]["KERASTUNER_ORACLE_IP"] == "tfft-tune-0.tfft-tune"

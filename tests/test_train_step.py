@@ -1,0 +1,228 @@
+"""tfft's training step: K micro-batches, or R replicas, give the update of one batch on one device.
+
+The multi-replica checks run in a subprocess, because a process can split its CPU into
+logical devices only before TensorFlow initialises it.
+"""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfft.backend import keras, tf
+from tfft.data.labels import LabelMap
+from tfft.features import IGNORE_INDEX
+from tfft.models import build_model, precision_scope
+from tfft.training import compile_model
+from tfft.config import TrainConfig
+from tfft.training.losses import masked_sparse_categorical_crossentropy
+
+from conftest import SAMPLE_DATA, TINY_VOCAB
+
+LABELS = LabelMap(["O", "B-X", "I-X"])
+
+
+def tiny_model(task: str, word_shapes: bool = False, labels=None):
+    from transformers import BertConfig
+
+    config = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    keras.utils.set_random_seed(0)
+    labels = labels or (LABELS if task == "token-classification" else LabelMap(["0", "1"]))
+    return build_model(task, labels, config, word_shapes=word_shapes)
+
+
+def batches(task: str):
+    """Two micro-batches of different lengths and different numbers of labelled tokens."""
+    rng = np.random.default_rng(0)
+    out = []
+    for rows, length, scored in ((3, 7, 5), (2, 11, 2)):
+        ids = rng.integers(5, len(TINY_VOCAB), size=(rows, length)).astype(np.int32)
+        mask = np.ones_like(ids)
+        ids[-1, -1], mask[-1, -1] = 0, 0  # each has padding, as the merged batch has ([PAD] rows decay alike)
+        features = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        if task == "token-classification":
+            labels = rng.integers(0, 3, size=(rows, length)).astype(np.int32)
+            labels[:, scored:] = IGNORE_INDEX
+            labels[:, 0] = IGNORE_INDEX
+            labels[-1, -1] = IGNORE_INDEX
+        else:
+            labels = rng.integers(0, 2, size=(rows,)).astype(np.int32)
+        out.append((features, labels))
+    return out
+
+
+def merged(parts):
+    """The micro-batches as one batch, right-padded to the longest."""
+    length = max(f["input_ids"].shape[1] for f, _ in parts)
+
+    def pad(array, value):
+        return np.pad(array, [(0, 0), (0, length - array.shape[1])], constant_values=value)
+
+    features = {name: np.concatenate([pad(f[name], 0) for f, _ in parts]) for name in parts[0][0]}
+    labels = [l for _, l in parts]
+    labels = np.concatenate([pad(l, IGNORE_INDEX) for l in labels]) if labels[0].ndim == 2 else np.concatenate(labels)
+    return features, labels
+
+
+@pytest.mark.parametrize("task", ["token-classification", "sequence-classification"])
+def test_two_micro_batches_make_the_update_of_one_large_batch(task):
+    features, labels = merged(batches(task))
+    config = TrainConfig(task=task, train="x", learning_rate=1e-2, warmup_fraction=0.0, epochs=1, batch_size=5)
+    big = tiny_model(task)
+    compile_model(big, config, steps_per_epoch=1)  # Keras' own step
+    big.fit(tf.data.Dataset.from_tensors((features, labels)), epochs=1, verbose=0)
+
+    small = tiny_model(task)
+    compile_model(small, replace(config, gradient_accumulation_steps=2), steps_per_epoch=1)
+    before = small.get_weights()
+    # One step of 5 rows, run as slices of 3 and 2 rows with different numbers of labelled tokens.
+    history = small.fit(tf.data.Dataset.from_tensors((features, labels)), epochs=1, verbose=0).history
+
+    assert int(small.optimizer.iterations) == 1 == int(big.optimizer.iterations)
+    for index, (a, b) in enumerate(zip(big.get_weights(), small.get_weights())):
+        np.testing.assert_allclose(a, b, atol=2e-6, err_msg=str(index))
+    expected_loss = float(masked_sparse_categorical_crossentropy(labels, tiny_model(task)(features).logits))
+    assert history["loss"][0] == pytest.approx(expected_loss, rel=1e-5)  # token-weighted, as one batch
+    # The embedding update stayed sparse: rows of tokens no micro-batch used are untouched (no decay).
+    [embedding] = [i for i, v in enumerate(small.weights) if "word_embeddings" in v.name]
+    unused = sorted(set(range(len(TINY_VOCAB))) - {int(t) for t in features["input_ids"].ravel()})
+    assert unused
+    np.testing.assert_array_equal(small.get_weights()[embedding][unused], before[embedding][unused])
+
+
+def test_fp16_loss_scaling_spans_the_micro_batches_of_an_update():
+    task = "token-classification"
+    features, labels = merged(batches(task))
+    config = TrainConfig(task=task, train="x", learning_rate=1e-2, warmup_fraction=0.0, epochs=1, batch_size=5,
+                         precision="fp16", gradient_accumulation_steps=2)
+    with precision_scope("fp16"):
+        model = tiny_model(task)
+    compile_model(model, config, steps_per_epoch=1)
+    before = model.get_weights()
+    history = model.fit(tf.data.Dataset.from_tensors((features, labels)), epochs=1, verbose=0).history
+    assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
+    # One update, applied (finite unscaled gradients), with the loss of one batch of all the rows.
+    assert int(model.optimizer.iterations) == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert np.isfinite(history["loss"][0])
+
+
+def test_token_budget_batches_accumulate_to_the_update_of_one_batch(tiny_tokenizer):
+    """--batch-tokens with --gradient-accumulation-steps: a step holds K token budgets of rows,
+    straight from the training pipeline, and weighs every labelled token alike."""
+    from tfft.data import read_conll
+    from tfft.training.trainer import PreparedData, encode_training_examples
+
+    examples = read_conll(SAMPLE_DATA / "ner_train.txt")[:48]
+    labels = LabelMap.from_token_examples(examples)
+    config = TrainConfig(task="token-classification", train="x", learning_rate=1e-2, warmup_fraction=0.0,
+                         epochs=1, batch_size=32, batch_tokens=96, num_buckets=3)
+    data = PreparedData(tiny_tokenizer, labels, examples, None,
+                        encode_training_examples(config, tiny_tokenizer, examples, labels))
+    accumulated = replace(config, gradient_accumulation_steps=2)
+    single_steps = data.train_dataset(config)[1]
+    dataset, steps = data.train_dataset(accumulated)
+    assert steps < single_steps
+    features, targets = next(iter(dataset))
+    assert int(tf.size(features["input_ids"])) <= 2 * 96 and int(features["input_ids"].shape[0]) > 1
+
+    big = tiny_model(config.task, labels=labels)
+    compile_model(big, config, steps_per_epoch=1)  # Keras' own step on the whole step's rows
+    big.fit(tf.data.Dataset.from_tensors((features, targets)), epochs=1, verbose=0)
+    small = tiny_model(config.task, labels=labels)
+    compile_model(small, accumulated, steps_per_epoch=1)
+    small.fit(tf.data.Dataset.from_tensors((features, targets)), epochs=1, verbose=0)
+    assert int(small.optimizer.iterations) == 1 == int(big.optimizer.iterations)
+    for index, (a, b) in enumerate(zip(big.get_weights(), small.get_weights())):
+        np.testing.assert_allclose(a, b, atol=2e-6, err_msg=str(index))
+
+
+REPLICAS_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tfft.backend import tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from dataclasses import replace
+import numpy as np
+from test_train_step import tiny_model, batches, merged, TINY_VOCAB
+from tfft.config import TrainConfig
+from tfft.training.losses import masked_sparse_categorical_crossentropy
+from tfft.distribution import create_strategy
+from tfft.training import compile_model
+
+out = {}
+for task in ("token-classification", "sequence-classification"):
+    features, labels = merged(batches(task))
+    features = {k: v[:4] for k, v in features.items()}  # replica 0 gets 2 long rows, replica 1 2 short ones
+    labels = labels[:4]
+    dataset = tf.data.Dataset.from_tensors((features, labels))
+    config = TrainConfig(task=task, train="x", learning_rate=1e-2, warmup_fraction=0.0, epochs=1, batch_size=4)
+    one = tiny_model(task)
+    compile_model(one, config, steps_per_epoch=1)
+    one.fit(dataset, epochs=1, verbose=0)
+    strategy = create_strategy("mirrored")
+    results = {}
+    for name, micro_batches in (("mirrored", 1), ("mirrored_accumulated", 2), ("keras_step", 1)):
+        with strategy.scope():
+            model = tiny_model(task)
+            compile_model(model, replace(config, gradient_accumulation_steps=micro_batches), steps_per_epoch=1)
+            if name == "keras_step":  # what Keras' own step does: average the replicas' means
+                model.train_step = type(model).train_step.__get__(model)
+            before = model.get_weights()
+            model.fit(dataset, epochs=1, verbose=0)
+        differences = [float(np.abs(a - b).max()) for a, b in zip(one.get_weights(), model.get_weights())]
+        [embedding] = [i for i, v in enumerate(model.weights) if "word_embeddings" in v.name]
+        unused = sorted(set(range(len(TINY_VOCAB))) - {int(t) for t in features["input_ids"].ravel()})
+        results[name] = {"max_difference": max(differences), "replicas": strategy.num_replicas_in_sync,
+                         "unused_rows_changed": bool(np.any(model.get_weights()[embedding][unused]
+                                                            != before[embedding][unused]))}
+    # Prediction under the strategy shares each batch (5 rows: padded to 6) among the replicas.
+    from tfft.features import Encoding
+    from tfft.inference import forward_function, replicated, row_probabilities
+    all_features, _ = merged(batches(task))
+    lengths = all_features["attention_mask"].sum(1)
+    encoding = Encoding(input_ids=all_features["input_ids"][all_features["attention_mask"] == 1],
+                        token_type_ids=np.zeros(int(lengths.sum()), np.int32), row_lengths=lengths,
+                        example_index=np.arange(len(lengths)),
+                        word_index=np.zeros(int(lengths.sum()), np.int64) if task == "token-classification" else None)
+    with strategy.scope():
+        shared = row_probabilities(replicated(forward_function(model)), encoding, batch_size=5)
+    alone = row_probabilities(replicated(forward_function(model)), encoding, batch_size=5)
+    results["prediction_difference"] = float(np.abs(shared - alone).max())
+    out[task] = results
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def replica_results():
+    tests = str(Path(__file__).parent)
+    process = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT, tests], capture_output=True, text=True,
+                             timeout=300, cwd=str(Path(__file__).parents[1]))
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("task", ["token-classification", "sequence-classification"])
+def test_two_replicas_make_the_update_of_one_device_with_the_same_global_batch(replica_results, task):
+    results = replica_results[task]
+    assert results["mirrored"]["replicas"] == 2
+    assert results["mirrored"]["max_difference"] < 2e-6
+    assert results["mirrored_accumulated"]["max_difference"] < 2e-6
+    # The sparse embedding update under the strategy left the rows no replica used alone.
+    assert not results["mirrored"]["unused_rows_changed"]
+    assert not results["mirrored_accumulated"]["unused_rows_changed"]
+    assert results["prediction_difference"] < 1e-6  # evaluate --strategy mirrored predicts as one device
+
+
+def test_keras_own_step_would_weight_replicas_not_tokens(replica_results):
+    # Why tfft has its own step: the replicas hold different numbers of labelled tokens.
+    assert replica_results["token-classification"]["keras_step"]["max_difference"] > 1e-4

@@ -1,0 +1,126 @@
+"""Which ``tf.distribute`` strategy a run uses, and what a worker of a multi-worker cluster may do.
+
+tfft scales with TensorFlow's own engines: the strategy is created once per process, before
+any model, and everything that creates variables (model, optimizer, metrics) is created in
+its scope. In a multi-worker cluster every worker runs the same command; only the chief
+writes the run directory, the others write to temporary directories they remove (the
+Keras multi-worker convention), and values that decide control flow (validation scores,
+hence early stopping) are taken from the chief so that all workers stop at the same epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfft.backend import tf
+from tfft.config import STRATEGIES
+from tfft.errors import ConfigError
+
+_created: Dict[Tuple, tf.distribute.Strategy] = {}
+
+
+def create_strategy(name: str = "auto", cluster_resolver: str = "tf-config", tpu: Optional[str] = None
+                    ) -> tf.distribute.Strategy:
+    """The strategy called ``name`` (see :data:`STRATEGIES`), created once per process.
+
+    ``auto``: MirroredStrategy when the process sees more than one GPU, else the default
+    (one-device) strategy. ``mirrored`` uses every local GPU, or every logical CPU device when
+    there is no GPU (tests split one CPU into several). ``multi-worker`` reads the cluster
+    from ``TF_CONFIG`` (``cluster_resolver="tf-config"``) or from Slurm's environment
+    (``"slurm"``). ``tpu`` connects to the TPU at ``tpu`` (empty: the local TPU VM).
+    """
+    key = (name, cluster_resolver, tpu)
+    if key not in _created:
+        _created[key] = _new_strategy(name, cluster_resolver, tpu)
+    return _created[key]
+
+
+def _new_strategy(name: str, cluster_resolver: str, tpu: Optional[str]) -> tf.distribute.Strategy:
+    # Listing logical devices initialises TensorFlow, after which collectives cannot be set up any more.
+    if name == "auto":
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "one-device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi-worker":
+        resolver = _cluster_resolver(cluster_resolver)
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ConfigError(f"The 'strategy' option must be one of {', '.join(STRATEGIES)}. Got {name!r} instead.")
+
+
+def _cluster_resolver(kind: str):
+    if kind == "slurm":
+        if "SLURM_JOB_ID" not in os.environ:
+            raise ConfigError("--cluster-resolver slurm needs to run inside a Slurm job (SLURM_JOB_ID is not set); "
+                              "start the workers with srun, see README 'Scaling out'")
+        return tf.distribute.cluster_resolver.SlurmClusterResolver()
+    check_tf_config()
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
+def check_tf_config() -> None:
+    """Fail clearly when ``TF_CONFIG`` cannot describe this process's place in a cluster."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ConfigError("--strategy multi-worker needs the cluster in the TF_CONFIG environment variable, e.g. "
+                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+                          '"index": 0}} (or --cluster-resolver slurm); see README "Scaling out"')
+    try:
+        config = json.loads(text)
+        workers = config["cluster"]
+        task = config["task"]
+        task_type, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"TF_CONFIG is not valid: expected JSON with 'cluster' and 'task' (type, index); {error}: "
+                          f"{text[:200]}") from None
+    if task_type not in workers or not 0 <= index < len(workers[task_type]):
+        raise ConfigError(f"TF_CONFIG: task {task_type}:{index} is not in its cluster {workers}")
+
+
+def worker_count(strategy: tf.distribute.Strategy) -> int:
+    """The number of processes (input pipelines) that train together under ``strategy``."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, len(spec.get("chief", [])) + len(spec.get("worker", [])))
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run: the ``chief`` task, else worker 0 (Keras' convention)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or worker_count(strategy) == 1:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type in (None, "chief"):
+        return True
+    return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def chief_values(strategy: tf.distribute.Strategy, values: Sequence[float]) -> np.ndarray:
+    """The chief's ``values`` on every worker (a collective: every worker must call it, in the same order)."""
+    values = np.asarray(values, np.float64)
+    if worker_count(strategy) == 1:
+        return values
+    own = tf.constant(values)
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda context: own if context.replica_id_in_sync_group == 0 else tf.zeros_like(own))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker has reached this point (no-op in one process)."""
+    chief_values(strategy, [0.0])

@@ -1,0 +1,136 @@
+"""The training step for data parallelism and gradient accumulation: losses weighted by labelled tokens.
+
+Why: Keras' own step averages each replica's mean loss, and the masked token loss is a mean
+over a batch's labelled tokens, so a replica (or micro-batch) holding few labelled tokens
+would weigh each of them more than one holding many. Here every replica divides its summed
+token loss by the **global** number of labelled tokens of the step (an all-reduce of the
+local counts), and the optimizer sums the replicas' gradients: the update is exactly the
+one a single device computes on the whole global batch. (Sequence tasks have one labelled
+position per example, so the same code weights examples.)
+
+Gradient accumulation: each step receives ``micro_batches`` times the batch (one length
+bucket, so one padded length) and runs it as that many slices, one after the other in an
+in-graph loop, so only one slice's activations are alive at a time; their gradients are
+summed and the optimizer makes one update. The whole update happens inside the step with no
+conditional around it, which is what lets it run under a ``tf.distribute`` strategy (an
+optimizer update inside ``tf.cond`` cannot synchronise replicas). The embedding matrix keeps
+its sparse update: the summed gradient goes to the optimizer as ``IndexedSlices`` of the
+rows that the slices used.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from tfft.backend import keras, tf
+from tfft.features import IGNORE_INDEX
+from tfft.training.losses import masked_loss_sum
+
+
+def needs_token_weighted_step(strategy: tf.distribute.Strategy, micro_batches: int) -> bool:
+    """Keras' own step is exact on one replica without accumulation; tfft's step is needed otherwise."""
+    return strategy.num_replicas_in_sync > 1 or micro_batches > 1
+
+
+class TokenWeightedTrainStep:
+    """Installs itself as a compiled model's ``train_step`` (and loss metric); see the module docstring."""
+
+    def __init__(self, model, micro_batches: int = 1):
+        if micro_batches < 1:
+            raise ValueError(f"micro_batches must be at least 1; got {micro_batches}")
+        self.model = model
+        self.micro_batches = micro_batches
+        if not model.built:
+            model(model.dummy_inputs, training=False)
+        self.variables = list(model.trainable_variables)
+        # Created in the caller's strategy scope: summed over replicas when read.
+        self.loss = keras.metrics.Mean(name="loss")
+        # Optimizer slots are created in cross-replica context before the first (replica-context) step.
+        model.optimizer.build(self.variables)
+        reset_keras_metrics = model.reset_metrics
+
+        def reset_metrics() -> None:
+            reset_keras_metrics()
+            self.loss.reset_state()
+
+        model.reset_metrics = reset_metrics
+        model.train_step = self.train_step
+        # Every replica returns the loss already averaged over all replicas: take one, not their sum.
+        model.distribute_reduction_method = "first"
+
+    def train_step(self, data) -> Dict[str, tf.Tensor]:
+        features, labels = data[0], tf.cast(data[1], tf.int32)
+        local_weight = tf.reduce_sum(tf.cast(tf.not_equal(labels, IGNORE_INDEX), tf.float32))
+        context = tf.distribute.get_replica_context()
+        global_weight = context.all_reduce(tf.distribute.ReduceOp.SUM, local_weight) if context else local_weight
+        scale = 1.0 / tf.maximum(global_weight, 1.0)
+
+        rows = tf.shape(labels)[0]
+        size = tf.maximum(-(-rows // self.micro_batches), 1)
+        loss_sum, gradients = self._slice_gradients(features, labels, 0, size, scale)
+        # Known when tracing: which variables get sparse gradients, and which none (left alone, as Keras does).
+        kinds = [None if g is None else isinstance(g, tf.IndexedSlices) for g in gradients]
+        totals = [self._dense(g, v) for g, v in zip(gradients, self.variables) if g is not None]
+        touched = [self._rows(g, v) for g, v in zip(gradients, self.variables) if isinstance(g, tf.IndexedSlices)]
+        if self.micro_batches > 1:
+            def body(start, loss_sum, totals, touched):
+                loss, gradients = self._slice_gradients(features, labels, start, size, scale)
+                present = [(g, v) for g, v, kind in zip(gradients, self.variables, kinds) if kind is not None]
+                totals = [t + self._dense(g, v) for t, (g, v) in zip(totals, present)]
+                sparse = [(g, v) for g, v in present if isinstance(g, tf.IndexedSlices)]
+                touched = [r | self._rows(g, v) for r, (g, v) in zip(touched, sparse)]
+                return start + size, loss_sum + loss, totals, touched
+
+            _, loss_sum, totals, touched = tf.while_loop(
+                lambda start, *_: start < rows, body, (size, loss_sum, totals, touched),
+                parallel_iterations=1)  # one slice's activations alive at a time
+        updates, totals, touched = [], iter(totals), iter(touched)
+        for variable, kind in zip(self.variables, kinds):
+            if kind is None:
+                continue
+            total = next(totals)
+            if kind:
+                used = tf.where(next(touched))[:, 0]
+                total = tf.IndexedSlices(tf.gather(total, used), used, tf.shape(total, out_type=tf.int64))
+            updates.append((total, variable))
+        optimizer = self.model.optimizer
+        if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+            unscaled = optimizer.get_unscaled_gradients([g for g, _ in updates])
+            updates = [(g, v) for g, (_, v) in zip(unscaled, updates)]
+        optimizer.apply_gradients(updates)
+        self.loss.update_state(loss_sum / tf.maximum(local_weight, 1.0), sample_weight=local_weight)
+        return {"loss": self.loss.result()}
+
+    def _slice_gradients(self, features, labels, start, size, scale):
+        """The summed loss of rows ``start:start+size`` and the gradients of that sum times ``scale``."""
+        optimizer = self.model.optimizer
+        with tf.GradientTape() as tape:
+            logits = self.model({name: values[start:start + size] for name, values in features.items()},
+                                training=True).logits
+            loss_sum, _ = masked_loss_sum(labels[start:start + size], logits)
+            loss = loss_sum * scale
+            if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+                loss = optimizer.get_scaled_loss(loss)
+        return loss_sum, tape.gradient(loss, self.variables)
+
+    @staticmethod
+    def _dense(gradient, variable) -> tf.Tensor:
+        if isinstance(gradient, tf.IndexedSlices):
+            return tf.tensor_scatter_nd_add(tf.zeros(variable.shape, gradient.values.dtype),
+                                            tf.expand_dims(gradient.indices, 1), gradient.values)
+        return gradient
+
+    @staticmethod
+    def _rows(gradient: tf.IndexedSlices, variable) -> tf.Tensor:
+        """A mask of the rows a sparse gradient touched."""
+        return tf.tensor_scatter_nd_update(tf.zeros([variable.shape[0]], tf.bool),
+                                           tf.expand_dims(gradient.indices, 1),
+                                           tf.ones_like(gradient.indices, tf.bool))
+
+
+def install_train_step(model, strategy: tf.distribute.Strategy, micro_batches: int) -> Optional[TokenWeightedTrainStep]:
+    """Give ``model`` tfft's step when Keras' own would not be exact (see :func:`needs_token_weighted_step`)."""
+    if needs_token_weighted_step(strategy, micro_batches):
+        return TokenWeightedTrainStep(model, micro_batches)
+    return None
+
