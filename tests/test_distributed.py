@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,8 +106,6 @@ def train_args(model_dir: Path, output_dir: Path, *extra: str) -> List[str]:
 
 def weights(run_dir: Path) -> Dict[str, np.ndarray]:
     """A saved model's weights by name, without the per-process suffix Keras gives model names."""
-    import re
-
     values = {}
     with h5py.File(run_dir / "model" / "tf_model.h5", "r") as file:
         file.visititems(lambda name, item: values.__setitem__(re.sub(r"(classification)_\d+", r"\1", name), item[()])
@@ -129,6 +128,10 @@ def test_two_workers_train_one_run_equal_to_one_process_with_the_same_global_bat
         codes = processes.wait(workers)
         assert codes == [0, 0], processes.log("worker0")[-3000:] + processes.log("worker1")[-3000:]
         worker_log = processes.log("worker1")
+        chief_log = processes.log("worker0")
+    # Every worker logged the chief's validation scores, so both stopped alike.
+    scores = [re.findall(r"val_f1: ([0-9.]+)", log) for log in (chief_log, worker_log)]
+    assert len(scores[0]) == 2 and scores[0] == scores[1]
     assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]  # no .partial, no lock left
     assert sorted(p.name for p in shared.iterdir()) == [
         "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]

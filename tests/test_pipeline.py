@@ -107,3 +107,30 @@ def test_token_budget_batches_grow_as_rows_shrink(tiny_tokenizer):
         rows += features["input_ids"].shape[0]
     assert rows == 300
     assert int(dataset.cardinality()) == sum(1 for _ in dataset)
+
+
+def test_each_worker_reads_its_own_shard_in_per_replica_batches_for_the_same_number_of_steps(tiny_tokenizer):
+    import tensorflow as tf
+
+    from tfft.pipeline import worker_input_fn
+
+    examples = labelled(random_examples(101))
+    encoding = encode_for_training(tiny_tokenizer, examples, LABELS, max_length=64)
+    # 2 workers with 2 replicas each: a global batch of 16 is 4 rows per replica.
+    dataset_fn, steps = worker_input_fn(encoding, replicas=4, num_workers=2, batch_size=16, seed=3, num_buckets=3)
+    seen = []
+    for worker in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=4)
+        dataset = dataset_fn(context)
+        assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY  # repeats: every worker runs `steps` steps
+        first_pass = []
+        for features, _ in dataset.take(steps * 2):  # `steps` steps of this worker's 2 replicas
+            ids = features["input_ids"].numpy()
+            assert len(ids) <= 4
+            first_pass += [tuple(row[row != 0]) for row in ids]
+        assert len(first_pass) >= encoding.num_rows // 2  # the whole shard fits in an epoch's steps
+        seen.append(first_pass)
+    rows = [tuple(encoding.input_ids[s:s + n]) for s, n in zip(encoding.row_starts(), encoding.row_lengths)]
+    shards = [set(rows[i::2]) for i in range(2)]
+    for worker in range(2):
+        assert set(seen[worker]) == shards[worker]  # its own rows, all of them, nothing of the other's

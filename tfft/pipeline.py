@@ -9,7 +9,7 @@ which is what XLA compiles for -- stays bounded.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -157,8 +157,25 @@ def distributed_training_dataset(
     forever for the others' collectives), so each shard repeats, and an epoch is as many
     steps as the largest shard needs; the step count is computed identically everywhere.
     """
-    replicas = strategy.num_replicas_in_sync
-    pipelines = num_workers
+    dataset_fn, steps = worker_input_fn(
+        encoding, replicas=strategy.num_replicas_in_sync, num_workers=num_workers, batch_size=batch_size,
+        batch_tokens=batch_tokens, pad_token_id=pad_token_id, seed=seed, num_buckets=num_buckets)
+    return strategy.distribute_datasets_from_function(dataset_fn), steps
+
+
+def worker_input_fn(
+    encoding: Encoding,
+    *,
+    replicas: int,
+    num_workers: int,
+    batch_size: int,
+    batch_tokens: Optional[int] = None,
+    pad_token_id: int = 0,
+    seed: Optional[int] = None,
+    num_buckets: int = 8,
+) -> Tuple[Callable[[tf.distribute.InputContext], tf.data.Dataset], int]:
+    """``(dataset_fn, steps per epoch)`` for :func:`distributed_training_dataset`: ``dataset_fn``
+    builds the repeating pipeline of one worker's shard, in per-replica batches."""
     boundaries = fit_bucket_boundaries(encoding.row_lengths, num_buckets)
     per_replica_rows = batch_size // replicas
     per_replica_tokens = None if batch_tokens is None else max(1, batch_tokens // replicas)
@@ -168,9 +185,9 @@ def distributed_training_dataset(
     def shard(index: int, count: int) -> Encoding:
         return encoding.take(np.arange(index, encoding.num_rows, count))
 
-    replicas_per_pipeline = max(1, replicas // pipelines)
-    steps = max(-(-_count_bucketed_batches(shard(i, pipelines).row_lengths, boundaries, batch_sizes)
-                  // replicas_per_pipeline) for i in range(pipelines))
+    replicas_per_worker = max(1, replicas // num_workers)
+    steps = max(-(-_count_bucketed_batches(shard(i, num_workers).row_lengths, boundaries, batch_sizes)
+                  // replicas_per_worker) for i in range(num_workers))
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         rows = shard(context.input_pipeline_id, context.num_input_pipelines)
@@ -180,7 +197,7 @@ def distributed_training_dataset(
             bucket_boundaries=boundaries,
         ).repeat()
 
-    return strategy.distribute_datasets_from_function(dataset_fn), steps
+    return dataset_fn, steps
 
 
 def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_sizes: Sequence[int]) -> int:
