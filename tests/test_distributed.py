@@ -316,3 +316,36 @@ def test_the_kubernetes_manifests_give_every_pod_its_place_in_the_cluster(tmp_pa
     roles = [run_pod_script(manifest, index, tmp_path)["env"]["KERASTUNER_TUNER_ID"] for index in range(3)]
     assert roles == ["chief", "tuner0", "tuner1"]
     assert run_pod_script(manifest, 1, tmp_path)["env"]["KERASTUNER_ORACLE_IP"] == "tfft-tune-0.tfft-tune"
+
+
+MIRRORED_TRIALS_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tfft.backend import keras, tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from conftest import SAMPLE_DATA
+from tfft.config import TrainConfig
+from tfft.tuning import tune
+
+class Replicas(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        print("replicas", self.model.distribute_strategy.num_replicas_in_sync, flush=True)
+
+config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
+                     validation=str(SAMPLE_DATA / "ner_valid.txt"), model=sys.argv[2], output_dir=sys.argv[3],
+                     epochs=1, batch_size=8, max_train_examples=32, max_validation_examples=16, tensorboard=False,
+                     strategy="mirrored")
+result = tune(config, max_trials=2, callbacks=[Replicas()])
+print("completed", len(result.report.completed), flush=True)
+"""
+
+
+def test_search_trials_run_under_a_strategy(tiny_model_dir, tmp_path):
+    # Two logical CPU devices stand for a worker's two GPUs.
+    process = subprocess.run([sys.executable, "-c", MIRRORED_TRIALS_SCRIPT, str(Path(__file__).parent),
+                              str(tiny_model_dir), str(tmp_path / "search")], capture_output=True, text=True,
+                             timeout=TIMEOUT, cwd=REPO)
+    assert process.returncode == 0, process.stderr[-3000:]
+    lines = process.stdout.splitlines()
+    assert lines.count("replicas 2") == 2 and "completed 2" in lines

@@ -97,10 +97,13 @@ def replicated(forward: Forward) -> Forward:
         pieces = strategy.experimental_distribute_values_from_function(
             lambda context: {name: values[context.replica_id_in_sync_group * share:][:share]
                              for name, values in padded.items()})
-        # A plain callable: the strategy hands each replica its own piece (a tf.function would get them all).
-        outputs = strategy.experimental_local_results(strategy.run(lambda piece: forward(piece), args=(pieces,)))
+        outputs = strategy.experimental_local_results(run_replicas(pieces))
         return tf.concat([tf.identity(output) for output in outputs], 0)[:rows]
 
+    # In a graph, where the strategy runs fastest. ``forward`` goes in a plain callable: the strategy
+    # gives each replica's call its own piece (it would hand a tf.function all of them).
+    run_replicas = tf.function(lambda pieces: strategy.run(lambda piece: forward(piece), args=(pieces,)),
+                               reduce_retracing=True)
     return run
 
 
