@@ -130,39 +130,6 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def distributed_training_dataset(
-    strategy: tf.distribute.Strategy,
-    encoding: Encoding,
-    *,
-    num_workers: int,
-    batch_size: int,
-    batch_tokens: Optional[int] = None,
-    pad_token_id: int = 0,
-    seed: Optional[int] = None,
-    num_buckets: int = 8,
-) -> Tuple[tf.distribute.DistributedDataset, int]:
-    """The training pipeline of :func:`make_dataset` split across a strategy's replicas.
-
-    ``batch_size`` (or ``batch_tokens``) is the **global** batch of one step: each replica
-    gets ``batch_size / num_replicas_in_sync`` rows. Returns the distributed dataset and the
-    number of steps in an epoch. ``num_workers``: the processes (input pipelines) of the strategy.
-
-    Each worker builds its own pipeline, in its own process, from its own shard of the rows
-    (rows ``i, i + W, i + 2W, ...`` for worker ``i`` of ``W``), through
-    ``distribute_datasets_from_function``. The corpus arrays are therefore never serialised
-    into a graph: ``experimental_distribute_dataset`` would have to serialise the dataset
-    (with the corpus inside it as constants) to shard it, which fails above protobuf's 2 GB
-    limit; here each process only ever holds its shard in memory. Workers' shards differ in
-    size, but every worker must run the same number of steps (a worker that runs out waits
-    forever for the others' collectives), so each shard repeats, and an epoch is as many
-    steps as the largest shard needs; the step count is computed identically everywhere.
-    """
-    dataset_fn, steps = worker_input_fn(
-        encoding, replicas=strategy.num_replicas_in_sync, num_workers=num_workers, batch_size=batch_size,
-        batch_tokens=batch_tokens, pad_token_id=pad_token_id, seed=seed, num_buckets=num_buckets)
-    return strategy.distribute_datasets_from_function(dataset_fn), steps
-
-
 def worker_input_fn(
     encoding: Encoding,
     *,
@@ -174,8 +141,23 @@ def worker_input_fn(
     seed: Optional[int] = None,
     num_buckets: int = 8,
 ) -> Tuple[Callable[[tf.distribute.InputContext], tf.data.Dataset], int]:
-    """``(dataset_fn, steps per epoch)`` for :func:`distributed_training_dataset`: ``dataset_fn``
-    builds the repeating pipeline of one worker's shard, in per-replica batches."""
+    """The training pipeline of :func:`make_dataset` for each worker of a strategy with ``replicas``
+    replicas over ``num_workers`` processes: ``(dataset_fn, steps per epoch)``, for
+    ``strategy.distribute_datasets_from_function(dataset_fn)``.
+
+    ``batch_size`` (or ``batch_tokens``) is the **global** batch of one step: each replica
+    gets ``batch_size / replicas`` rows.
+
+    Each worker builds its own pipeline, in its own process, from its own shard of the rows
+    (rows ``i, i + W, i + 2W, ...`` for worker ``i`` of ``W``), through
+    ``distribute_datasets_from_function``. The corpus arrays are therefore never serialised
+    into a graph: ``experimental_distribute_dataset`` would have to serialise the dataset
+    (with the corpus inside it as constants) to shard it, which fails above protobuf's 2 GB
+    limit; here each process only ever holds its shard in memory. Workers' shards differ in
+    size, but every worker must run the same number of steps (a worker that runs out waits
+    forever for the others' collectives), so each shard repeats, and an epoch is as many
+    steps as the largest shard needs; the step count is computed identically everywhere.
+    """
     boundaries = fit_bucket_boundaries(encoding.row_lengths, num_buckets)
     per_replica_rows = batch_size // replicas
     per_replica_tokens = None if batch_tokens is None else max(1, batch_tokens // replicas)

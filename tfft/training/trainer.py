@@ -40,7 +40,7 @@ from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
 from tfft.lora import LoraSettings, add_adapters, describe, save_adapters
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
-from tfft.pipeline import distributed_training_dataset, make_dataset
+from tfft.pipeline import make_dataset, worker_input_fn
 from tfft.recompute import recompute_encoder_layers
 from tfft.run_dir import BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE, read_config_examples
 from tfft.training.callbacks import (
@@ -109,7 +109,9 @@ class PreparedData:
             raise ConfigError(f"The 'batch_size' option is the global batch, split evenly among the "
                               f"{strategy.num_replicas_in_sync} replicas; {config.batch_size} does not divide "
                               f"by {strategy.num_replicas_in_sync}.")
-        return distributed_training_dataset(strategy, self.encoding, num_workers=worker_count(strategy), **options)
+        dataset_fn, steps = worker_input_fn(self.encoding, replicas=strategy.num_replicas_in_sync,
+                                            num_workers=worker_count(strategy), **options)
+        return strategy.distribute_datasets_from_function(dataset_fn), steps
 
     def validation_metrics(self, config: TrainConfig) -> Optional[ValidationMetrics]:
         if self.validation_examples is None:
