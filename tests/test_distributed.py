@@ -153,12 +153,13 @@ def test_a_killed_worker_resumes_from_the_last_finished_epoch(deterministic_mode
     shared = tmp_path / "runs" / "ner"
     # Enough steps per epoch that the kill lands inside an epoch, not between two.
     options = ["--strategy", "multi-worker", "--batch-size", "2", "--epochs", "3", "--max-train-examples", "200"]
-    work_history = shared.parent / ".ner.partial" / "history.csv"
+    # Written once the first epoch's backup is complete (the index file of BackupAndRestore's CheckpointManager).
+    backup_index = shared.parent / ".ner.partial" / "backup" / "chief" / "checkpoint"
     with Processes(tmp_path) as processes:
         first = [processes.start(f"first{i}", train_args(deterministic_model_dir, shared, *options), env)
                  for i, env in enumerate(cluster_environments(2, tmp_path / "first"))]
         deadline = time.monotonic() + TIMEOUT
-        while not (work_history.is_file() and len(work_history.read_text().splitlines()) >= 2):
+        while not backup_index.is_file():
             assert time.monotonic() < deadline and all(p.poll() is None for p in first), processes.log("first0")
             time.sleep(0.2)
         os.killpg(first[1].pid, signal.SIGKILL)  # worker 1 dies during epoch 2 ...
