@@ -263,7 +263,7 @@ def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path
     roles = ["chief", "tuner0", "tuner1"]
     with Processes(tmp_path) as processes:
         environments = search_environments(roles)
-        chief, tuner0, tuner1 = [processes.start(role, tune_args(tiny_model_dir, directory, "--trial-lease", "8"), env)
+        chief, tuner0, tuner1 = [processes.start(role, tune_args(tiny_model_dir, directory, "--trial-lease", "15"), env)
                                  for role, env in zip(roles, environments)]
         deadline = time.monotonic() + TIMEOUT
         while ": running trial" not in processes.log("tuner1"):
