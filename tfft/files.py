@@ -1,8 +1,9 @@
-"""Write-then-rename helpers, so no reader ever sees a half-written file or directory."""
+"""Write-then-rename helpers, so no reader ever sees a half-written file or directory; file digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -80,3 +81,18 @@ def replace_directory(source: os.PathLike, path: os.PathLike, replace: bool = Tr
     os.replace(path, old / path.name)
     os.replace(source, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def add_file_to_digest(digest: Any, path: os.PathLike) -> None:
+    """Feed a file's bytes to ``digest`` (a hashlib hash) in 1 MiB blocks: model weights run to
+    hundreds of MB."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def sha256_of(path: os.PathLike) -> str:
+    """The hex SHA-256 of a file's contents."""
+    digest = hashlib.sha256()
+    add_file_to_digest(digest, path)
+    return digest.hexdigest()

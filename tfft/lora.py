@@ -16,7 +16,6 @@ metadata, so a load onto other base weights is refused instead of predicting non
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -25,7 +24,7 @@ from tfft.backend import keras, tf
 from tfft.config import LORA_TARGETS, TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
-from tfft.files import atomic_write
+from tfft.files import atomic_write, sha256_of
 from tfft.models import WEIGHT_FILES, build_model, resolve_model
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -190,11 +189,7 @@ def base_fingerprint(base_model: str) -> Dict[str, str]:
     identity = {"base_model": str(base_model)}
     weights = next((source / name for name in WEIGHT_FILES if (source / name).is_file()), None)
     if weights is not None:
-        digest = hashlib.sha256()
-        with open(weights, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        identity.update(base_weights=weights.name, base_weights_sha256=digest.hexdigest())
+        identity.update(base_weights=weights.name, base_weights_sha256=sha256_of(weights))
     return identity
 
 

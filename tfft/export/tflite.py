@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, Union
 
 from tfft.errors import ConfigError
-from tfft.files import atomic_directory, atomic_write, write_json
+from tfft.files import add_file_to_digest, atomic_directory, atomic_write, sha256_of, write_json
 
 # TensorFlow is imported on use: the CLI reads QUANTIZATIONS to build its parser.
 
@@ -93,14 +93,8 @@ def model_fingerprint(model_dir: Union[str, Path]) -> str:
     for path in sorted(Path(model_dir).iterdir()):
         if path.is_file():
             digest.update(path.name.encode("utf-8") + b"\0")
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            add_file_to_digest(digest, path)
     return digest.hexdigest()
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
@@ -152,5 +146,5 @@ def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
 def _record_file(card_path: Path, model_file: Path) -> None:
     """Add the file's SHA-256 to the card, so a predictor can tell that file and assets belong together."""
     card: Dict = json.loads(card_path.read_text(encoding="utf-8"))
-    card["files"][model_file.name] = {"sha256": file_sha256(model_file), "bytes": model_file.stat().st_size}
+    card["files"][model_file.name] = {"sha256": sha256_of(model_file), "bytes": model_file.stat().st_size}
     write_json(card_path, card)

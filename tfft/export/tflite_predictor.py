@@ -20,7 +20,8 @@ from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
 from tfft.export.saved_model import MODEL_CARD
-from tfft.export.tflite import ASSETS_SUBDIR, CONFIG_ASSET, TOKENIZER_SUBDIR, file_sha256
+from tfft.export.tflite import ASSETS_SUBDIR, CONFIG_ASSET, TOKENIZER_SUBDIR
+from tfft.files import sha256_of
 from tfft.inference import Forward
 from tfft.pipeline import model_input_signature
 from tfft.prediction import Predictor
@@ -79,7 +80,7 @@ class TFLitePredictor(Predictor):
                                  f"in the directory `tfft export --format tflite` wrote, with its {ASSETS_SUBDIR}/")
         card = json.loads((assets / MODEL_CARD).read_text(encoding="utf-8"))
         recorded = card.get("files", {}).get(path.name, {}).get("sha256")
-        if recorded != file_sha256(path):
+        if recorded != sha256_of(path):
             raise ModelLoadError(f"{path}: not the file {assets / MODEL_CARD} describes (its SHA-256 differs from the "
                                  f"one recorded at export{'' if recorded else ': none recorded'}); export it again")
         classifier = TFLiteClassifier(path, num_threads=num_threads)
