@@ -22,10 +22,9 @@ from typing import Dict, Optional, Tuple, Union
 
 from tfft.backend import keras, tf
 from tfft.config import LORA_TARGETS, TrainConfig
-from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
 from tfft.files import atomic_write, sha256_of
-from tfft.models import WEIGHT_FILES, build_model, resolve_model
+from tfft.models import WEIGHT_FILES, build_model, encoder_blocks, label_map_of_config, resolve_model
 
 ADAPTERS_FILE = "adapters.safetensors"
 # Where each projection LORA_TARGETS names lives in a BERT-family transformer block
@@ -100,18 +99,10 @@ def _last_axis_matmul(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return tf.tensordot(inputs, kernel, axes=1)
 
 
-def _encoder(model):
-    return getattr(model, model.base_model_prefix)
-
-
 def _projection_slots(model, projections: Tuple[str, ...]):
     """``(parent layer, attribute name)`` of every adapted projection, block by block."""
-    blocks = getattr(getattr(_encoder(model), "encoder", None), "layer", None)
-    if not blocks:
-        raise ModelLoadError(f"LoRA supports BERT-family encoders (BERT, MiniLM, RoBERTa, ELECTRA); "
-                             f"{type(model).__name__} has no encoder.layer blocks")
     slots = []
-    for block in blocks:
+    for block in encoder_blocks(model, "LoRA", "--lora-rank"):
         for projection in projections:
             *parents, attribute = PROJECTION_PATHS[projection]
             parent = block
@@ -136,7 +127,7 @@ def add_adapters(model, settings: LoraSettings, *, word_shapes: bool = False) ->
     for parent, attribute in _projection_slots(model, settings.projections):
         setattr(parent, attribute, LoraDense(getattr(parent, attribute), settings.rank, settings.alpha,
                                              settings.dropout))
-    encoder = _encoder(model)
+    encoder = getattr(model, model.base_model_prefix)
     _freeze(encoder, keep=[encoder.embeddings.token_type_embeddings] if word_shapes else [])
 
 
@@ -229,8 +220,7 @@ def load_adapted_model(task: str, directory: Union[str, Path], base_model: str, 
             f"{path}: the adapters were trained on base model {recorded.get('base_model')!r} with weights "
             f"{recorded.get('base_weights')} (SHA-256 {recorded.get('base_weights_sha256')}), but {base_model!r} "
             f"now has {current.get('base_weights')} (SHA-256 {current.get('base_weights_sha256')})")
-    id2label = AutoConfig.from_pretrained(str(directory)).id2label
-    label_map = LabelMap([id2label[i] for i in sorted(id2label, key=int)])
+    label_map = label_map_of_config(AutoConfig.from_pretrained(str(directory)))
     model = build_model(task, label_map, base_model, dropout=dropout, word_shapes=word_shapes)
     add_adapters(model, settings, word_shapes=word_shapes)
     variables = {_key(v): v for v in model.trainable_variables}

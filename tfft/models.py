@@ -25,7 +25,6 @@ from tfft.backend import tf  # noqa: F401  (sets the environment before transfor
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ModelLoadError
-from tfft.recompute import recompute_encoder_layers
 from tfft.words import NUM_SHAPE_TOKEN_TYPES
 
 logger = logging.getLogger(__name__)
@@ -116,7 +115,6 @@ def build_model(
     *,
     dropout: Optional[float] = None,
     word_shapes: bool = False,
-    gradient_checkpointing: bool = False,
 ):
     """Create a classifier head on a pretrained (or random-init) encoder.
 
@@ -125,8 +123,6 @@ def build_model(
     ``word_shapes`` widens the token type embedding to one row per word shape
     (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
     so the pretrained function is unchanged until training teaches the rows apart.
-    ``gradient_checkpointing`` makes the encoder layers recompute their activations in the
-    backward pass (:mod:`tfft.recompute`); it changes no weights.
     """
     from transformers import PretrainedConfig
 
@@ -153,8 +149,6 @@ def build_model(
     if word_shapes:
         _widen_token_types(classifier, NUM_SHAPE_TOKEN_TYPES)
     _compute_gelu_in_float32(classifier)
-    if gradient_checkpointing:
-        recompute_encoder_layers(classifier)
     return classifier
 
 
@@ -165,6 +159,18 @@ def word_shapes_by_default(model: Union[str, None], tokenizer) -> bool:
 
     lowercases = tokenizer.tokenize("Ab") == tokenizer.tokenize("ab")
     return lowercases and hasattr(AutoConfig.from_pretrained(resolve_model(model)), "type_vocab_size")
+
+
+def encoder_blocks(model, feature: str, option: str) -> list:
+    """The transformer blocks (``<base model>.encoder.layer``) of a transformers TF model, which
+    ``feature`` (given by ``option``) works on; a clear error for architectures without that list."""
+    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    blocks = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not blocks:
+        raise ModelLoadError(f"{type(model).__name__} has no encoder layer list (<base model>.encoder.layer); "
+                             f"{feature} supports BERT-family encoders (BERT, MiniLM, RoBERTa, ELECTRA); "
+                             f"remove {option}")
+    return list(blocks)
 
 
 def supports_word_shapes(model) -> bool:
@@ -240,7 +246,12 @@ def load_trained_model(task: str, model_dir: Union[str, Path]):
 
 def label_map_of(model) -> LabelMap:
     """The label map stored in a model's config (the single source of truth after training)."""
-    id2label = model.config.id2label
+    return label_map_of_config(model.config)
+
+
+def label_map_of_config(config) -> LabelMap:
+    """The label map of a transformers model config (``id2label``)."""
+    id2label = config.id2label
     return LabelMap([id2label[i] for i in sorted(id2label, key=int)])
 
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 from tfft.backend import keras, tf
-from tfft.errors import ModelLoadError
+from tfft.models import encoder_blocks
 
 _SEED_RANGE = 2**31 - 1
 
@@ -41,23 +41,12 @@ def recompute_encoder_layers(model) -> int:
     Returns the number of layers wrapped; raises ModelLoadError for an architecture without
     an ``encoder.layer`` list (BERT, RoBERTa, ELECTRA and their relatives have one).
     """
-    layers = encoder_layers(model)
+    layers = encoder_blocks(model, "gradient checkpointing", "--gradient-checkpointing")
     if not model.built:
         model(model.dummy_inputs, training=False)
     for layer in layers:
         _recompute_in_backward(layer)
     return len(layers)
-
-
-def encoder_layers(model) -> List[keras.layers.Layer]:
-    """The transformer blocks of a transformers TF model (``<base model>.encoder.layer``)."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not layers:
-        raise ModelLoadError(f"{type(model).__name__} has no encoder layer list (<base model>.encoder.layer) to "
-                             "recompute; gradient checkpointing supports BERT-family encoders (BERT, MiniLM, "
-                             "RoBERTa, ELECTRA); remove --gradient-checkpointing")
-    return list(layers)
 
 
 class _DropoutSeed:

@@ -162,12 +162,11 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int)
     with precision_scope(config.precision), tf.distribute.get_strategy().scope():
         lora = LoraSettings.of(config)
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
-                            word_shapes=config.uses_word_shapes,
-                            gradient_checkpointing=config.gradient_checkpointing and lora is None)
+                            word_shapes=config.uses_word_shapes)
         if lora is not None:
             add_adapters(model, lora, word_shapes=config.uses_word_shapes)
-            if config.gradient_checkpointing:  # after the adapters, whose dropouts must recompute their masks too
-                recompute_encoder_layers(model)
+        if config.gradient_checkpointing:  # after any adapters, whose dropouts must recompute their masks too
+            recompute_encoder_layers(model)
         print(describe(model, lora), flush=True)
         compile_model(model, config, steps_per_epoch)
     return model
