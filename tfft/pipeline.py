@@ -164,15 +164,13 @@ def worker_input_fn(
     batch_sizes = ([per_replica_rows] * len(boundaries) if per_replica_tokens is None
                    else [max(1, per_replica_tokens // b) for b in boundaries])
 
-    def shard(index: int, count: int) -> Encoding:
-        return encoding.take(np.arange(index, encoding.num_rows, count))
-
     replicas_per_worker = max(1, replicas // num_workers)
-    steps = max(-(-_count_bucketed_batches(shard(i, num_workers).row_lengths, boundaries, batch_sizes)
+    # Worker i's rows are i, i + W, ...: its batch count needs only their lengths.
+    steps = max(-(-_count_bucketed_batches(encoding.row_lengths[i::num_workers], boundaries, batch_sizes)
                   // replicas_per_worker) for i in range(num_workers))
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        rows = shard(context.input_pipeline_id, context.num_input_pipelines)
+        rows = encoding.take(np.arange(context.input_pipeline_id, encoding.num_rows, context.num_input_pipelines))
         return make_dataset(
             rows, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
             shuffle=True, seed=None if seed is None else seed + context.input_pipeline_id,
