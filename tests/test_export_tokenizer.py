@@ -388,3 +388,16 @@ def test_saved_model_reloads_in_a_process_without_hf_or_tf_text(tokenizer, hf, t
     for row in range(len(texts)):
         spans = [(s, e) for s, e in zip(outputs["word_start"][row], outputs["word_end"][row]) if s >= 0]
         assert spans == _hf_word_spans(reference.encodings[row])
+
+
+@integration
+def test_every_word_rule_separator_separates_words_for_the_in_graph_tokenizer(tokenizer):
+    # The serving graph maps each tokenizer piece to the word it lies in; a separator of the word
+    # rule that the tokenizer read as part of a word would glue two words into one piece.
+    from tfft.words import WHITESPACE_CHARACTERS
+
+    texts = [f"ab{space}cd" for space in WHITESPACE_CHARACTERS]
+    words, start, _ = tokenizer.split_words(tf.constant(texts))
+    for row, space in enumerate(WHITESPACE_CHARACTERS):
+        assert [w.decode() for w in words[row].numpy()] == ["ab", "cd"], hex(ord(space))
+        assert start[row].numpy().tolist() == [0, 3]

@@ -24,21 +24,20 @@ def entity_token_spans(tags):
     return sorted((kind, start, end + 1) for kind, start, end in get_entities(list(tags)))
 
 
-def raw_text_token_spans(prediction, tokens):
-    """Entities predicted on the tokens joined by spaces, mapped back onto token indices."""
-    starts, position = {}, 0
-    ends = {}
-    for index, token in enumerate(tokens):
-        starts[position], ends[position + len(token)] = index, index + 1
-        position += len(token) + 1
-    return sorted((e["type"], starts[e["start"]], ends[e["end"]]) for e in prediction["entities"])
+def written_token_spans(prediction, token_offsets):
+    """Entities predicted on written text, as token indices where they match token boundaries exactly
+    (an entity that does not start and end at tokens counts as one that no gold entity equals)."""
+    starts = {start: index for index, (start, _) in enumerate(token_offsets)}
+    ends = {end: index + 1 for index, (_, end) in enumerate(token_offsets)}
+    return sorted((e["type"], starts.get(e["start"], -1), ends.get(e["end"], -1)) for e in prediction["entities"])
 
 
-def test_ner_on_a_conll_slice_learns_and_raw_text_predictions_equal_the_evaluation(tmp_path):
-    """Raw text (CoNLL tokens joined by spaces) through ``predict`` and the SavedModel gives the
-    entities ``evaluate`` scores, sentence by sentence (the issue-12 parity, on a 400-sentence slice)."""
+def test_ner_on_a_conll_slice_learns_and_written_text_predictions_match_the_evaluation(tmp_path):
+    """Text as people write it (``Paris.``, ``(Reuters)``, ``Apple's``), through ``predict`` and the
+    SavedModel, gives the entities ``evaluate`` scores on the gold tokens, on a 400-sentence slice."""
     from seqeval.metrics import f1_score
 
+    from tfft.data.natural import natural_text
     from tfft.evaluation import evaluate_run
     from tfft.export.predictor import SavedModelPredictor
     from tfft.export.saved_model import export_run
@@ -66,20 +65,22 @@ def test_ner_on_a_conll_slice_learns_and_raw_text_predictions_equal_the_evaluati
     report = evaluate_run(result.run_dir, config.validation)
     assert report.scores["f1"] == pytest.approx(result.best_scores["val_f1"])
 
-    texts = [" ".join(e.tokens) for e in examples]
+    written = [natural_text(e.tokens) for e in examples]
+    assert sum("," in t or "." in t for t, _ in written) > 300  # punctuation is attached in most sentences
     served = SavedModelPredictor(export_run(result.run_dir, "ner", export_dir=tmp_path / "exports"))
     gold = [list(e.tags) for e in examples]
     for path in (predictor, served):
-        predictions = path.predict(texts)
-        spans = [raw_text_token_spans(p, e.tokens) for p, e in zip(predictions, examples)]
+        predictions = path.predict([text for text, _ in written])
+        spans = [written_token_spans(p, offsets) for p, (_, offsets) in zip(predictions, written)]
         same = sum(s == entity_token_spans(t) for s, t in zip(spans, evaluated))
-        assert same / len(examples) >= 0.995, (type(path).__name__, same)
+        assert same / len(examples) >= 0.99, (type(path).__name__, same)
         tags = [["O"] * len(e.tokens) for e in examples]
         for sentence, found in zip(tags, spans):
             for kind, start, end in found:
-                sentence[start:end] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start - 1)
-        assert f1_score(gold, tags) == pytest.approx(report.scores["f1"], abs=0.002), type(path).__name__
-    [prediction] = predictor.predict(["The European Commission met in Brussels on Monday ."])
+                if start >= 0 and end >= 0:
+                    sentence[start:end] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start - 1)
+        assert f1_score(gold, tags) == pytest.approx(report.scores["f1"], abs=0.005), type(path).__name__
+    [prediction] = predictor.predict(["The European Commission met in Brussels on Monday."])
     assert any(entity["text"] == "Brussels" for entity in prediction["entities"]), prediction
 
 

@@ -16,8 +16,8 @@ from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError, ModelLoadError
 from tfft.lean_bert import lean_logits
 from tfft.lora import (
-    ADAPTERS_FILE, LoraDense, LoraSettings, add_adapters, describe, load_adapted_model, merge_adapters, save_adapters,
-    trainable_count,
+    ADAPTERS_FILE, LoraDense, LoraSettings, add_adapters, base_fingerprint, describe, load_adapted_model,
+    loaded_weight_files, merge_adapters, save_adapters, trainable_count,
 )
 from tfft.models import build_model
 
@@ -124,6 +124,55 @@ def test_saved_adapters_reload_to_the_same_function_and_refuse_other_bases(tiny_
     other = write_tiny_checkpoint(tmp_path / "other-base")  # same shapes, other random weights
     with pytest.raises(ModelLoadError, match="adapters were trained on base model"):
         load_adapted_model(SEQUENCE, tmp_path / "model", str(other), ALL)
+
+
+def test_the_fingerprint_covers_the_weight_files_from_pretrained_loads(tiny_model_dir, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    with_h5 = base_fingerprint(str(base))
+    assert with_h5["base_weights"] == "tf_model.h5"
+    # A safetensors file beside tf_model.h5 is what from_pretrained loads: its weights are fingerprinted.
+    other = build_model(SEQUENCE, LABELS, str(write_tiny_checkpoint(tmp_path / "other")))
+    other.save_pretrained(str(tmp_path / "other-safetensors"), safe_serialization=True)
+    shutil.copy(tmp_path / "other-safetensors" / "model.safetensors", base)
+    assert loaded_weight_files(base) == [base / "model.safetensors"]
+    with_safetensors = base_fingerprint(str(base))
+    assert with_safetensors["base_weights"] == "model.safetensors"
+    assert with_safetensors["base_weights_sha256"] != with_h5["base_weights_sha256"]
+    loaded = build_model(SEQUENCE, LABELS, str(base))
+    np.testing.assert_array_equal(loaded.bert.embeddings.weight.numpy(), other.bert.embeddings.weight.numpy())
+    # A sharded checkpoint: the index and every shard it names, each change seen.
+    (base / "model.safetensors").unlink()
+    (base / "tf_model.h5").unlink()
+    (base / "tf_model.h5.index.json").write_text(json.dumps({"weight_map": {"a": "s-2.h5", "b": "s-1.h5", "c": "s-2.h5"}}))
+    for shard in ("s-1.h5", "s-2.h5"):
+        (base / shard).write_bytes(shard.encode())
+    assert loaded_weight_files(base) == [base / "tf_model.h5.index.json", base / "s-1.h5", base / "s-2.h5"]
+    sharded = base_fingerprint(str(base))
+    (base / "s-2.h5").write_bytes(b"changed")
+    assert base_fingerprint(str(base))["base_weights_sha256"] != sharded["base_weights_sha256"]
+    (base / "s-1.h5").unlink()
+    with pytest.raises(ModelLoadError, match="s-1.h5: a shard that .* names is missing"):
+        base_fingerprint(str(base))
+
+
+def test_a_lora_run_records_its_base_absolutely_and_predicts_from_elsewhere(lora_config, tiny_model_dir, tmp_path,
+                                                                             monkeypatch):
+    from tfft.prediction import Predictor
+    from tfft.training.trainer import train
+
+    (tmp_path / "project").mkdir()
+    shutil.copytree(tiny_model_dir, tmp_path / "project" / "base")
+    monkeypatch.chdir(tmp_path / "project")
+    config = TrainConfig(**{**lora_config.to_dict(), "model": "base", "epochs": 1, "output_dir": "runs/lora"})
+    run_dir = train(config).run_dir.resolve()
+    assert TrainConfig.load(run_dir / "config.yaml").model == str(tmp_path / "project" / "base")
+    expected = Predictor.from_run_dir(run_dir).predict(["Anna flew to Tokyo."])
+    monkeypatch.chdir(tmp_path)  # where "base" means nothing
+    assert Predictor.from_run_dir(run_dir).predict(["Anna flew to Tokyo."]) == expected
+    write_tiny_checkpoint(tmp_path / "project" / "base")  # the base changed since training
+    with pytest.raises(ModelLoadError, match="adapters were trained on base model"):
+        Predictor.from_run_dir(run_dir)
 
 
 def test_merged_adapters_compute_the_unmerged_function(tiny_model_dir):

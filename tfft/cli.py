@@ -23,6 +23,7 @@ from tfft.config import EXPORT_PRECISIONS, TrainConfig, read_yaml
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError, TfftError
 from tfft.export.tflite import QUANTIZATIONS
+from tfft.words import WORD_SPLITS
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "RUN_DIR/reports/<file stem>.txt/.json (and a confusion matrix PNG).")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train`")
     evaluate.add_argument("--data", required=True, metavar="FILE", help="labelled data file to evaluate on")
-    evaluate.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=None,
+                          help="prediction batch size (default: the run's)")
     evaluate.add_argument("--max-examples", type=int, default=None,
                           help="score only the first N examples (default: all; for the run's own validation file, "
                                "the run's --max-validation-examples, so its recorded figures are reproduced)")
@@ -111,10 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "its assets/ beside it; tokenization runs in Python)")
     predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
     predict.add_argument("--input-format", choices=("text", "tokens"), default="text",
-                         help="text: raw text, split into words at whitespace as in CoNLL training data (default); "
+                         help="text: raw text, split into words by --word-split (default); "
                               'tokens (NER): JSON lines {"tokens": [...]}, already split into words')
+    predict.add_argument("--word-split", choices=WORD_SPLITS, default=None,
+                         help="NER: how raw text is split into words: natural (text as people write it: "
+                              "punctuation, quotes and clitics become words of their own, as in CoNLL tokens) or "
+                              "whitespace (text already tokenized with spaces); default: the run's word_split")
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input file (default: utf-8)")
-    predict.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    predict.add_argument("--batch-size", type=_positive_int, default=None,
+                         help="prediction batch size (default: the run's)")
     predict.add_argument("--context", choices=("sentence", "document"), default="sentence",
                          help="NER with a run trained with --context-window: 'document' when the input lines are "
                               "consecutive sentences of one document, so each is tagged with its neighbours as "
@@ -197,13 +204,15 @@ def _predict(args) -> int:
     if args.saved_model:
         from tfft.export.predictor import SavedModelPredictor
 
-        predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64)
+        predictor = SavedModelPredictor(args.saved_model, batch_size=args.batch_size or 64, word_split=args.word_split)
     elif args.tflite:
         from tfft.export.tflite_predictor import TFLitePredictor
 
         predictor = TFLitePredictor.from_file(args.tflite, batch_size=args.batch_size)
     else:
         predictor = Predictor.from_run_dir(args.run_dir, batch_size=args.batch_size)
+    if args.word_split and not args.saved_model:
+        predictor.word_split = args.word_split
     if sentences is not None and predictor.task != TOKEN_CLASSIFICATION:
         raise ConfigError("--input-format tokens needs a token-classification model")
     if one_document and not (predictor.task == TOKEN_CLASSIFICATION and predictor.word_inputs.context_window):
@@ -229,7 +238,8 @@ def json_line(value) -> str:
 
 
 def _export(args) -> int:
-    from tfft.export.saved_model import export_run
+    from tfft.export.saved_model import MODEL_CARD, context_warning, export_run
+    from tfft.run_dir import load_run_config
 
     if args.format == "tflite":
         if args.quantize is None or args.version is not None or args.precision != "fp32":
@@ -245,7 +255,11 @@ def _export(args) -> int:
         raise ConfigError("--quantize applies to --format tflite")
     path = export_run(args.run_dir, args.name, version=args.version, export_dir=args.export_dir,
                       precision=args.precision)
-    print(f"tfft export: wrote {path} (signatures: serving_default, predict_ids; {args.precision})")
+    card = json.loads((path / "assets" / MODEL_CARD).read_text(encoding="utf-8"))
+    print(f"tfft export: wrote {path} (signatures: {', '.join(card['signatures'])}; {args.precision})")
+    warning = context_warning(load_run_config(args.run_dir))
+    if warning:
+        print(f"tfft export: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -305,6 +319,17 @@ def _native_logs_filtered():
         os.dup2(terminal, 2)  # closes the pipe's last write end, so the thread reads to the end
         thread.join(timeout=5)
         os.close(terminal)
+
+
+def _positive_int(value: str) -> int:
+    """An argparse type for counts that must be at least 1 (a clear usage error, exit 2, before any work)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def main(argv: Optional[List[str]] = None) -> int:

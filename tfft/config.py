@@ -15,7 +15,7 @@ import yaml
 
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
-from tfft.words import WHITESPACE, WORD_SPLITS, WordInputs
+from tfft.words import NATURAL, WORD_SPLITS, WordInputs
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 # tf.distribute strategies (tfft.distribution creates them) and where a multi-worker cluster is described.
@@ -26,6 +26,7 @@ EXPORT_PRECISIONS = ("fp32", "bf16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
 # updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
+DEFAULT_MAX_LENGTH = 256
 MAX_DEFAULT_EPOCHS = 20
 MIN_UPDATES = 500
 # (fewer training examples than this, batch size)
@@ -95,7 +96,9 @@ class TrainConfig:
     lora_targets: Optional[str] = _option(None, "LoRA: projections that get adapters: query-value (default), "
                                                 "attention (query, key, value and attention output) or all "
                                                 "(attention and feed-forward dense layers)", choices=tuple(LORA_TARGETS))
-    max_length: int = _option(256, "maximum tokens per training example; longer ones are truncated (and counted)")
+    max_length: int = _option(DEFAULT_MAX_LENGTH, "maximum tokens per training example; longer ones are truncated "
+                                                  "(and counted); at most the model's window (default: "
+                                                  f"{DEFAULT_MAX_LENGTH}, or the window when it is shorter)")
     stride: int = _option(32, "tokens of overlap between windows when predicting on longer inputs")
     label_all_subwords: bool = _option(False, "train on every subword of a word, not only its first")
     word_shapes: Optional[bool] = _option(None, "token classification: give the encoder each word's shape (lower, "
@@ -105,9 +108,11 @@ class TrainConfig:
                                      "of the previous and of the next sentences of its document (-DOCSTART- "
                                      "boundaries) as context, in training, evaluation and `predict --context "
                                      "document` (0: none)")
-    word_split: str = _option(WHITESPACE, "token classification: how prediction splits raw text into words "
-                                          "(whitespace: like CoNLL tokens, so U.S. and Anglo-Dutch stay whole)",
-                              choices=WORD_SPLITS)
+    word_split: str = _option(NATURAL, "token classification: how prediction splits raw text into words: "
+                                       "natural (text as people write it: punctuation, quotes and clitics "
+                                       "split off as in CoNLL tokens, so `Paris.` gives `Paris` and U.S., Corp. "
+                                       "and Anglo-Dutch stay whole) or whitespace (text already tokenized with "
+                                       "spaces)", choices=WORD_SPLITS)
     patience: int = _option(2, "epochs without improvement before early stopping")
     monitor: Optional[str] = _option(None, "metric for early stopping and the best checkpoint "
                                            "(default: val_f1 for tokens, val_accuracy for sequences)")

@@ -18,6 +18,7 @@ from tfft.features import encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions, tags_from_probabilities
+from tfft.models import word_inputs_for
 from tfft.words import WordInputs
 
 
@@ -53,15 +54,16 @@ class EvaluationReport:
 
 def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: Optional[int] = None,
                       stride: int = 32, batch_size: int = 64, jit_compile: bool = False,
-                      word_inputs: WordInputs = WordInputs()) -> EvaluationReport:
+                      word_inputs: Optional[WordInputs] = None) -> EvaluationReport:
     """Predict ``examples`` (sliding windows for long token examples) and build the full report.
 
     ``max_length`` defaults to the model's maximum; for sequence classification pass the
     training ``max_length`` (as ``evaluate_run`` does), so that evaluation sees what training saw.
+    ``word_inputs`` default to what the model takes (:func:`tfft.models.word_inputs_for`).
     """
     label_map.check(examples)
     encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
-                                    word_inputs=word_inputs)
+                                    word_inputs=word_inputs_for(model, word_inputs))
     token_task = is_token_task(examples)
     true_labels = [list(e.tags) for e in examples] if token_task else [e.label for e in examples]
     probabilities = predict_encoded(

@@ -10,21 +10,24 @@ would otherwise keep every shape identical.
 
 A LoRA run's ``model/`` holds the Hugging Face ``config.json`` (labels, widened token types),
 the tokenizer and :data:`ADAPTERS_FILE`: the trainable variables only, with the base
-checkpoint's identity (``--model`` value and the SHA-256 of its weights file) in the file's
-metadata, so a load onto other base weights is refused instead of predicting nonsense.
+checkpoint's identity (``--model`` value, a local directory made absolute, and the SHA-256 of
+the weight files ``from_pretrained`` loads) in the file's metadata, so a load onto other base
+weights is refused instead of predicting nonsense.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from tfft.backend import keras, tf
 from tfft.config import LORA_TARGETS, TrainConfig
 from tfft.errors import ModelLoadError
-from tfft.files import atomic_write, sha256_of
-from tfft.models import WEIGHT_FILES, build_model, encoder_blocks, label_map_of_config, resolve_model
+from tfft.files import add_file_to_digest, atomic_write
+from tfft.models import DEFAULT_MODEL, build_model, encoder_blocks, label_map_of_config, resolve_model
 
 ADAPTERS_FILE = "adapters.safetensors"
 # Where each projection LORA_TARGETS names lives in a BERT-family transformer block
@@ -173,15 +176,49 @@ def _key(variable) -> str:
     return variable.name.split("/", 1)[-1].rsplit(":", 1)[0]
 
 
+# The weight files transformers' TF ``from_pretrained`` reads from a directory (4.5x, without
+# ``from_pt``), in its order of preference: the first one present is the one it loads.
+LOADED_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5", "tf_model.h5.index.json")
+
+
+def loaded_weight_files(directory: Path) -> List[Path]:
+    """The files ``from_pretrained`` reads the weights from: the preferred file present, or an index
+    and every shard it names (``weight_map``)."""
+    for name in LOADED_WEIGHT_FILES:
+        path = directory / name
+        if path.is_file():
+            if not name.endswith(".index.json"):
+                return [path]
+            try:
+                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (ValueError, KeyError, AttributeError) as error:
+                raise ModelLoadError(f"{path}: not a sharded checkpoint index (expected a 'weight_map'): {error}")
+            return [path, *(directory / shard for shard in shards)]
+    return []
+
+
 def base_fingerprint(base_model: str) -> Dict[str, str]:
-    """The identity of a base checkpoint: the ``--model`` value and the SHA-256 of the weights
-    file ``from_pretrained`` reads (hub names not yet downloaded: the name alone)."""
+    """The identity of a base checkpoint: the ``--model`` value and one SHA-256 over the weight files
+    ``from_pretrained`` reads (an index and all its shards in order; hub names not yet
+    downloaded: the name alone)."""
     source = Path(resolve_model(base_model))
     identity = {"base_model": str(base_model)}
-    weights = next((source / name for name in WEIGHT_FILES if (source / name).is_file()), None)
-    if weights is not None:
-        identity.update(base_weights=weights.name, base_weights_sha256=sha256_of(weights))
+    files = loaded_weight_files(source) if source.is_dir() else []
+    if files:
+        digest = hashlib.sha256()
+        for path in files:
+            if not path.is_file():
+                raise ModelLoadError(f"{path}: a shard that {files[0]} names is missing")
+            add_file_to_digest(digest, path)
+        identity.update(base_weights=", ".join(path.name for path in files), base_weights_sha256=digest.hexdigest())
     return identity
+
+
+def absolute_base_model(model: str) -> str:
+    """A LoRA run's ``--model`` as recorded: a local directory as an absolute path (the run loads the
+    base again wherever it is used from); the default model and hub names as they are."""
+    resolved = resolve_model(model)
+    return str(Path(resolved).resolve()) if Path(resolved).is_dir() and model != DEFAULT_MODEL else model
 
 
 def save_adapters(model, directory: Union[str, Path], base_model: str) -> Path:

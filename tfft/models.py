@@ -24,8 +24,8 @@ import numpy as np
 from tfft.backend import tf  # noqa: F401  (sets the environment before transformers loads)
 from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
-from tfft.errors import ModelLoadError
-from tfft.words import NUM_SHAPE_TOKEN_TYPES
+from tfft.errors import ConfigError, ModelLoadError
+from tfft.words import NUM_SHAPE_TOKEN_TYPES, WordInputs
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +171,30 @@ def encoder_blocks(model, feature: str, option: str) -> list:
                              f"{feature} supports BERT-family encoders (BERT, MiniLM, RoBERTa, ELECTRA); "
                              f"remove {option}")
     return list(blocks)
+
+
+def takes_word_shapes(model) -> Optional[bool]:
+    """Whether ``model`` was built to take word shapes as token types: its token type embedding has one
+    row per shape (``type_vocab_size`` :data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`, against 2 for BERT).
+    ``None`` for a model without a transformers config (a TFLite classifier), which cannot tell."""
+    size = getattr(getattr(model, "config", None), "type_vocab_size", None)
+    return None if size is None else size == NUM_SHAPE_TOKEN_TYPES
+
+
+def word_inputs_for(model, word_inputs: Optional[WordInputs] = None) -> WordInputs:
+    """The word inputs to encode ``model``'s input with: shapes exactly when the model takes them.
+
+    Unset ``word_inputs`` follow the model; given ones that contradict it are refused, because a
+    shaped model fed all-zero token types (or the reverse) predicts far worse, silently.
+    """
+    shaped = takes_word_shapes(model)
+    if word_inputs is None:
+        return WordInputs(shapes=bool(shaped))
+    if shaped is not None and word_inputs.shapes != shaped:
+        raise ConfigError(f"word_inputs.shapes is {word_inputs.shapes}, but the model was built "
+                          f"{'with' if shaped else 'without'} word shapes (type_vocab_size "
+                          f"{model.config.type_vocab_size}); leave word_inputs unset to follow the model")
+    return word_inputs
 
 
 def supports_word_shapes(model) -> bool:

@@ -20,9 +20,9 @@ from tfft.decoding import viterbi_tags
 from tfft.errors import ConfigError, DataFormatError
 from tfft.features import encode_for_inference, inference_length
 from tfft.inference import Forward, forward_function, predict_with
-from tfft.models import TOKEN_CLASSIFICATION, label_map_of
+from tfft.models import TOKEN_CLASSIFICATION, label_map_of, word_inputs_for
 from tfft.run_dir import load_run
-from tfft.words import WordInputs, word_spans
+from tfft.words import NATURAL, WHITESPACE, WordInputs, word_spans
 
 @dataclass
 class Predictor:
@@ -35,9 +35,13 @@ class Predictor:
     stride: int = 32
     batch_size: int = 64
     jit_compile: bool = False
-    word_inputs: WordInputs = WordInputs()
+    word_inputs: Optional[WordInputs] = None  # default: what the model takes (tfft.models.word_inputs_for)
     with_pairs: bool = False
     max_length: Optional[int] = None  # sequence classification: the training max_length
+    word_split: str = NATURAL  # token classification: how raw text is split into words (tfft.words)
+
+    def __post_init__(self) -> None:
+        self.word_inputs = word_inputs_for(self.model, self.word_inputs)
 
     @classmethod
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
@@ -60,6 +64,7 @@ class Predictor:
             word_inputs=config.word_inputs,
             with_pairs=bool(config.text_pair_column),
             max_length=config.max_length,
+            word_split=config.word_split,
         )
 
     @property
@@ -85,24 +90,36 @@ class Predictor:
 
         Token classification: ``{"text", "entities": [{"type", "text", "start", "end",
         "score"}], "words": [{"text", "start", "end", "tag", "score"}]}`` with character
-        offsets into the original string; words are the text's whitespace-separated
-        tokens, as in CoNLL training data (see :mod:`tfft.words`). Sequence
-        classification: ``{"text", "label", "probabilities": {label: p}}``.
+        offsets into the original string; words are split by the run's ``word_split`` rule
+        (see :mod:`tfft.words`). Sequence classification: ``{"text", "label",
+        "probabilities": {label: p}}``.
         """
         check_pairs(self.with_pairs, text_pairs, "this model")
         if not texts:
             return []
         if self.task == TOKEN_CLASSIFICATION:
-            return self._predict_entities(texts, one_document)
+            spans = [word_spans(text, self.word_split) for text in texts]
+            return self._tag_words(texts, spans, one_document)
         pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
         examples = [TextExample(text=t, text_pair=p) for t, p in zip(texts, pairs)]
         encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride)
         probabilities = self._run(encoding)
         return [label_result(text, self.label_map.labels, p) for text, p in zip(texts, probabilities)]
 
-    def _predict_entities(self, texts: Sequence[str], one_document: bool) -> List[Dict]:
-        """Tag whitespace words exactly as evaluation tags CoNLL tokens (same encoding, windows, decoding)."""
-        spans = [word_spans(text) for text in texts]
+    def predict_words(self, sentences: Sequence[Sequence[str]], one_document: bool = False) -> List[Dict]:
+        """Token classification of sentences already split into words, with no word rule applied.
+
+        Each result is :meth:`predict`'s for the text the words make joined by single spaces.
+        """
+        if self.task != TOKEN_CLASSIFICATION:
+            raise ConfigError("words in, entities out: this needs a token-classification model")
+        texts = [" ".join(words) for words in sentences]
+        return self._tag_words(texts, [joined_spans(words) for words in sentences], one_document)
+
+    def _tag_words(self, texts: Sequence[str], spans: Sequence[Sequence[Tuple[int, int]]],
+                   one_document: bool) -> List[Dict]:
+        """Tag the words at ``spans`` of each text exactly as evaluation tags CoNLL tokens (same encoding,
+        windows, decoding)."""
         words = [[text[s:e] for s, e in found] for text, found in zip(texts, spans)]
         examples = [TokenExample(tokens=w, document=0 if one_document else None) for w in words]
         encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride,
@@ -115,6 +132,12 @@ class Predictor:
             scores = word_probs[np.arange(len(tag_ids)), tag_ids]
             results.append(entity_result(text, found, [labels[i] for i in tag_ids], scores))
         return results
+
+
+def joined_spans(words: Sequence[str]) -> List[Tuple[int, int]]:
+    """Each word's ``(start, end)`` in the words joined by single spaces."""
+    starts = np.cumsum([0] + [len(w) + 1 for w in words])[:-1].tolist()
+    return [(start, start + len(w)) for start, w in zip(starts, words)]
 
 
 def check_pairs(with_pairs: bool, text_pairs: Optional[Sequence[str]], model: str) -> None:
@@ -182,27 +205,39 @@ def read_token_lines(source: str, encoding: str = "utf-8") -> List[List[str]]:
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise DataFormatError('expected a JSON object with a "tokens" list of strings, e.g. '
                                   '{"tokens": ["Anna", "flew", "to", "Tokyo"]}', where, number)
-        bad = [t for t in tokens if len(word_spans(t)) != 1 or word_spans(t)[0] != (0, len(t))]
+        bad = [t for t in tokens if word_spans(t, WHITESPACE) != [(0, len(t))]]
         if bad:
             raise DataFormatError(f"tokens must be non-empty and contain no whitespace; found {bad[0]!r}",
                                   where, number)
+        unencodable = [t for t in tokens if not _encodes_as_utf8(t)]
+        if unencodable:
+            raise DataFormatError(f"tokens must be text that UTF-8 can encode; found {unencodable[0]!r} (a lone "
+                                  "surrogate such as \\ud800 is not a character)", where, number)
         sentences.append(tokens)
     return sentences
+
+
+def _encodes_as_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def predict_tokens(predictor, sentences: Sequence[Sequence[str]], **options) -> List[Dict]:
     """Token classification of pre-tokenized sentences with a :class:`Predictor` or a SavedModel predictor.
 
-    Each sentence is sent as its tokens joined by single spaces, so each token is one word
-    (``options`` go to ``predict``); results are ``predict``'s plus ``tokens``, and every entity and word gets
-    ``token_start``/``token_end`` (token indices, end exclusive).
+    The tokens are the words (``predict_words``: no word rule is applied; ``options`` go to
+    it); results are ``predict``'s for the tokens joined by single spaces, plus ``tokens``, and
+    every entity and word gets ``token_start``/``token_end`` (token indices, end exclusive).
     """
-    results = predictor.predict([" ".join(tokens) for tokens in sentences], **options)
+    results = predictor.predict_words(sentences, **options)
     for result, tokens in zip(results, sentences):
         result["tokens"] = list(tokens)
-        starts = np.cumsum([0] + [len(t) + 1 for t in tokens]).tolist()
-        first = {start: i for i, start in enumerate(starts[:-1])}
-        last = {start - 1: i for i, start in enumerate(starts) if i}
+        spans = joined_spans(tokens)
+        first = {start: i for i, (start, _) in enumerate(spans)}
+        last = {end: i + 1 for i, (_, end) in enumerate(spans)}
         for item in result.get("entities", []) + result.get("words", []):
             item["token_start"], item["token_end"] = first[item["start"]], last[item["end"]]
     return results

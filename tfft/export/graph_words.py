@@ -1,8 +1,9 @@
-"""Whitespace words, word shapes and constrained Viterbi decoding as core TensorFlow ops.
+"""Words, word shapes and constrained Viterbi decoding as core TensorFlow ops.
 
 The serving graph's counterparts of :mod:`tfft.words` and :mod:`tfft.decoding`, built from
-the same rules and tables so that a SavedModel splits, shapes and decodes exactly as
-``tfft predict`` does (the export tests compare them on the same texts).
+the same rules and tables (the word rule's regular expressions run through
+``tf.strings.regex_replace``, a core op) so that a SavedModel splits, shapes and decodes
+exactly as ``tfft predict`` does (``tests/test_graph_words.py`` compares them).
 """
 
 from __future__ import annotations
@@ -14,47 +15,85 @@ import numpy as np
 from tfft.backend import tf
 from tfft.decoding import FORBIDDEN, MIN_PROBABILITY, transition_mask
 from tfft.words import (
-    DIGIT_CHAR, DIGITS, LOWER, LOWER_CHAR, MIXED, OTHER, OTHER_CHAR, TITLE, UNCASED, UNCASED_LETTER, UPPER, UPPER_CHAR,
-    WHITESPACE_CHARACTERS, char_class_ranges,
+    BREAK, DIGIT_CHAR, DIGITS, LOWER, LOWER_CHAR, MIXED, OTHER, OTHER_CHAR, PREPARE_REWRITES, TEXT_END, TEXT_START,
+    TITLE, UNCASED, UNCASED_LETTER, UPPER, UPPER_CHAR, char_class_ranges, rewrites,
 )
 
-WHITESPACE_CODE_POINTS = np.array(sorted(ord(c) for c in WHITESPACE_CHARACTERS), np.int32)
+_DELIMITER_CODE_POINTS = [ord(c) for c in " " + BREAK + TEXT_START + TEXT_END]
 
 
 class Words(NamedTuple):
-    """The whitespace-separated words of a batch, ``[batch, (words)]`` each."""
+    """The words of a batch of texts, ``[batch, (words)]`` each."""
 
     start: tf.RaggedTensor  # int64 code point offset of the first character
     end: tf.RaggedTensor  # int64 one past the last character
     shape: tf.RaggedTensor  # int32 index into tfft.words.SHAPES
 
 
-def whitespace_words(text: tf.Tensor) -> Words:
-    """Split ``text`` (tf.string ``[batch]``) at whitespace, with offsets as Python ``str`` indices."""
-    chars = tf.strings.unicode_decode(text, "UTF-8", errors="replace")
+def valid_utf8(text: tf.Tensor) -> tf.Tensor:
+    """``text`` with invalid UTF-8 replaced by U+FFFD, as ``unicode_decode(errors="replace")`` reads it.
+
+    Regular expressions, substrings and character offsets then all see the same characters.
+    """
+    return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+
+
+def split_words(text: tf.Tensor, word_split: str) -> Words:
+    """:func:`tfft.words.word_spans` and word shapes for ``text`` (valid UTF-8, tf.string ``[batch]``).
+
+    Offsets are Python ``str`` indices. The working string is built by the same rewrites as
+    :func:`tfft.words.working_text`; its characters stay in place apart from the breaks.
+    """
+    working = text
+    for pattern, replacement in PREPARE_REWRITES:
+        working = tf.strings.regex_replace(working, pattern, replacement)
+    marked = tf.strings.join([TEXT_START, working, TEXT_END])
+    for pattern, replacement in rewrites(word_split):
+        marked = tf.strings.regex_replace(marked, pattern, replacement)
+
+    chars = tf.strings.unicode_decode(marked, "UTF-8")
     code_points = chars.flat_values
     count = tf.size(code_points, out_type=tf.int64)
     row = chars.value_rowids()
+    is_break = tf.equal(code_points, ord(BREAK))
+    delimiter = tf.reduce_any(code_points[:, None] == tf.constant(_DELIMITER_CODE_POINTS), axis=1)
+    # A character's offset in the text: its place in the row, less the breaks before it and TEXT_START.
+    kept_before = tf.cumsum(tf.cast(~is_break, tf.int64), exclusive=True)
+    offset = kept_before - tf.gather(tf.concat([kept_before, [0]], 0), tf.gather(chars.row_starts(), row)) - 1
+    # Every word character has a neighbour on each side within its row (a sentinel at the least).
     index = tf.range(count)
-    position = index - tf.gather(chars.row_starts(), row)
-    last_in_row = position == tf.gather(chars.row_lengths(), row) - 1
-    spaces = tf.constant(WHITESPACE_CODE_POINTS)
-    nearest = tf.gather(spaces, tf.minimum(tf.searchsorted(spaces, code_points), len(WHITESPACE_CODE_POINTS) - 1))
-    space = tf.equal(nearest, code_points)
-    after_space = (position == 0) | tf.gather(space, tf.maximum(index - 1, 0))
-    before_space = last_in_row | tf.gather(space, tf.minimum(index + 1, tf.maximum(count - 1, 0)))
-    begins, ends = ~space & after_space, ~space & before_space
+    begins = ~delimiter & tf.gather(delimiter, tf.maximum(index - 1, 0))
+    ends = ~delimiter & tf.gather(delimiter, tf.minimum(index + 1, tf.maximum(count - 1, 0)))
     first_char, last_char = tf.where(begins)[:, 0], tf.where(ends)[:, 0]
     num_words = tf.size(first_char, out_type=tf.int64)
 
+    # Shapes come from the text's own characters (the working string has replaced some).
+    original = tf.strings.unicode_decode(text, "UTF-8")
+    word_char = tf.where(~delimiter)[:, 0]
+    char_word = tf.gather(tf.cumsum(tf.cast(begins, tf.int64)), word_char) - 1
+    char_row = tf.gather(row, word_char)
+    char_code = tf.gather(original.flat_values,
+                          tf.gather(original.row_starts(), char_row) + tf.gather(offset, word_char))
+    shape = _word_shapes(char_code, char_word, num_words)
+
+    word_row = tf.gather(row, first_char)
+    nrows = tf.shape(text, out_type=tf.int64)[0]
+
+    def ragged(values):
+        return tf.RaggedTensor.from_value_rowids(values, word_row, nrows=nrows, validate=False)
+
+    return Words(ragged(tf.gather(offset, first_char)), ragged(tf.gather(offset, last_char) + 1), ragged(shape))
+
+
+def _word_shapes(code_points: tf.Tensor, word: tf.Tensor, num_words: tf.Tensor) -> tf.Tensor:
+    """:func:`tfft.words.word_shape` of each word from its characters' code points and word numbers (in order)."""
     starts, classes = char_class_ranges()
     char_class = tf.gather(tf.constant(classes), tf.searchsorted(tf.constant(starts), code_points, side="right") - 1)
-    # Each character's word (whitespace goes to an extra segment that is dropped).
-    segment = tf.where(space, num_words, tf.cumsum(tf.cast(begins, tf.int64)) - 1)
-    counts = tf.math.unsorted_segment_sum(tf.one_hot(char_class, 5, dtype=tf.int32), segment, num_words + 1)[:-1]
+    counts = tf.math.unsorted_segment_sum(tf.one_hot(char_class, 5, dtype=tf.int32), word, num_words)
     cased = (char_class == UPPER_CHAR) | (char_class == LOWER_CHAR)
-    first_cased = tf.math.unsorted_segment_min(tf.where(cased, index, count), segment, num_words + 1)[:-1]
-    first_cased_class = tf.gather(tf.concat([char_class, [OTHER_CHAR]], 0), tf.minimum(first_cased, count))
+    none = tf.size(word, out_type=tf.int64)
+    first_cased = tf.math.unsorted_segment_min(tf.where(cased, tf.range(none), none), word, num_words)
+    first_cased_class = tf.gather(tf.concat([char_class, [OTHER_CHAR]], 0), tf.minimum(first_cased, none))
     upper, lower = counts[:, UPPER_CHAR], counts[:, LOWER_CHAR]
     digit, uncased = counts[:, DIGIT_CHAR], counts[:, UNCASED_LETTER]
     shape = tf.where(
@@ -63,14 +102,7 @@ def whitespace_words(text: tf.Tensor) -> Words:
         tf.where(lower == 0, UPPER,
                  tf.where(upper == 0, LOWER, tf.where(first_cased_class == UPPER_CHAR, TITLE, MIXED))),
     )
-    word_row = tf.gather(row, first_char)
-    nrows = tf.shape(text, out_type=tf.int64)[0]
-
-    def ragged(values):
-        return tf.RaggedTensor.from_value_rowids(values, word_row, nrows=nrows, validate=False)
-
-    return Words(ragged(tf.gather(position, first_char)), ragged(tf.gather(position, last_char) + 1),
-                 ragged(tf.cast(shape, tf.int32)))
+    return tf.cast(shape, tf.int32)
 
 
 def viterbi_decode(probabilities: tf.Tensor, valid: tf.Tensor, labels: Sequence[str]) -> tf.Tensor:
@@ -97,10 +129,12 @@ def _viterbi_search(probabilities: tf.Tensor, valid: tf.Tensor, start_allowed: n
     num_labels = len(start_allowed)
     penalty = tf.constant(np.where(allowed, 0.0, FORBIDDEN), tf.float32)
     start_penalty = tf.constant(np.where(start_allowed, 0.0, FORBIDDEN), tf.float32)
-    # At least one position, so that an all-empty batch still has a first step.
+    # At least two positions (padding carries the score through), so that the scans below have a step
+    # even when the longest text of the batch has one word: a scan over nothing cannot give the shape of
+    # its empty result in a graph traced for any length, as TF Serving runs it.
     width = tf.shape(probabilities)[1]
-    padded = tf.pad(probabilities, [[0, 0], [0, tf.maximum(1 - width, 0)], [0, 0]], constant_values=1.0)
-    valid = tf.pad(valid, [[0, 0], [0, tf.maximum(1 - width, 0)]])
+    padded = tf.pad(probabilities, [[0, 0], [0, tf.maximum(2 - width, 0)], [0, 0]], constant_values=1.0)
+    valid = tf.pad(valid, [[0, 0], [0, tf.maximum(2 - width, 0)]])
     log_probabilities = tf.math.log(tf.maximum(padded, MIN_PROBABILITY))
     identity = tf.broadcast_to(tf.range(num_labels)[None], tf.shape(log_probabilities[:, 0]))
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from tfft.backend import tf
 from tfft.errors import ConfigError, ModelLoadError
-from tfft.export.saved_model import MAX_TEXT_CHARS, MODEL_CARD, TOKEN_CLASSIFICATION
+from tfft.export.saved_model import MAX_TEXT_CHARS, MODEL_CARD, PRETOKENIZED_SIGNATURE, TOKEN_CLASSIFICATION
 from tfft.prediction import check_pairs, entity_result, label_result
+from tfft.words import WHITESPACE
 
 LABELS_ASSET = "labels.json"
 
@@ -30,7 +31,7 @@ class SavedModelPredictor:
     chunk pads little. Task and labels come from the SavedModel's own assets.
     """
 
-    def __init__(self, path: Union[str, Path], batch_size: int = 64):
+    def __init__(self, path: Union[str, Path], batch_size: int = 64, word_split: Optional[str] = None):
         self.path = Path(path)
         assets = self.path / "assets"
         if not (self.path / "saved_model.pb").is_file() or not (assets / MODEL_CARD).is_file():
@@ -39,11 +40,19 @@ class SavedModelPredictor:
         card = json.loads((assets / MODEL_CARD).read_text(encoding="utf-8"))
         label_ids = json.loads((assets / LABELS_ASSET).read_text(encoding="utf-8"))
         self.task: str = card["task"]
+        self.word_split: str = card.get("word_split", WHITESPACE)  # the rule serving_default splits text with
         self.labels: List[str] = [label_ids[str(i)] for i in range(len(label_ids))]
         self.batch_size = batch_size
         # The loaded object owns the variables and the vocabulary table the signature uses.
         self._loaded = tf.saved_model.load(str(self.path))
         self._serve = self._loaded.signatures["serving_default"]
+        if word_split not in (None, self.word_split):  # another rule than the export's: only whitespace has a signature
+            if word_split != WHITESPACE or PRETOKENIZED_SIGNATURE not in self._loaded.signatures:
+                raise ConfigError(f"{self.path}: this export splits raw text with the {self.word_split!r} rule"
+                                  + (f" and takes text already split at whitespace through {PRETOKENIZED_SIGNATURE}"
+                                     if PRETOKENIZED_SIGNATURE in self._loaded.signatures else "")
+                                  + f"; it cannot split with {word_split!r}")
+            self._serve, self.word_split = self._loaded.signatures[PRETOKENIZED_SIGNATURE], word_split
         self.with_pairs = "text_pair" in self._serve.structured_input_signature[1]
 
     def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Dict]:
@@ -54,11 +63,24 @@ class SavedModelPredictor:
                 raise ConfigError(f"input {number} has more than the {MAX_TEXT_CHARS} characters the exported model "
                                   "accepts per text; split it")
         if self.task == TOKEN_CLASSIFICATION:
-            return self._predict_entities(list(texts))
-        rows = self._serve_rows(list(texts), None if text_pairs is None else list(text_pairs))
+            return self._predict_entities(list(texts), self._serve)
+        rows = self._serve_rows(self._serve, list(texts), None if text_pairs is None else list(text_pairs))
         return [label_result(text, self.labels, row["probabilities"]) for text, row in zip(texts, rows)]
 
-    def _serve_rows(self, texts: List[str], pairs: Optional[List[str]] = None) -> List[Dict[str, np.ndarray]]:
+    def predict_words(self, sentences: Sequence[Sequence[str]]) -> List[Dict]:
+        """Sentences already split into words, through the ``serving_pretokenized`` signature (words
+        joined by spaces, split at whitespace in the graph); like ``Predictor.predict_words``."""
+        if self.task != TOKEN_CLASSIFICATION:
+            raise ConfigError(f"{self.path}: words in, entities out: this needs a token-classification model")
+        signature = self._loaded.signatures.get(PRETOKENIZED_SIGNATURE)
+        if signature is None:  # exports before the natural word rule split serving_default's text at whitespace
+            if self.word_split != WHITESPACE:
+                raise ConfigError(f"{self.path}: this export has no {PRETOKENIZED_SIGNATURE} signature for text "
+                                  "already split into words; export the run again")
+            signature = self._serve
+        return self._predict_entities([" ".join(words) for words in sentences], signature)
+
+    def _serve_rows(self, signature, texts: List[str], pairs: Optional[List[str]] = None) -> List[Dict[str, np.ndarray]]:
         """``serving_default``'s outputs for each text (one row each, still padded), in input order."""
         def length(i: int) -> int:
             return len(texts[i]) + (len(pairs[i]) if pairs is not None else 0)
@@ -70,14 +92,14 @@ class SavedModelPredictor:
             inputs = {"text": tf.constant([texts[i] for i in chunk], tf.string)}
             if pairs is not None:
                 inputs["text_pair"] = tf.constant([pairs[i] for i in chunk], tf.string)
-            outputs = {name: value.numpy() for name, value in self._serve(**inputs).items()}
+            outputs = {name: value.numpy() for name, value in signature(**inputs).items()}
             for position, i in enumerate(chunk):
                 rows[i] = {name: value[position] for name, value in outputs.items()}
         return rows
 
-    def _predict_entities(self, texts: List[str]) -> List[Dict]:
+    def _predict_entities(self, texts: List[str], signature) -> List[Dict]:
         results = []
-        for text, row in zip(texts, self._serve_rows(texts)):
+        for text, row in zip(texts, self._serve_rows(signature, texts)):
             count = int(row["num_words"])
             spans = list(zip(row["word_start"][:count].tolist(), row["word_end"][:count].tolist()))
             tags = [tag.decode("utf-8") for tag in row["tags"][:count]]

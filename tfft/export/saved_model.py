@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from tfft.backend import tf
-from tfft.export.graph_words import viterbi_decode, whitespace_words
+from tfft.export.graph_words import split_words, valid_utf8, viterbi_decode
 from tfft.export.tokenizer import InGraphBertTokenizer
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.config import EXPORT_PRECISIONS
@@ -49,9 +49,12 @@ from tfft.errors import ConfigError
 from tfft.features import inference_length
 from tfft.lean_bert import inference_logits
 from tfft.lora import merge_adapters
+from tfft.words import NATURAL, WHITESPACE
 from tfft.files import atomic_directory
 
 MODEL_CARD = "model_card.json"
+# Token classification: text already split into words with spaces (no word rule; ``predict --input-format tokens``).
+PRETOKENIZED_SIGNATURE = "serving_pretokenized"
 # The longest text (in characters) serving_default accepts: one request cannot exhaust a server's memory.
 MAX_TEXT_CHARS = 100_000
 
@@ -60,8 +63,10 @@ class ServingModule(tf.Module):
     """A trained classifier plus the in-graph tokenizer and label decoding it serves with."""
 
     def __init__(self, model, tokenizer: InGraphBertTokenizer, task: str, labels: Sequence[str], max_length: int,
-                 assets: Dict[str, str], with_pairs: bool = False, word_shapes: bool = False, stride: int = 32):
+                 assets: Dict[str, str], with_pairs: bool = False, word_shapes: bool = False, stride: int = 32,
+                 word_split: str = NATURAL):
         super().__init__(name="tfft_serving")
+        self.word_split = word_split
         self.stride = int(stride)
         self.model = model
         self.labels = list(labels)
@@ -94,22 +99,33 @@ class ServingModule(tf.Module):
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "probabilities": probabilities}
 
-    def tag(self, text):
-        """Tag each whitespace-separated word from its first subword, decode with constrained Viterbi.
+    def tag(self, text, word_split: str):
+        """Tag each word (``word_split``) from its first subword, decode with constrained Viterbi.
 
-        Texts longer than the model's maximum are cut into overlapping windows in the graph, exactly
-        as ``tfft.features.encode_for_inference`` cuts them (``stride`` tokens shared), and each word
+        The tokenizer reads the words joined by single spaces, as ``tfft predict`` encodes them, so
+        no subword crosses a word boundary (``did`` ``n't``). Texts longer than the model's
+        maximum are cut into overlapping windows in the graph, exactly as
+        ``tfft.features.encode_for_inference`` cuts them (``stride`` tokens shared), and each word
         takes the window where its first subword has the most context (the earlier one on a tie),
         as ``tfft.inference.word_probabilities`` does.
         """
         _check_text_length(text)
-        token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(text)
-        words = whitespace_words(text)
-        far = tf.int64.max
+        text = valid_utf8(text)
+        words = split_words(text, word_split)
         batch = tf.shape(text, out_type=tf.int64)[0]
+        word_row = words.start.value_rowids()
+        length = words.end.flat_values - words.start.flat_values
+        word_text = tf.strings.substr(tf.gather(text, word_row), words.start.flat_values, length, unit="UTF8_CHAR")
+        joined = tf.strings.reduce_join(words.start.with_flat_values(word_text), axis=1, separator=" ")
+        # Where each word starts in the joined text.
+        joined_start = tf.cumsum(length + 1, exclusive=True)
+        joined_start = words.start.with_flat_values(
+            joined_start - tf.gather(tf.concat([joined_start, [0]], 0), tf.gather(words.start.row_starts(), word_row)))
+        token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(joined)
+        far = tf.int64.max
         column = tf.fill([batch, 1], far)
-        # The whitespace word of each pre-tokenizer piece (pieces never cross whitespace), then of each token.
-        word_of_piece = tf.searchsorted(tf.concat([words.start.to_tensor(far), column], 1),
+        # The word of each pre-tokenizer piece (pieces never cross the spaces between words), then of each token.
+        word_of_piece = tf.searchsorted(tf.concat([joined_start.to_tensor(far), column], 1),
                                         tf.concat([piece_start.to_tensor(far), column], 1), side="right",
                                         out_type=tf.int64) - 1
         token_row = token_ids.value_rowids()
@@ -217,8 +233,11 @@ class ServingModule(tf.Module):
     def signatures(self) -> dict:
         """Concrete functions for ``serving_default`` and ``predict_ids``."""
         text = tf.TensorSpec([None], tf.string, name="text")
+        signatures = {}
         if self.task == TOKEN_CLASSIFICATION:
-            serve = tf.function(self.tag, input_signature=[text])
+            serve = tf.function(lambda text: self.tag(text, self.word_split), input_signature=[text])
+            self.serve_pretokenized = tf.function(lambda text: self.tag(text, WHITESPACE), input_signature=[text])
+            signatures[PRETOKENIZED_SIGNATURE] = self.serve_pretokenized.get_concrete_function()
         elif self.with_pairs:
             serve = tf.function(self.classify, input_signature=[text, tf.TensorSpec([None], tf.string, name="text_pair")])
         else:
@@ -226,7 +245,8 @@ class ServingModule(tf.Module):
         ids = [tf.TensorSpec([None, None], tf.int32, name=n) for n in ("input_ids", "attention_mask", "token_type_ids")]
         self.serve = serve
         self.serve_ids = tf.function(self.predict_ids, input_signature=ids)
-        return {"serving_default": serve.get_concrete_function(), "predict_ids": self.serve_ids.get_concrete_function()}
+        return {"serving_default": serve.get_concrete_function(), "predict_ids": self.serve_ids.get_concrete_function(),
+                **signatures}
 
 
 def _check_text_length(text: tf.Tensor) -> None:
@@ -289,7 +309,10 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     merge_adapters(model)  # a LoRA run serves as a plain model: adapters folded into the kernels
     labels = list(label_map_of(model).labels)
     card = {**model_card(run_dir, config, tokenizer, labels, name), "version": version, "precision": precision,
-            "signatures": {"serving_default": "raw text in", "predict_ids": "token ids in"}}
+            "served_context": "sentence" if config.task == TOKEN_CLASSIFICATION else None,
+            "signatures": {"serving_default": "raw text in", "predict_ids": "token ids in",
+                           **({PRETOKENIZED_SIGNATURE: "words joined by spaces in"}
+                              if config.task == TOKEN_CLASSIFICATION else {})}}
     target_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_parent, prefix=f".{version}.assets-") as scratch:
         card_path = Path(scratch) / MODEL_CARD
@@ -300,6 +323,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
             model, in_graph_tokenizer, config.task, labels, card["max_length"],
             assets={"vocab": str(model_dir / "vocab.txt"), "model_card": str(card_path), "labels": str(labels_path)},
             with_pairs=bool(config.text_pair_column), word_shapes=config.uses_word_shapes, stride=config.stride,
+            word_split=config.word_split,
         )
         try:
             with atomic_directory(target, replace=False) as staging:
@@ -307,6 +331,16 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         except FileExistsError:  # another export took this version number meanwhile
             raise ConfigError(f"{target} was created by another export while this one ran; run it again") from None
     return target
+
+
+def context_warning(config) -> Optional[str]:
+    """What a SavedModel of a ``--context-window`` run does not serve: each request's texts are tagged alone."""
+    if config.task != TOKEN_CLASSIFICATION or not config.context_window:
+        return None
+    return (f"the run was trained with --context-window {config.context_window} (each sentence with its document "
+            "neighbours as context), but the SavedModel tags every text alone, as `tfft predict` does without "
+            "--context document; expect the F1 of sentences seen alone (`tfft predict RUN --context document` or "
+            "a TFLite export serve document context)")
 
 
 def model_card(run_dir: Union[str, Path], config, tokenizer, labels: Sequence[str], name: str) -> Dict[str, object]:
@@ -317,6 +351,7 @@ def model_card(run_dir: Union[str, Path], config, tokenizer, labels: Sequence[st
         "base_model": config.model, "lora_rank": config.lora_rank,
         "max_length": inference_length(tokenizer, config.task, config.max_length),
         "word_split": config.word_split, "word_shapes": config.uses_word_shapes,
+        "context_window": config.context_window if config.task == TOKEN_CLASSIFICATION else 0,
         "training_metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "tfft_version": _tfft_version(), "tensorflow_version": tf.__version__, "python_version": platform.python_version(),
     }

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from tfft.files import atomic_write
 from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions
+from tfft.models import word_inputs_for
 from tfft.words import WordInputs
 
 logger = logging.getLogger(__name__)
@@ -49,22 +50,41 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.pad_token_id = pad_token_id
         self.jit_compile = jit_compile
         self.last_scores: Dict[str, float] = {}
+        self._encode: Optional[Callable[[WordInputs], Encoding]] = None  # set by from_examples
+        self._word_inputs: Optional[WordInputs] = None  # as given to from_examples
+        self._encoded_with = WordInputs()
 
     @classmethod
     def from_examples(cls, tokenizer, examples, label_map: LabelMap, *, max_length: Optional[int] = None,
-                      stride: int = 32, word_inputs: WordInputs = WordInputs(), **options) -> "ValidationMetrics":
+                      stride: int = 32, word_inputs: Optional[WordInputs] = None,
+                      **options) -> "ValidationMetrics":
         """Encode validation examples once, up front, so each epoch only runs the model.
 
-        ``word_inputs``: the model's word shapes and document context (token tasks).
+        ``word_inputs``: the model's word shapes and document context (token tasks). Unset, the
+        shapes follow the model Keras gives the callback (re-encoded then if it takes shapes);
+        given ones that contradict that model are refused (:func:`tfft.models.word_inputs_for`).
         """
         label_map.check(examples)
-        encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
-                                        word_inputs=word_inputs)
+
+        def encode(inputs: WordInputs) -> Encoding:
+            return encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
+                                        word_inputs=inputs)
+
         if is_token_task(examples):
             true_labels = [list(e.tags) for e in examples]
         else:
             true_labels = [e.label for e in examples]
-        return cls(encoding, true_labels, label_map, pad_token_id=tokenizer.pad_token_id, **options)
+        metrics = cls(encode(word_inputs or WordInputs()), true_labels, label_map,
+                      pad_token_id=tokenizer.pad_token_id, **options)
+        metrics._encode, metrics._word_inputs, metrics._encoded_with = encode, word_inputs, word_inputs or WordInputs()
+        return metrics
+
+    def set_model(self, model) -> None:
+        super().set_model(model)
+        if self._encode is not None:
+            inputs = word_inputs_for(model, self._word_inputs)
+            if inputs != self._encoded_with:
+                self.encoding, self._encoded_with = self._encode(inputs), inputs
 
     def score(self) -> Dict[str, float]:
         """Score the current model on the validation set (no ``val_`` prefix)."""

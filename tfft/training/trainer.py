@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from tfft.backend import keras, tf
-from tfft.config import TrainConfig
+from tfft.config import DEFAULT_MAX_LENGTH, TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.data.tfds import default_text_keys
 from tfft.distribution import barrier, create_strategy, is_chief, worker_count
@@ -38,7 +38,7 @@ from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
 from tfft.files import replace_directory, write_json
-from tfft.lora import LoraSettings, add_adapters, describe, save_adapters
+from tfft.lora import LoraSettings, absolute_base_model, add_adapters, describe, save_adapters
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset, worker_input_fn
 from tfft.recompute import recompute_encoder_layers
@@ -128,9 +128,16 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     config.validate()
     tokenizer = load_tokenizer(config.model)
     window = inference_length(tokenizer)
+    if config.max_length > window:
+        if config.max_length != DEFAULT_MAX_LENGTH:
+            raise ConfigError(f"The 'max_length' option must be at most {window} for this model, whose inputs hold "
+                              f"at most {window} tokens (its position window). Got {config.max_length!r} instead.")
+        config.max_length = window  # the default, for a model with a shorter window (recorded in config.yaml)
     if config.task == TOKEN_CLASSIFICATION and not config.stride < window - 3:
         raise ConfigError(f"The 'stride' option must be below {window - 3} for this model, whose windows hold "
                           f"{window} tokens. Got {config.stride!r} instead.")
+    if config.lora_rank:  # the run loads its base again, from wherever it is used
+        config.model = absolute_base_model(config.model)
     if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
         config.word_shapes = word_shapes_by_default(config.model, tokenizer)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
