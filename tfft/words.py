@@ -83,11 +83,9 @@ WORKING_CHARACTERS = BREAK + KEPT + TEXT_START + TEXT_END
 WORKING_REPLACEMENT = "\x1a"
 
 # Never peeled off a word's edge: they belong to handles, hashtags, numbers, e-mail and web
-# addresses, dashes and currency (``@user``, ``#tag``, ``.500``, ``+44``, ``-5``, ``US$``).
+# addresses and dashes (``@user``, ``#tag``, ``.500``, ``+44``, ``-5``); periods have rules of
+# their own. ``$`` is peeled off the front of a word only (``$5``, but ``US$``).
 _NEVER_PEELED = "@#.-+_&/\\~*=<>^|"
-# Opening punctuation may also be peeled off the front; `$` is peeled off the front only.
-_NOT_LEADING = _NEVER_PEELED
-_NOT_TRAILING = _NEVER_PEELED + "$"
 _LATIN_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
 _CLOSING_QUOTES = "\"'\u201d\u2019\u00bb"
 _CURRENCY = "$\u00a3\u20ac\u00a5"
@@ -115,16 +113,16 @@ def code_point_ranges(spec: str) -> List[Tuple[int, int]]:
     return ranges
 
 
-def _class(ranges: Sequence[Tuple[int, int]], negate: bool = False) -> str:
+def _class(ranges: Sequence[Tuple[int, int]]) -> str:
     """A regular-expression character class that Python's ``re`` and RE2 read alike."""
     def literal(cp: int) -> str:
         return ("\\" + chr(cp)) if chr(cp) in "\\]^-[&~|" else chr(cp)
 
-    items = "".join(literal(a) if a == b else f"{literal(a)}-{literal(b)}" for a, b in ranges)
-    return f"[{'^' if negate else ''}{items}]"
+    return "[" + "".join(literal(a) if a == b else f"{literal(a)}-{literal(b)}" for a, b in ranges) + "]"
 
 
 def _without(ranges: Sequence[Tuple[int, int]], excluded: str) -> List[Tuple[int, int]]:
+    """``ranges`` less the characters of ``excluded``."""
     out = []
     for first, last in ranges:
         run_start = None
@@ -148,10 +146,9 @@ def _natural_rewrites() -> Tuple[Tuple[str, str], ...]:
     that consume the character after a match are repeated so that neighbours are all reached.
     """
     punctuation = code_point_ranges(PUNCTUATION_RANGES)
-    leading = _class(_without(punctuation, _NOT_LEADING))
-    trailing = _class(_without(punctuation, _NOT_TRAILING))
-    # Punctuation that is a word of its own wherever it stands next to other punctuation.
+    # Peeled off the front of a word, and a word of its own wherever it stands next to another.
     isolated = _class(_without(punctuation, _NEVER_PEELED))
+    trailing = _class(_without(punctuation, _NEVER_PEELED + "$"))
     b, k, s, e = BREAK, KEPT, TEXT_START, TEXT_END
     before = f"[ {b}{s}]"  # what may stand before a word
     after = f"[ {b}{e}]"  # what may stand after a word
@@ -178,7 +175,7 @@ def _natural_rewrites() -> Tuple[Tuple[str, str], ...]:
     return (
         (f"(\u2014|\u2015|--+|\\.\\.\\.+|\u2026)", f"{b}\\1{b}"),  # dashes and ellipses between words
         (f"({before})['\u2019]((?:{'|'.join(_CLITICS)})(?:{after}))", f"\\1{k}\\2"),  # a lone 's stays whole
-        (f"({before})({leading}+)({inside})", f"\\1\\2{b}\\3"),  # (Reuters "Apple $5
+        (f"({before})({isolated}+)({inside})", f"\\1\\2{b}\\3"),  # (Reuters "Apple $5
         (f"([{_CURRENCY}])([0-9])", f"\\1{b}\\2"),  # C$100, US$5
         (f"([{_LATIN_LETTERS}0-9.])({clitic})({not_letter})", f"\\1{b}\\2\\3"),  # Apple's we're I'm Inc.'s 20's
         (f"({letter})([nN]['\u2019][tT])({not_letter})", f"\\1{b}\\2\\3"),  # didn't
@@ -195,7 +192,7 @@ PREPARE_REWRITES = (
     (_class([(ord(c), ord(c)) for c in WHITESPACE_CHARACTERS]), " "),
 )
 _COMPILED_PREPARE = tuple((re.compile(p), r) for p, r in PREPARE_REWRITES)
-_COMPILED_NATURAL = tuple((re.compile(p), r) for p, r in NATURAL_REWRITES)
+_COMPILED = {NATURAL: tuple((re.compile(p), r) for p, r in NATURAL_REWRITES), WHITESPACE: ()}
 _DELIMITERS = " " + TEXT_START + TEXT_END
 
 
@@ -214,11 +211,11 @@ def working_text(text: str, word_split: str = NATURAL) -> str:
     character by one), so a word's offsets in ``text`` follow from its place here. The
     serving graph builds the same string with the same rewrites (:mod:`tfft.export.graph_words`).
     """
-    natural = bool(rewrites(word_split))
+    rewrites(word_split)  # a clear error for an unknown rule
     for pattern, replacement in _COMPILED_PREPARE:
         text = pattern.sub(replacement, text)
     marked = TEXT_START + text + TEXT_END
-    for pattern, replacement in _COMPILED_NATURAL if natural else ():
+    for pattern, replacement in _COMPILED[word_split]:
         marked = pattern.sub(replacement, marked)
     return marked
 

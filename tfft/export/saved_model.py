@@ -12,10 +12,11 @@ Signatures:
   Sequence classification returns ``label`` (string ``[batch]``), ``label_id`` (int32)
   and ``probabilities`` (float32 ``[batch, classes]``).
 
-  Token classification returns per word -- the text's whitespace-separated words, as in
-  CoNLL training data, each tagged from its first subword and the sentence decoded with
-  constrained Viterbi (no ``I-X`` that does not continue an ``X``) -- padded to the longest
-  sentence of the batch: ``tags`` (string, padding ``""``), ``tag_ids`` (int32, padding -1),
+  Token classification returns per word -- the text's words under the run's ``word_split``
+  rule (:mod:`tfft.words`: ``natural`` splits punctuation, quotes and clitics off as in CoNLL
+  tokens, with the same regular expressions in the graph), each tagged from its first subword
+  and the sentence decoded with constrained Viterbi (no ``I-X`` that does not continue an
+  ``X``) -- padded to the longest sentence of the batch: ``tags`` (string, padding ``""``), ``tag_ids`` (int32, padding -1),
   ``tag_scores`` (float32, padding 0), ``word_start``/``word_end`` (int64 character
   offsets, padding -1), ``num_words`` (int32); and per entity: ``entity_types`` (string,
   padding ``""``), ``entity_start``/``entity_end`` (int64 character offsets, end exclusive,
@@ -24,10 +25,13 @@ Signatures:
   predict``; a text over ``MAX_TEXT_CHARS`` characters is refused (InvalidArgument).
   Models trained with word shapes compute them in the graph (:mod:`tfft.export.graph_words`).
 
+* ``serving_pretokenized`` (token classification) -- ``text`` already split into words,
+  joined by spaces: split at whitespace only, same outputs as ``serving_default``.
+
 * ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
   ``[batch, length]``) to ``logits`` and ``probabilities``, for clients that tokenize.
 
-Both run BERT models through :func:`tfft.lean_bert.lean_logits` (same weights and function,
+All run BERT models through :func:`tfft.lean_bert.lean_logits` (same weights and function,
 about half the graph ops of the transformers ``call``), which is what lets raw text in, with
 tokenization in the graph, answer faster than a plain export with tokenization in Python.
 """
