@@ -11,8 +11,9 @@ enclose), its gold entities kept as exact character spans. Then, for each word r
   entity scored by exact ``(type, start, end)`` match against the gold spans (micro P/R/F1);
 * ``saved_model_f1``: the same through the export's ``serving_default`` (``tfft predict
   --saved-model``; the whitespace rule through its ``serving_pretokenized`` signature);
-* ``spans_with_punctuation``: predicted entities that begin or end with punctuation
-  (``Paris.``, ``(Reuters``), which no gold entity of CoNLL does.
+* ``spans_swallowing_punctuation``: predicted entities whose first or last gold token is
+  punctuation or a clitic (``Paris.``, ``(Reuters``, ``England's``); ``spans_cutting_tokens``:
+  predicted entities that start or end inside a gold token.
 
 ``evaluate_f1`` is ``tfft evaluate`` on the gold tokens. The commands run as subprocesses,
 exactly as a user types them. Prints one JSON object and a Markdown table.
@@ -60,8 +61,9 @@ def scores(gold: Set[Entity], predicted: Set[Entity]) -> Dict[str, float]:
     return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
 
 
-def is_punctuation(character: str) -> bool:
-    return unicodedata.category(character).startswith("P")
+def is_punctuation_or_clitic(token: str) -> bool:
+    return token.lower() in ("'s", "n't", "'re", "'ve", "'ll", "'m", "'d") or all(
+        unicodedata.category(c).startswith("P") for c in token)
 
 
 def main() -> None:
@@ -99,17 +101,26 @@ def main() -> None:
                 predictions = predicted_entities(where, texts_file, rule)
                 found = {(i, e["type"], e["start"], e["end"]) for i, p in enumerate(predictions) for e in p["entities"]}
                 row[f"{path}"] = scores(gold, found)
-                row[f"{path}_spans_with_punctuation"] = sum(
-                    1 for p in predictions for e in p["entities"]
-                    if e["text"] and (is_punctuation(e["text"][0]) or is_punctuation(e["text"][-1])))
+                swallowing, cutting = 0, 0
+                for prediction, example in zip(predictions, sentences):
+                    offsets = natural_text(example.tokens)[1]
+                    for entity in prediction["entities"]:
+                        covered = [i for i, (s, e) in enumerate(offsets) if s < entity["end"] and e > entity["start"]]
+                        swallowing += bool(covered) and (is_punctuation_or_clitic(example.tokens[covered[0]])
+                                                         or is_punctuation_or_clitic(example.tokens[covered[-1]]))
+                        cutting += (entity["start"] not in {s for s, _ in offsets}
+                                    or entity["end"] not in {e for _, e in offsets})
+                row[f"{path}_spans_swallowing_punctuation"] = swallowing
+                row[f"{path}_spans_cutting_tokens"] = cutting
             result[rule] = row
     print(json.dumps(result))
-    print("\n| word rule | word agreement | `tfft predict` F1 | SavedModel F1 | spans with punctuation | "
-          "`evaluate` F1 (gold tokens) |\n|---|---|---|---|---|---|")
+    print("\n| word rule | word agreement | `tfft predict` F1 | SavedModel F1 | spans swallowing punctuation | "
+          "spans cutting a token | `evaluate` F1 (gold tokens) |\n|---|---|---|---|---|---|---|")
     for rule in (NATURAL, WHITESPACE):
         row = result[rule]
         print(f"| {rule} | {row['word_agreement']:.2%} | {row['predict']['f1']:.4f} | {row['saved_model']['f1']:.4f} "
-              f"| {row['predict_spans_with_punctuation']} | {result['evaluate_f1']:.4f} |")
+              f"| {row['predict_spans_swallowing_punctuation']} | {row['predict_spans_cutting_tokens']} "
+              f"| {result['evaluate_f1']:.4f} |")
 
 
 if __name__ == "__main__":

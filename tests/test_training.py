@@ -332,6 +332,12 @@ def test_document_context_trains_evaluates_and_predicts_from_the_cli(tiny_model_
         scores[context] = [w["score"] for p in printed for w in p["words"]]
     assert scores["sentence"] != scores["document"]  # the neighbouring line was seen as context
 
+    # The SavedModel tags each text alone: the export says so in its card and warns.
+    assert main(["export", str(result.run_dir), "--name", "ner", "--export-dir", str(tmp_path / "exports")]) == 0
+    assert "trained with --context-window 16" in capsys.readouterr().err
+    card = json.loads((tmp_path / "exports" / "ner" / "1" / "assets" / "model_card.json").read_text())
+    assert (card["context_window"], card["served_context"]) == (16, "sentence")
+
 
 def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(ner_config, capsys):
     from tfft.training.trainer import create_model, prepare_data
