@@ -319,6 +319,19 @@ def test_the_kubernetes_manifests_give_every_pod_its_place_in_the_cluster(tmp_pa
     assert run_pod_script(manifest, 1, tmp_path)["env"]["KERASTUNER_ORACLE_IP"] == "tfft-tune-0.tfft-tune"
 
 
+def test_the_kubernetes_search_survives_a_trial_that_oom_kills_its_worker_and_stops_on_tfft_errors():
+    import yaml
+
+    manifest = REPO / "examples" / "k8s" / "tune-distributed.yaml"
+    [job] = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Job"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy needs
+    actions = {code: rule["action"] for rule in job["spec"]["podFailurePolicy"]["rules"]
+               for code in rule.get("onExitCodes", {}).get("values", [])}
+    # An OOM-killed worker (137) is replaced without using up backoffLimit: tfft counts the trial's attempts.
+    assert actions[137] == "Ignore"
+    assert actions[2] == "FailJob"  # tfft's own error: the search stopped, or the chief refused to start
+
+
 MIRRORED_TRIALS_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])
