@@ -179,6 +179,31 @@ def test_a_killed_worker_resumes_from_the_last_finished_epoch(deterministic_mode
     assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]
 
 
+def test_every_worker_exits_at_once_with_the_reason_the_chief_refused_to_start(deterministic_model_dir, tmp_path):
+    shared = tmp_path / "runs" / "ner"
+    shared.mkdir(parents=True)  # a finished run, and no --overwrite: the chief refuses
+    options = ["--strategy", "multi-worker", "--max-train-examples", "16", "--epochs", "1"]
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(f"worker{i}", train_args(deterministic_model_dir, shared, *options), env)
+                   for i, env in enumerate(cluster_environments(2, tmp_path))]
+        # Not a collective timeout minutes later: the other worker ends with the chief.
+        codes = processes.wait(workers, timeout=120)
+        logs = [processes.log(f"worker{i}") for i in range(2)]
+    assert codes == [2, 2], "\n".join(log[-2000:] for log in logs)
+    assert "already holds a finished run" in logs[0]
+    assert "the chief refused to start" in logs[1] and "already holds a finished run" in logs[1]
+
+
+def test_a_chief_reason_reaches_the_workers_whole():
+    from tfft.distribution import broadcast_reason, create_strategy
+
+    strategy = create_strategy("auto")  # one process: what the chief sends is what every worker gets
+    assert broadcast_reason(strategy, None) is None
+    assert broadcast_reason(strategy, "runs/ner already holds a finished run; pass --overwrite ünïcode") == (
+        "runs/ner already holds a finished run; pass --overwrite ünïcode")
+    assert broadcast_reason(strategy, "x" * 5000).endswith("...")  # long reasons are cut, not lost
+
+
 def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, capsys, monkeypatch):
     from tfft.cli import main
 
