@@ -303,6 +303,26 @@ def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path
     assert sorted(run_counts(directory).values()) == [1, 1, 1, 2]  # the killed worker's trial ran again
 
 
+def test_a_search_whose_trials_all_fail_ends_with_the_reason_on_the_chief_and_every_worker(tiny_model_dir, tmp_path):
+    import shutil
+
+    # The tokenizer loads (so every process starts), the weights do not (so every trial fails).
+    broken = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, broken, ignore=shutil.ignore_patterns("*.h5", "*.safetensors"))
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        started = [processes.start(role, tune_args(broken, directory, "--max-trials", "8"), env)
+                   for role, env in zip(roles, search_environments(roles))]
+        codes = processes.wait(started, timeout=TIMEOUT)
+        logs = {role: processes.log(role) for role in roles}
+    assert codes == [2, 2, 2], "\n".join(log[-2000:] for log in logs.values())
+    for role in roles:
+        assert re.search(r"3 trials failed in a row \(max_consecutive_failed_trials 3\): trials \d+, \d+, \d+; "
+                         r"last error: \S", logs[role]), logs[role][-2000:]
+    assert "tfft tune: error: the chief stopped the search" in logs["tuner0"]
+
+
 FAKE_TFFT = """#!/bin/sh
 python3 -c 'import json, os, sys; print(json.dumps({"env": {k: v for k, v in os.environ.items() if k.startswith(("TF_CONFIG", "KERASTUNER"))}, "args": sys.argv[1:]}))' "$@"
 """
