@@ -323,6 +323,31 @@ def test_a_search_whose_trials_all_fail_ends_with_the_reason_on_the_chief_and_ev
     assert "tfft tune: error: the chief stopped the search" in logs["tuner0"]
 
 
+def test_a_worker_stopped_past_its_lease_is_refused_its_trial_and_the_search_goes_on(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        chief, tuner0, tuner1 = [processes.start(role, tune_args(tiny_model_dir, directory, "--trial-lease", "10"), env)
+                                 for role, env in zip(roles, search_environments(roles))]
+        deadline = time.monotonic() + TIMEOUT
+        while ": running trial" not in processes.log("tuner1"):
+            assert time.monotonic() < deadline and tuner1.poll() is None, processes.log("tuner1")
+            time.sleep(0.1)
+        os.killpg(tuner1.pid, signal.SIGSTOP)  # a stalled worker (preempted VM, swapping, debugger)
+        while "stopped renewing its lease" not in processes.log("chief"):
+            assert time.monotonic() < deadline, processes.log("chief")
+            time.sleep(0.2)
+        os.killpg(tuner1.pid, signal.SIGCONT)
+        codes = processes.wait([chief, tuner0, tuner1])
+        logs = {role: processes.log(role) for role in roles}
+    assert codes == [0, 0, 0], "\n".join(log[-2000:] for log in logs.values())
+    stopped = re.search(r"tuner1: stopped trial (\d+): trial \1: this attempt's lease is over", logs["tuner1"])
+    assert stopped, logs["tuner1"][-3000:]
+    check_search_results(directory)
+    counts = run_counts(directory)
+    assert counts[stopped.group(1)] == 2 and sorted(counts.values()) == [1, 1, 1, 2]
+
+
 FAKE_TFFT = """#!/bin/sh
 python3 -c 'import json, os, sys; print(json.dumps({"env": {k: v for k, v in os.environ.items() if k.startswith(("TF_CONFIG", "KERASTUNER"))}, "args": sys.argv[1:]}))' "$@"
 """
