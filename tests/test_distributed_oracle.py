@@ -129,7 +129,7 @@ def run_bounded(function, seconds: float):
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        pytest.fail(f"still blocked after {seconds}s (a lock left held?)")
+        pytest.fail(f"still blocked after {seconds}s")
     kind, value = outcome[0]
     if kind == "error":
         raise value
@@ -388,3 +388,25 @@ def test_a_fit_stops_before_its_epoch_end_writes_once_the_lease_is_lost(tmp_path
         model.fit(np.zeros((8, 2)), np.zeros(8), batch_size=4, epochs=3, verbose=0,
                   callbacks=[LeaseGuard(RefusingLease(good=2)), keras.callbacks.CSVLogger(str(history))])
     assert len(history.read_text().splitlines()) == 2  # the header and epoch 1: epoch 2 was never written
+
+
+def test_a_chief_that_cannot_start_tells_the_workers_why_at_once(tmp_path, oracle_env, monkeypatch):
+    from tfft.config import TrainConfig
+    from tfft.errors import ConfigError
+    from tfft.tuning import search
+
+    def unreadable_project(*args, **kwargs):
+        raise ConfigError("search/oracle.json is not a KerasTuner project")
+
+    monkeypatch.setattr(search, "search_role", lambda: distributed.CHIEF, raising=False)  # this thread: the chief
+    monkeypatch.setattr(search, "create_tuner", unreadable_project)
+    chief = threading.Thread(target=lambda: _outcome(lambda: search.tune(TrainConfig(), lease_seconds=4.0)),
+                             daemon=True)
+    chief.start()
+    client = distributed.PatientOracleClient(make_oracle(tmp_path), connect_seconds=30)
+    started = time.monotonic()
+    with pytest.raises(distributed.SearchStoppedError, match="refused to start: search/oracle.json is not"):
+        run_bounded(lambda: client.create_trial("tuner0"), 15)
+    assert time.monotonic() - started < 10  # not the 30 s a worker waits for a chief that never answers
+    chief.join(15)
+    assert not chief.is_alive()

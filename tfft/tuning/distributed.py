@@ -28,6 +28,9 @@ KerasTuner's failure modes, and what tfft does about each:
   refuses every call (``FAILED_PRECONDITION``) with a message naming the failing trials and the
   last error: each worker exits non-zero with it (running trials stop at their next renewal),
   and the chief, once every live worker has been told, raises it.
+* **A chief that cannot start** (``tune`` fails before serving, e.g. an unreadable project)
+  answers every worker's call with its reason for ``lease_seconds`` (``refuse_workers``), so the
+  workers exit at once with it.
 * **Workers leaving early**: a worker asking for a trial when none is left while others
   still run is told to wait (IDLE) rather than to stop, so a trial given back by a dead
   worker still finds someone to run it. The chief exits only when every trial has ended and
@@ -257,7 +260,7 @@ class LeasedOracleServicer(OracleServicer):
     def _refuse_if_stopped(self, context, tuner_id: str) -> None:
         if self.failure is not None:
             self.told_stopped.add(tuner_id)
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.failure)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the chief stopped the search: {self.failure}")
 
     def _hold(self, context, trial_id: str) -> Lease:
         """The caller's lease on ``trial_id``, or refuse the call (ABORTED) with the reason."""
@@ -346,6 +349,35 @@ def serve_oracle(oracle: kt.Oracle, lease_seconds: float = DEFAULT_LEASE_SECONDS
         raise SearchStoppedError(f"the search stopped: {servicer.failure}")
 
 
+class _Refusal(grpc.GenericRpcHandler):
+    """Answers every call with FAILED_PRECONDITION and ``reason``."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def service(self, handler_call_details):
+        def refuse(request, context):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.reason)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def refuse_workers(reason: str, seconds: float) -> None:
+    """On a chief that cannot start the search: answer every worker's call with ``reason`` for
+    ``seconds``, so the workers exit at once with it instead of waiting ``CONNECT_SECONDS`` for an
+    oracle that will never come."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((_Refusal(f"the chief refused to start: {reason}"),))
+    if not server.add_insecure_port(oracle_address()):
+        return  # something else serves there; nothing to tell
+    server.start()
+    print(f"Telling the search's workers, for {seconds:.0f}s, that the chief refused to start", flush=True)
+    try:
+        time.sleep(seconds)
+    finally:
+        server.stop(grace=1)
+
+
 class PatientOracleClient(OracleClient):
     """KerasTuner's worker-side client with bounded waits: each call at most ``CALL_SECONDS``, retried
     while the chief cannot be reached until ``connect_seconds`` after it began. It sends the worker's
@@ -421,7 +453,7 @@ class PatientOracleClient(OracleClient):
             except grpc.RpcError as error:
                 code = error.code() if callable(getattr(error, "code", None)) else None
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
-                    raise SearchStoppedError(f"the chief stopped the search: {error.details()}") from None
+                    raise SearchStoppedError(error.details()) from None
                 if code == grpc.StatusCode.ABORTED:
                     raise LeaseLostError(error.details()) from None
                 if code not in RETRIED_CODES or time.monotonic() >= deadline - 0.01:
