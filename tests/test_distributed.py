@@ -348,6 +348,37 @@ def test_a_worker_stopped_past_its_lease_is_refused_its_trial_and_the_search_goe
     assert counts[stopped.group(1)] == 2 and sorted(counts.values()) == [1, 1, 1, 2]
 
 
+def test_a_trial_that_kills_its_worker_on_every_attempt_fails_and_the_search_goes_on(tiny_model_dir, tmp_path):
+    import csv
+
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0"]
+    environments = dict(zip(roles, search_environments(roles)))
+    args = tune_args(tiny_model_dir, directory)
+    with Processes(tmp_path) as processes:
+        chief = processes.start("chief", args, environments["chief"])
+        for attempt in range(2):  # killed in trial 0 each time (OOM), restarted with the same tuner id
+            worker = processes.start(f"tuner0-{attempt}", args, environments["tuner0"])
+            deadline = time.monotonic() + TIMEOUT
+            while ": running trial" not in processes.log(f"tuner0-{attempt}"):
+                assert time.monotonic() < deadline and worker.poll() is None, processes.log(f"tuner0-{attempt}")
+                time.sleep(0.1)
+            assert "running trial 0" in processes.log(f"tuner0-{attempt}")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        worker = processes.start("tuner0-2", args, environments["tuner0"])
+        codes = processes.wait([chief, worker])
+        logs = {name: processes.log(name) for name in ("chief", "tuner0-2")}
+    assert codes == [0, 0], "\n".join(log[-2000:] for log in logs.values())
+    assert "running trial 0" not in logs["tuner0-2"]  # two attempts were all it was allowed
+    with open(directory / "trials.csv", newline="") as handle:
+        status = {row["trial_id"]: row["status"] for row in csv.DictReader(handle)}
+    assert status == {"0": "FAILED", "1": "COMPLETED", "2": "COMPLETED", "3": "COMPLETED"}
+    assert "restarted while running the trial" in logs["chief"] or "restarted while running the trial" in (
+        directory / "search" / "trial_0" / "trial.json").read_text()
+    assert run_counts(directory)["0"] == 2
+
+
 FAKE_TFFT = """#!/bin/sh
 python3 -c 'import json, os, sys; print(json.dumps({"env": {k: v for k, v in os.environ.items() if k.startswith(("TF_CONFIG", "KERASTUNER"))}, "args": sys.argv[1:]}))' "$@"
 """
