@@ -72,17 +72,17 @@ class Worker:
         self.leases = {}
 
     def context(self, trial_id: Optional[str] = None, *extra) -> FakeContext:
-        metadata = [*extra, (getattr(distributed, "TUNER_KEY", "tfft-tuner-id"), self.tuner_id),
-                    (getattr(distributed, "SESSION_KEY", "tfft-session"), self.session)]
+        metadata = [*extra, (distributed.TUNER_KEY, self.tuner_id),
+                    (distributed.SESSION_KEY, self.session)]
         if trial_id in self.leases:
-            metadata.append((getattr(distributed, "LEASE_KEY", "tfft-lease"), self.leases[trial_id]))
+            metadata.append((distributed.LEASE_KEY, self.leases[trial_id]))
         return FakeContext(metadata)
 
     def create_trial(self) -> Trial:
         context = self.context()
         response = self.servicer.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id=self.tuner_id), context)
         trial = Trial.from_proto(response.trial)
-        self.leases.update({trial.trial_id: v for k, v in context.trailing if k == getattr(distributed, "LEASE_KEY", "tfft-lease")})
+        self.leases.update({trial.trial_id: v for k, v in context.trailing if k == distributed.LEASE_KEY})
         return trial
 
     def renew(self, trial_id: str) -> Trial:
@@ -95,7 +95,7 @@ class Worker:
 
     def end(self, trial: Trial, status: str = TrialStatus.COMPLETED, message: Optional[str] = None) -> None:
         trial.status = status
-        error = [(getattr(distributed, "ERROR_KEY", "tfft-error-bin"), message.encode())] if message else []
+        error = [(distributed.ERROR_KEY, message.encode())] if message else []
         self.servicer.EndTrial(protos.get_service().EndTrialRequest(trial=trial.to_proto()),
                                self.context(trial.trial_id, *error))
 
@@ -366,7 +366,7 @@ class RefusingLease:
     def check(self) -> None:
         self.checks += 1
         if self.checks > self.good:
-            self.refusal = distributed.LeaseLostError("trial 0: this attempt's lease is over; it is now leased to tuner1")
+            self.refusal = distributed.LeaseLostError("trial 0: this attempt's lease is over; now leased to tuner1")
         self.raise_if_lost()
 
     def raise_if_lost(self) -> None:
