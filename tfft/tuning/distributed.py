@@ -175,6 +175,8 @@ class LeasedOracleServicer(OracleServicer):
                 trial = held
             else:
                 if held is not None:
+                    print(f"Trial {held.trial_id}: {tuner_id} restarted while running it; that attempt counts as "
+                          "failed", flush=True)
                     self._end_attempt(tuner_id, held.trial_id, f"{tuner_id} restarted while running the trial "
                                       "(was it killed, e.g. out of memory, or preempted?)")
                     self._refuse_if_stopped(context, tuner_id)
