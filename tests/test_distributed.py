@@ -179,6 +179,31 @@ def test_a_killed_worker_resumes_from_the_last_finished_epoch(deterministic_mode
     assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]
 
 
+def test_every_worker_exits_at_once_with_the_reason_the_chief_refused_to_start(deterministic_model_dir, tmp_path):
+    shared = tmp_path / "runs" / "ner"
+    shared.mkdir(parents=True)  # a finished run, and no --overwrite: the chief refuses
+    options = ["--strategy", "multi-worker", "--max-train-examples", "16", "--epochs", "1"]
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(f"worker{i}", train_args(deterministic_model_dir, shared, *options), env)
+                   for i, env in enumerate(cluster_environments(2, tmp_path))]
+        # Not a collective timeout minutes later: the other worker ends with the chief.
+        codes = processes.wait(workers, timeout=120)
+        logs = [processes.log(f"worker{i}") for i in range(2)]
+    assert codes == [2, 2], "\n".join(log[-2000:] for log in logs)
+    assert "already holds a finished run" in logs[0]
+    assert "the chief refused to start" in logs[1] and "already holds a finished run" in logs[1]
+
+
+def test_a_chief_reason_reaches_the_workers_whole():
+    from tfft.distribution import broadcast_reason, create_strategy
+
+    strategy = create_strategy("auto")  # one process: what the chief sends is what every worker gets
+    assert broadcast_reason(strategy, None) is None
+    assert broadcast_reason(strategy, "runs/ner already holds a finished run; pass --overwrite ünïcode") == (
+        "runs/ner already holds a finished run; pass --overwrite ünïcode")
+    assert broadcast_reason(strategy, "x" * 5000).endswith("...")  # long reasons are cut, not lost
+
+
 def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, capsys, monkeypatch):
     from tfft.cli import main
 
@@ -278,6 +303,82 @@ def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path
     assert sorted(run_counts(directory).values()) == [1, 1, 1, 2]  # the killed worker's trial ran again
 
 
+def test_a_search_whose_trials_all_fail_ends_with_the_reason_on_the_chief_and_every_worker(tiny_model_dir, tmp_path):
+    import shutil
+
+    # The tokenizer loads (so every process starts), the weights do not (so every trial fails).
+    broken = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, broken, ignore=shutil.ignore_patterns("*.h5", "*.safetensors"))
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        started = [processes.start(role, tune_args(broken, directory, "--max-trials", "8"), env)
+                   for role, env in zip(roles, search_environments(roles))]
+        codes = processes.wait(started, timeout=TIMEOUT)
+        logs = {role: processes.log(role) for role in roles}
+    assert codes == [2, 2, 2], "\n".join(log[-2000:] for log in logs.values())
+    for role in roles:
+        assert re.search(r"3 trials failed in a row \(max_consecutive_failed_trials 3\): trials \d+, \d+, \d+; "
+                         r"last error: \S", logs[role]), logs[role][-2000:]
+    assert "tfft tune: error: the chief stopped the search" in logs["tuner0"]
+
+
+def test_a_worker_stopped_past_its_lease_is_refused_its_trial_and_the_search_goes_on(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    with Processes(tmp_path) as processes:
+        chief, tuner0, tuner1 = [processes.start(role, tune_args(tiny_model_dir, directory, "--trial-lease", "10"), env)
+                                 for role, env in zip(roles, search_environments(roles))]
+        deadline = time.monotonic() + TIMEOUT
+        while ": running trial" not in processes.log("tuner1"):
+            assert time.monotonic() < deadline and tuner1.poll() is None, processes.log("tuner1")
+            time.sleep(0.1)
+        os.killpg(tuner1.pid, signal.SIGSTOP)  # a stalled worker (preempted VM, swapping, debugger)
+        while "stopped renewing its lease" not in processes.log("chief"):
+            assert time.monotonic() < deadline, processes.log("chief")
+            time.sleep(0.2)
+        os.killpg(tuner1.pid, signal.SIGCONT)
+        codes = processes.wait([chief, tuner0, tuner1])
+        logs = {role: processes.log(role) for role in roles}
+    assert codes == [0, 0, 0], "\n".join(log[-2000:] for log in logs.values())
+    stopped = re.search(r"tuner1: stopped trial (\d+): trial \1: this attempt's lease is over", logs["tuner1"])
+    assert stopped, logs["tuner1"][-3000:]
+    check_search_results(directory)
+    counts = run_counts(directory)
+    assert counts[stopped.group(1)] == 2 and sorted(counts.values()) == [1, 1, 1, 2]
+
+
+def test_a_trial_that_kills_its_worker_on_every_attempt_fails_and_the_search_goes_on(tiny_model_dir, tmp_path):
+    import csv
+
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0"]
+    environments = dict(zip(roles, search_environments(roles)))
+    args = tune_args(tiny_model_dir, directory)
+    with Processes(tmp_path) as processes:
+        chief = processes.start("chief", args, environments["chief"])
+        for attempt in range(2):  # killed in trial 0 each time (OOM), restarted with the same tuner id
+            worker = processes.start(f"tuner0-{attempt}", args, environments["tuner0"])
+            deadline = time.monotonic() + TIMEOUT
+            while ": running trial" not in processes.log(f"tuner0-{attempt}"):
+                assert time.monotonic() < deadline and worker.poll() is None, processes.log(f"tuner0-{attempt}")
+                time.sleep(0.1)
+            assert "running trial 0" in processes.log(f"tuner0-{attempt}")
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        worker = processes.start("tuner0-2", args, environments["tuner0"])
+        codes = processes.wait([chief, worker])
+        logs = {name: processes.log(name) for name in ("chief", "tuner0-2")}
+    assert codes == [0, 0], "\n".join(log[-2000:] for log in logs.values())
+    assert "running trial 0" not in logs["tuner0-2"]  # two attempts were all it was allowed
+    with open(directory / "trials.csv", newline="") as handle:
+        status = {row["trial_id"]: row["status"] for row in csv.DictReader(handle)}
+    assert status == {"0": "FAILED", "1": "COMPLETED", "2": "COMPLETED", "3": "COMPLETED"}
+    assert "restarted while running the trial" in logs["chief"] or "restarted while running the trial" in (
+        directory / "search" / "trial_0" / "trial.json").read_text()
+    assert run_counts(directory)["0"] == 2
+
+
 FAKE_TFFT = """#!/bin/sh
 python3 -c 'import json, os, sys; print(json.dumps({"env": {k: v for k, v in os.environ.items() if k.startswith(("TF_CONFIG", "KERASTUNER"))}, "args": sys.argv[1:]}))' "$@"
 """
@@ -317,6 +418,19 @@ def test_the_kubernetes_manifests_give_every_pod_its_place_in_the_cluster(tmp_pa
     roles = [run_pod_script(manifest, index, tmp_path)["env"]["KERASTUNER_TUNER_ID"] for index in range(3)]
     assert roles == ["chief", "tuner0", "tuner1"]
     assert run_pod_script(manifest, 1, tmp_path)["env"]["KERASTUNER_ORACLE_IP"] == "tfft-tune-0.tfft-tune"
+
+
+def test_the_kubernetes_search_survives_a_trial_that_oom_kills_its_worker_and_stops_on_tfft_errors():
+    import yaml
+
+    manifest = REPO / "examples" / "k8s" / "tune-distributed.yaml"
+    [job] = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Job"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy needs
+    actions = {code: rule["action"] for rule in job["spec"]["podFailurePolicy"]["rules"]
+               for code in rule.get("onExitCodes", {}).get("values", [])}
+    # An OOM-killed worker (137) is replaced without using up backoffLimit: tfft counts the trial's attempts.
+    assert actions[137] == "Ignore"
+    assert actions[2] == "FailJob"  # tfft's own error: the search stopped, or the chief refused to start
 
 
 MIRRORED_TRIALS_SCRIPT = """

@@ -121,6 +121,29 @@ def chief_values(strategy: tf.distribute.Strategy, values: Sequence[float]) -> n
     return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
 
 
+REASON_BYTES = 2048
+
+
+def broadcast_reason(strategy: tf.distribute.Strategy, reason: Optional[str]) -> Optional[str]:
+    """The chief's ``reason`` (None: no objection) on every worker; the others pass anything.
+
+    A collective, so also a barrier. How the chief's refusal to start a run (a finished run,
+    a held lock, changed options) reaches the workers at once, instead of leaving them
+    waiting at a barrier the chief will never reach. Reasons longer than ``REASON_BYTES``
+    UTF-8 bytes are cut, ending in "...".
+    """
+    data = (reason or "").encode("utf-8")
+    if len(data) > REASON_BYTES:
+        data = data[:REASON_BYTES - 3] + b"..."
+    values = np.zeros(REASON_BYTES + 1)
+    values[0] = reason is not None
+    values[1:1 + len(data)] = np.frombuffer(data, np.uint8)
+    received = chief_values(strategy, values)
+    if not received[0]:
+        return None
+    return bytes(received[1:].astype(np.uint8)).rstrip(b"\0").decode("utf-8", "ignore")
+
+
 def barrier(strategy: tf.distribute.Strategy) -> None:
     """Wait until every worker has reached this point (no-op in one process)."""
     chief_values(strategy, [0.0])

@@ -12,7 +12,9 @@ Under a multi-worker strategy every worker runs ``train`` with the same options.
 does all of the above; the other workers train into a temporary directory that they remove,
 share the chief's ``BackupAndRestore`` state (so they resume from the same epoch) and meet the
 chief at barriers: after it has claimed the work directory, and before it moves the work
-directory onto the run directory.
+directory onto the run directory. The first barrier carries the chief's decision: when it
+refuses to start (a finished run without ``overwrite``, the lock held, other options), every
+worker stops at once with the chief's reason.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tfft.backend import keras, tf
 from tfft.config import DEFAULT_MAX_LENGTH, TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.data.tfds import default_text_keys
-from tfft.distribution import barrier, create_strategy, is_chief, worker_count
+from tfft.distribution import barrier, broadcast_reason, create_strategy, is_chief, worker_count
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
@@ -271,18 +273,24 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     strategy = create_strategy(config.strategy, config.cluster_resolver, config.tpu)
     if not is_chief(strategy):
         return _train_as_worker(config, strategy, started)
-    with run_lock(config.run_dir):
-        if config.run_dir.exists() and not overwrite:
-            raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
-                              "or choose another --output-dir")
-        data = prepare_data(config)
-        print(
-            f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} truncated "
-            f"to {config.max_length} tokens), {len(data.label_map)} labels", flush=True,
-        )
-        work_dir = work_dir_of(config.run_dir)
-        claim_work_dir(work_dir, config, overwrite)
-        barrier(strategy)  # the other workers may now read the backup state
+    with contextlib.ExitStack() as claimed:
+        try:
+            claimed.enter_context(run_lock(config.run_dir))
+            if config.run_dir.exists() and not overwrite:
+                raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
+                                  "or choose another --output-dir")
+            data = prepare_data(config)
+            print(
+                f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} "
+                f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True,
+            )
+            work_dir = work_dir_of(config.run_dir)
+            claim_work_dir(work_dir, config, overwrite)
+        except Exception as error:
+            with contextlib.suppress(Exception):  # a failed broadcast must not hide the reason itself
+                broadcast_reason(strategy, str(error) or type(error).__name__)  # the other workers stop with it
+            raise
+        broadcast_reason(strategy, None)  # the other workers may now read the backup state
         with strategy.scope():
             model, best_epoch, history = fit_model(config, data, work_dir)
         barrier(strategy)  # every worker is done with the work directory
@@ -292,7 +300,9 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
 def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, started: float) -> TrainResult:
     """A non-chief worker's part of ``train``: the same steps, nothing written that outlives it."""
     data = prepare_data(config)
-    barrier(strategy)
+    refusal = broadcast_reason(strategy, None)
+    if refusal is not None:
+        raise ConfigError(f"the chief refused to start: {refusal}")
     scratch = Path(tempfile.mkdtemp(prefix="tfft-worker-"))
     try:
         with strategy.scope():

@@ -21,7 +21,7 @@ from tfft.config import TrainConfig
 from tfft.training.trainer import (
     PreparedData, TrainResult, encode_training_examples, fit_model, read_history, work_dir_of, write_run,
 )
-from tfft.tuning.distributed import DEFAULT_LEASE_SECONDS
+from tfft.tuning.distributed import CHIEF, DEFAULT_LEASE_SECONDS, refuse_workers, search_role
 from tfft.tuning.options import SearchSpace
 from tfft.tuning.results import SearchReport
 from tfft.tuning.tuner import ScheduleSegment, TfftTuner, create_tuner, tune_dir_of
@@ -47,11 +47,20 @@ def tune(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10, sp
     """Search (resuming an existing search unless ``overwrite``), print and write the trial
     table, and write the best trial to ``DIR/best`` (see ``export_best``). ``data``: the
     config's data if already read (``prepare_data(config)``). A worker of a distributed search
-    (``tfft.tuning.distributed``) runs trials and returns None: the chief writes the results."""
+    (``tfft.tuning.distributed``) runs trials and returns None: the chief writes the results. A
+    chief that fails before serving the search tells the workers why for ``lease_seconds``, then raises."""
     directory = tune_dir_of(config)
-    search = create_tuner(config, tuner=tuner, max_trials=max_trials, space=space, hyperparameters=hyperparameters,
-                          tune_new_entries=tune_new_entries, directory=directory, overwrite=overwrite,
-                          hyperband_factor=hyperband_factor, data=data, lease_seconds=lease_seconds)
+    role = search_role()
+    try:
+        search = create_tuner(config, tuner=tuner, max_trials=max_trials, space=space,
+                              hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
+                              directory=directory, overwrite=overwrite, hyperband_factor=hyperband_factor, data=data,
+                              lease_seconds=lease_seconds)
+    except Exception as error:
+        if role == CHIEF:  # the workers would otherwise wait for an oracle that never comes
+            refuse_workers(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                           lease_seconds)
+        raise
     data = search.hypermodel.data
     print(f"Tuning {config.task} on {len(data.train_examples)} examples with {tuner} search, at most {max_trials} "
           f"trials, objective {search.oracle.objective.name} ({search.oracle.objective.direction})", flush=True)

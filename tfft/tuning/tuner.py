@@ -38,7 +38,8 @@ from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.run_dir import BEST_WEIGHTS
 from tfft.training.trainer import PreparedData, checkpoint_mode, fit_model, prepare_data, read_history
 from tfft.tuning.distributed import (
-    CHIEF, DEFAULT_LEASE_SECONDS, WORKER, lease_renewal, patient_client, search_role, serve_oracle,
+    CHIEF, DEFAULT_LEASE_SECONDS, WORKER, SearchStoppedError, TrialLease, lease_renewal, patient_client, search_role,
+    serve_oracle,
 )
 from tfft.tuning.hypermodels import TfftHyperModel
 from tfft.tuning.options import TUNERS, SearchSpace
@@ -79,6 +80,25 @@ class ScheduleSegment(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if epoch + 1 >= self.stop_epoch - self.start_epoch:
             self.model.stop_training = True
+
+
+class LeaseGuard(keras.callbacks.Callback):
+    """Stop a worker's fit once its lease on the trial is lost, and confirm the lease after an
+    epoch's last batch, before the epoch-end callbacks (checkpoint, history, backup) write
+    into the trial directory: a worker that lost its trial never writes there again."""
+
+    def __init__(self, lease: TrialLease):
+        super().__init__()
+        self.lease = lease
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        self.lease.check()
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        if batch + 1 >= (self.params.get("steps") or float("inf")):
+            self.lease.check()
+        else:
+            self.lease.raise_if_lost()
 
 
 class BoundedHyperbandOracle(kt.oracles.HyperbandOracle):
@@ -145,6 +165,9 @@ class TfftTuner(kt.Tuner):
                 serve_oracle(self.oracle, self.lease_seconds)
             else:
                 super().search(callbacks=list(callbacks))
+        except SearchStoppedError as error:  # the chief's servicer stopped it (trials failed in a row)
+            report = collect_report(self)
+            raise SearchFailedError(f"{error}\n{report.summary()}", report) from error
         except RuntimeError as error:
             report = collect_report(self)
             if not report.failed:
@@ -160,6 +183,11 @@ class TfftTuner(kt.Tuner):
     def run_trial(self, trial: kt.engine.trial.Trial, callbacks: Sequence = ()) -> Dict[str, float]:
         """Fit the trial's configuration; return its best epoch's metrics (``val_*`` and ``loss``)."""
         started = time.monotonic()
+        with lease_renewal(self.oracle, trial.trial_id, self.lease_seconds) as lease:
+            return self._run_trial(trial, callbacks, lease, started)
+
+    def _run_trial(self, trial: kt.engine.trial.Trial, callbacks: Sequence, lease: Optional[TrialLease],
+                   started: float) -> Dict[str, float]:
         hp = trial.hyperparameters
         fit_dir = self.fit_dir(trial.trial_id)
         previous = self.trial_info(trial.trial_id)
@@ -170,6 +198,8 @@ class TfftTuner(kt.Tuner):
         info = {"seconds": previous.get("seconds", 0.0)}
         try:
             config = self.hypermodel.config_for(hp)
+            # Only while this worker holds the trial (a distributed search) may it write there.
+            guard = [LeaseGuard(lease)] if lease is not None else []
             segment = []
             if "tuner/epochs" in hp.values:
                 parent = hp.values.get("tuner/trial_id")
@@ -179,18 +209,23 @@ class TfftTuner(kt.Tuner):
             if self.role == WORKER:
                 print(f"{self.tuner_id}: running trial {trial.trial_id}", flush=True)
             strategy = create_strategy(config.strategy, config.cluster_resolver, config.tpu)
-            with lease_renewal(self.oracle, trial.trial_id, self.lease_seconds), strategy.scope():
+            with strategy.scope():
                 model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir,
-                                                       extra_callbacks=copy.deepcopy(list(callbacks)) + segment)
+                                                       extra_callbacks=guard + copy.deepcopy(list(callbacks)) + segment)
+            if lease is not None:
+                lease.check()
             self.save_model(trial.trial_id, model, step=best_epoch)
             BestWeightsCheckpoint.discard(fit_dir / BEST_WEIGHTS)  # superseded by weights.h5
             info["best_epoch"] = best_epoch
             return {name: values[best_epoch] for name, values in history.items()
                     if name != "epoch" and len(values) > best_epoch}
         finally:
-            info["seconds"] += time.monotonic() - started
-            info["epochs_run"] = max(map(len, read_history(fit_dir / "history.csv").values()), default=0)
-            write_json(self.trial_dir(trial.trial_id) / TRIAL_INFO_FILE, info)
+            if lease is None or not lease.lost:
+                info["seconds"] += time.monotonic() - started
+                info["epochs_run"] = max(map(len, read_history(fit_dir / "history.csv").values()), default=0)
+                write_json(self.trial_dir(trial.trial_id) / TRIAL_INFO_FILE, info)
+            else:
+                print(f"{self.tuner_id}: stopped trial {trial.trial_id}: {lease.refusal}", flush=True)
 
     def save_model(self, trial_id: str, model, step: int = 0) -> None:
         """Keep the trial's best-epoch weights (``step``: that epoch, recorded in ``tfft_trial.json``)."""
