@@ -99,9 +99,12 @@ def main(out_dir: Path, seed: int = 13) -> None:
     write_conll(out_dir / "ner_valid.txt", [_ner_sentence(rng) for _ in range(100)])
     write_tsv(out_dir / "sentiment_train.tsv", [_sentiment_row(rng) for _ in range(400)])
     write_tsv(out_dir / "sentiment_valid.tsv", [_sentiment_row(rng) for _ in range(100)])
-    # Words are split at whitespace, as in the CoNLL-style training data: punctuation stands apart.
+    # Text as people write it: the natural word rule splits `Monday.`, `(Reuters)` and `Corp's`
+    # into the tokens the CoNLL-style training data has (`Monday` `.`, `(` `Reuters` `)`, `Corp` `'s`).
     (out_dir / "ner_predict.txt").write_text(
-        "Anna Schmidt flew to Tokyo on Monday .\nShares of Globex Corp. rose in Madrid .\n", encoding="utf-8")
+        "Anna Schmidt flew to Tokyo on Monday.\n"
+        "Shares of Globex Corp. rose in Madrid.\n"
+        "LONDON (Reuters) - Acme Corp's chief executive met Kenji Tanaka in Berlin.\n", encoding="utf-8")
     (out_dir / "sentiment_predict.txt").write_text(
         "the acting was brilliant and moving .\nthe script is dull .\n", encoding="utf-8")
 
