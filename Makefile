@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TFFT := $(VENV)/bin/tfft
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all docs-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The README's and guides' <!-- docs-check --> snippets and the links between them (also part of `make test`).
+docs-check: setup
+	$(PY) -m pytest -q tests/test_docs.py
 
 # Side-by-side speed figures (needs ../shared/data for the training rows).
 bench: setup

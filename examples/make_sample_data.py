@@ -78,6 +78,12 @@ def _sentiment_row(rng: random.Random):
     return text.replace("{subject}", rng.choice(SUBJECTS)), label
 
 
+def _pair_row(rng: random.Random):
+    """Two reviews and whether they share a sentiment: a sentence-pair classification task."""
+    (first, first_label), (second, second_label) = _sentiment_row(rng), _sentiment_row(rng)
+    return first, second, "same" if first_label == second_label else "opposite"
+
+
 def write_conll(path: Path, sentences) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("-DOCSTART- O\n\n")
@@ -92,6 +98,12 @@ def write_tsv(path: Path, rows) -> None:
         handle.writelines(f"{text}\t{label}\n" for text, label in rows)
 
 
+def write_pairs_tsv(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("sentence1\tsentence2\tlabel\n")
+        handle.writelines(f"{first}\t{second}\t{label}\n" for first, second, label in rows)
+
+
 def main(out_dir: Path, seed: int = 13) -> None:
     rng = random.Random(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,11 +111,19 @@ def main(out_dir: Path, seed: int = 13) -> None:
     write_conll(out_dir / "ner_valid.txt", [_ner_sentence(rng) for _ in range(100)])
     write_tsv(out_dir / "sentiment_train.tsv", [_sentiment_row(rng) for _ in range(400)])
     write_tsv(out_dir / "sentiment_valid.tsv", [_sentiment_row(rng) for _ in range(100)])
-    # Words are split at whitespace, as in the CoNLL-style training data: punctuation stands apart.
+    # Text as people write it: the natural word rule splits `Monday.`, `(Reuters)` and `Corp's`
+    # into the tokens the CoNLL-style training data has (`Monday` `.`, `(` `Reuters` `)`, `Corp` `'s`).
     (out_dir / "ner_predict.txt").write_text(
-        "Anna Schmidt flew to Tokyo on Monday .\nShares of Globex Corp. rose in Madrid .\n", encoding="utf-8")
+        "Anna Schmidt flew to Tokyo on Monday.\n"
+        "Shares of Globex Corp. rose in Madrid.\n"
+        "LONDON (Reuters) - Acme Corp's chief executive met Kenji Tanaka in Berlin.\n", encoding="utf-8")
     (out_dir / "sentiment_predict.txt").write_text(
         "the acting was brilliant and moving .\nthe script is dull .\n", encoding="utf-8")
+    write_pairs_tsv(out_dir / "pairs_train.tsv", [_pair_row(rng) for _ in range(300)])
+    write_pairs_tsv(out_dir / "pairs_valid.tsv", [_pair_row(rng) for _ in range(60)])
+    (out_dir / "pairs_predict.txt").write_text(
+        "the cast is brilliant .\ti found the ending moving .\nthe script is dull .\tthe film was gripping .\n",
+        encoding="utf-8")
 
 
 if __name__ == "__main__":

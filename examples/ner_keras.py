@@ -1,11 +1,14 @@
 """NER the Keras way: build a tf.data pipeline, a TF BERT token classifier, and call model.fit.
 
-    python examples/ner_keras.py [--train FILE] [--validation FILE] [--model default|DIR]
+    python examples/ner_keras.py [--train FILE] [--validation FILE] [--model default|DIR] [--epochs N]
 
-Everything `tfft train` does is available piece by piece; this script shows the pieces.
+Everything `tfft train` does is available piece by piece; this script shows the pieces. It
+prints the validation report, then one JSON line per predicted text (as `tfft predict --words`).
+The test suite runs it on a tiny random-init model (tests/test_examples.py).
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import tfft
@@ -40,8 +43,9 @@ def main() -> None:
     report = tfft.evaluate_examples(model, tokenizer, valid, labels)
     print(report.text)
     predictor = tfft.Predictor(model, tokenizer, "token-classification", labels)
+    # Text as people write it: the natural word rule makes `Monday.` two words, `Monday` and `.`.
     for result in predictor.predict(["Anna Schmidt flew to Tokyo on Monday."]):
-        print(result["entities"])
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Sentiment classification the Keras way, with model.fit and model.evaluate.
 
-    python examples/sentiment_keras.py [--train FILE.tsv] [--validation FILE.tsv] [--model default|DIR]
+    python examples/sentiment_keras.py [--train FILE.tsv] [--validation FILE.tsv] [--model default|DIR] [--epochs N]
+
+Prints the validation metrics as one JSON line, then one JSON line per predicted text (as
+`tfft predict`). The test suite runs it on a tiny random-init model (tests/test_examples.py).
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import tfft
@@ -40,9 +44,10 @@ def main() -> None:
         tfft.ValidationMetrics.from_examples(tokenizer, valid, labels),  # adds val_macro_f1
         keras.callbacks.EarlyStopping(monitor="val_macro_f1", mode="max", patience=1, restore_best_weights=True),
     ])
-    print(dict(zip(model.metrics_names, model.evaluate(valid_ds, verbose=0))))
+    print(json.dumps(model.evaluate(valid_ds, verbose=0, return_dict=True)))
     predictor = tfft.Predictor(model, tokenizer, "sequence-classification", labels)
-    print(predictor.predict(["the acting was brilliant .", "a dull , lifeless script ."]))
+    for result in predictor.predict(["the acting was brilliant.", "a dull, lifeless script."]):
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

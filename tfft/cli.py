@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import List, Optional
 
+from tfft import __version__
 from tfft.config import EXPORT_PRECISIONS, TrainConfig, read_yaml
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError, TfftError
@@ -68,6 +69,7 @@ export them for TF Serving. `tfft COMMAND --help` documents each command's optio
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfft", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"tfft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
@@ -149,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32",
                         help="--format saved-model: fp32 (default) or bf16, the encoder computed in bfloat16 for CPUs "
                              "with AVX512-BF16 or AMX (measured here: more sentences/s in batches, slower for one "
-                             "sentence; see README)")
+                             "sentence; see docs/results.md)")
     export.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
                         help="--format tflite: dynamic-int8 (int8 weights and matrix products, about 1/4 of the size) "
                              "or float16 (float16 weights, half the size, float32 compute)")
