@@ -24,7 +24,7 @@ CLUSTER_RESOLVERS = ("tf-config", "slurm")
 # What `tfft export --precision` offers: fp16 (mixed_float16) is for GPU training, not CPU serving.
 EXPORT_PRECISIONS = ("fp32", "bf16")
 # Small training sets need more, smaller steps: with 300 sentences, batch 32 and 3 epochs (30
-# updates) never left F1 0; see README "Small training sets" for the grid these were chosen from.
+# updates) never left F1 0; see docs/results.md "Small training sets" for the grid these were chosen from.
 DEFAULT_EPOCHS = 3
 DEFAULT_MAX_LENGTH = 256
 MAX_DEFAULT_EPOCHS = 20
@@ -40,7 +40,7 @@ VALIDATION_METRICS = {
     SEQUENCE_CLASSIFICATION: ("val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall", "val_loss"),
 }
 DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4}
-# LoRA trains a few small matrices from zero and wants larger steps; see README "LoRA".
+# LoRA trains a few small matrices from zero and wants larger steps; see docs/memory.md (LoRA).
 DEFAULT_LORA_LEARNING_RATE = 2e-3
 # A fixed alpha (as in the LoRA paper) keeps the update's scale alpha/rank in step with the rank,
 # so a rank change needs no new learning rate.

@@ -65,7 +65,7 @@ def _cluster_resolver(kind: str):
     if kind == "slurm":
         if "SLURM_JOB_ID" not in os.environ:
             raise ConfigError("--cluster-resolver slurm needs to run inside a Slurm job (SLURM_JOB_ID is not set); "
-                              "start the workers with srun, see README 'Scaling out'")
+                              "start the workers with srun, see docs/scaling.md")
         return tf.distribute.cluster_resolver.SlurmClusterResolver()
     check_tf_config()
     return tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -77,7 +77,7 @@ def check_tf_config() -> None:
     if not text:
         raise ConfigError("--strategy multi-worker needs the cluster in the TF_CONFIG environment variable, e.g. "
                           '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
-                          '"index": 0}} (or --cluster-resolver slurm); see README "Scaling out"')
+                          '"index": 0}} (or --cluster-resolver slurm); see docs/scaling.md')
     try:
         config = json.loads(text)
         workers = config["cluster"]

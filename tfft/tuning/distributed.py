@@ -100,7 +100,7 @@ def search_role() -> str:
     missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(name)]
     if missing:
         raise TfftError(f"KERASTUNER_ORACLE_IP is set for a distributed search, but {' and '.join(missing)} "
-                        "is not; see README 'Scaling out'")
+                        "is not; see docs/scaling.md")
     return CHIEF if "chief" in os.environ["KERASTUNER_TUNER_ID"] else WORKER
 
 

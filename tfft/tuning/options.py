@@ -205,7 +205,7 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
                             "as many epochs as its trial needed to reach its best score")
     group.add_argument("--overwrite", action="store_true", help="discard an existing search in OUTPUT_DIR")
     group.add_argument("--trial-lease", type=float, default=120.0, metavar="SECONDS",
-                       help="distributed search (KERASTUNER_TUNER_ID etc., see README 'Scaling out'): the chief runs "
+                       help="distributed search (KERASTUNER_TUNER_ID etc., see docs/scaling.md): the chief runs "
                             "a trial again on another worker when its worker has been silent this long (default: 120)")
 
 

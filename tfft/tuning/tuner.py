@@ -294,7 +294,7 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
         raise ConfigError(f"The 'max_trials' option must be a positive integer. Got {max_trials!r} instead.")
     if config.strategy == "multi-worker":
         raise ConfigError("A search runs each trial in one process: give trials --strategy mirrored (a worker's "
-                          "GPUs) and spread trials over processes with a distributed search (README 'Scaling out').")
+                          "GPUs) and spread trials over processes with a distributed search (docs/tuning.md, 'A distributed search').")
     data = data or prepare_data(config)  # also settles an unset batch size and number of epochs
     space = space or SearchSpace.default(config)
     if tuner == "hyperband":
