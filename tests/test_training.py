@@ -365,3 +365,31 @@ def test_fp16_trains_with_loss_scaling_and_exports_in_float32(ner_config):
     assert model.compute_dtype == "float16" and model.dtype == "float32"  # float32 weights
     _, exported, _ = load_run(result.run_dir, precision="fp32")
     assert exported.compute_dtype == "float32"
+
+
+def scripted_validation(monkeypatch, scores):
+    """Every ValidationMetrics reports ``scores[epoch]`` as val_f1 (a resumed fit's new one too)."""
+    from tfft.training.callbacks import ValidationMetrics
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_scores = {"f1": scores[epoch]}
+        logs.update(val_f1=scores[epoch])
+
+    monkeypatch.setattr(ValidationMetrics, "on_epoch_end", on_epoch_end)
+
+
+def test_a_resumed_fit_stops_early_at_the_epoch_of_an_uninterrupted_one(ner_config, tmp_path, monkeypatch):
+    # Best at epoch 2; epochs 3 and 4 exhaust a patience of 2. A resume after epoch 3 must keep
+    # that best and the one epoch already waited, not start counting again.
+    scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.58, 0.59, 0.9])
+    config = replace(ner_config, epochs=6, patience=2)
+    data = prepare_data(config)
+    _, whole_best, whole = fit_model(config, data, tmp_path / "whole")
+    assert len(whole["val_f1"]) == 4
+    work_dir = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(3)])
+    recorder = EpochRecorder()
+    _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
+    assert recorder.epochs == [3]
+    assert history["val_f1"] == whole["val_f1"] and best_epoch == whole_best == 1

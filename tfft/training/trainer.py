@@ -44,7 +44,10 @@ from tfft.lora import LoraSettings, absolute_base_model, add_adapters, describe,
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset, worker_input_fn
 from tfft.recompute import recompute_encoder_layers
-from tfft.run_dir import BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE, read_config_examples
+from tfft.run_dir import (
+    BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, EARLY_STOPPING_STATE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE,
+    read_config_examples,
+)
 from tfft.training.callbacks import (
     BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
 )
@@ -197,20 +200,24 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
     checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
                                        mode=checkpoint_mode(config))
     callbacks: List[keras.callbacks.Callback] = []
+    backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
     validation_metrics = data.validation_metrics(config)
     if validation_metrics is not None:
         callbacks += [
             validation_metrics,
             checkpoint,
+            # Its state lives with the backup (the chief's, which every worker resumes from).
             EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=checkpoint_mode(config),
-                                          patience=config.patience, verbose=1),
+                                       patience=config.patience, verbose=1,
+                                       state_path=backup_dir / EARLY_STOPPING_STATE if backup else None,
+                                       save_state=is_chief(tf.distribute.get_strategy())),
         ]
     callbacks += list(extra_callbacks)
     callbacks.append(keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir or work_dir / "backup")))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     interactive = os.isatty(1)
     if not interactive:
         # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
@@ -249,7 +256,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         )
         report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)
-    shutil.rmtree(work_dir / "backup", ignore_errors=True)
+    shutil.rmtree(work_dir / BACKUP_SUBDIR, ignore_errors=True)
     BestWeightsCheckpoint.discard(work_dir / BEST_WEIGHTS)
     (work_dir / RUN_KEY_FILE).unlink(missing_ok=True)
     replace_directory(work_dir, config.run_dir)
@@ -307,7 +314,7 @@ def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, star
     try:
         with strategy.scope():
             _, best_epoch, history = fit_model(config, data, scratch,
-                                               backup_dir=work_dir_of(config.run_dir) / "backup")
+                                               backup_dir=work_dir_of(config.run_dir) / BACKUP_SUBDIR)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     barrier(strategy)
