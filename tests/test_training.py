@@ -393,3 +393,33 @@ def test_a_resumed_fit_stops_early_at_the_epoch_of_an_uninterrupted_one(ner_conf
     _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
     assert recorder.epochs == [3]
     assert history["val_f1"] == whole["val_f1"] and best_epoch == whole_best == 1
+
+
+def test_a_data_file_edited_after_a_kill_is_not_resumed(ner_config, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from tfft.training import trainer
+
+    train_file = tmp_path / "train.txt"
+    shutil.copy(SAMPLE_DATA / "ner_train.txt", train_file)
+    config_file = write_config(replace(ner_config, train=str(train_file), epochs=1))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer, "fit_model", killed)
+        assert main(["train", "--config", config_file]) == 130
+    work_dir = work_dir_of(ner_config.run_dir)
+    assert (work_dir / "run_key.json").is_file()
+    lines = train_file.read_text().splitlines(keepends=True)
+    train_file.write_text("".join(lines[:3] + lines[3:][::-1]))  # same size, other rows
+    key_before = (work_dir / "run_key.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", config_file]) == 2
+    error = capsys.readouterr().err
+    assert f"{train_file} changed since the unfinished run in {work_dir} started" in error
+    assert "--overwrite" in error
+    assert (work_dir / "run_key.json").read_text() == key_before and not ner_config.run_dir.exists()
+    assert main(["train", "--config", config_file, "--overwrite"]) == 0
+    assert ner_config.run_dir.is_dir() and not work_dir.exists()

@@ -2,9 +2,10 @@
 
 A run works in a hidden sibling directory (``.<name>.partial``) and renames it onto the
 run directory only when everything is written, so the run directory is never half
-written. The work directory keeps ``BackupAndRestore`` state and the run's options
-(``run_key.json``): running the same command after a crash resumes from the last finished
-epoch, while a command with other options is refused rather than continuing stale state.
+written. The work directory keeps ``BackupAndRestore`` state (with the early-stopping state)
+and the run's options and data digests (``run_key.json``): running the same command after a
+crash resumes from the last finished epoch, while a command with other options, or on a data
+file edited since, is refused rather than continuing stale state.
 A finished run directory is replaced only with ``overwrite``, and a lock file beside the
 run directory keeps two processes from writing the same run.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -356,20 +358,31 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None:
-    """Start or resume the run in ``work_dir``: resume only the same options, refuse others.
+    """Start or resume the run in ``work_dir``: resume only the same options on the same data, refuse others.
 
-    The options (all but the output directory) are kept in ``run_key.json``; ``overwrite``
-    discards an unfinished run instead.
+    The options (all but the output directory) and a digest of each data file's content are
+    kept in ``run_key.json``: a file edited after a kill would otherwise resume on other rows.
+    ``overwrite`` discards an unfinished run instead.
     """
     key = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "output_dir"}))
+    key[DATA_KEY] = {name: data_digest(path) for name, path in (("train", config.train),
+                                                                 ("validation", config.validation)) if path}
     if work_dir.exists():
         if overwrite:
             shutil.rmtree(work_dir)
         else:
             path = work_dir / RUN_KEY_FILE
             saved = json.loads(path.read_text()) if path.is_file() else {}
+            options = {k: v for k, v in key.items() if k != DATA_KEY}
+            if {k: v for k, v in saved.items() if k != DATA_KEY} == options and saved.get(DATA_KEY) != key[DATA_KEY]:
+                changed = [getattr(config, name) for name in key[DATA_KEY]
+                           if saved.get(DATA_KEY, {}).get(name) != key[DATA_KEY][name]]
+                raise ConfigError(
+                    f"{', '.join(changed)} changed since the unfinished run in {work_dir} started (its content "
+                    "differs), so the run cannot resume on the same rows; restore the file to resume, or pass "
+                    "--overwrite to start afresh on the data as it is now")
             if saved != key:
-                changes = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in key.items() if saved.get(k) != v]
+                changes = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in options.items() if saved.get(k) != v]
                 raise ConfigError(
                     f"{work_dir} holds an unfinished run started with other options ({'; '.join(changes[:4])}"
                     f"{'; ...' if len(changes) > 4 else ''}); rerun the original command to resume it, or pass "
@@ -377,6 +390,20 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
             print(f"Resuming the unfinished run in {work_dir}", flush=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_json(work_dir / RUN_KEY_FILE, key)
+
+
+DATA_KEY = "data_sha256"
+
+
+def data_digest(path: str) -> Optional[str]:
+    """SHA-256 of a data file's bytes (None for ``tfds:`` data, whose prepared files TFDS versions)."""
+    if path.startswith("tfds:"):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_mode(config: TrainConfig) -> str:
