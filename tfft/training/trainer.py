@@ -112,10 +112,7 @@ class PreparedData:
         if strategy.num_replicas_in_sync == 1:
             dataset = make_dataset(self.encoding, shuffle=True, **options)
             return dataset, int(dataset.cardinality())
-        if config.batch_size % strategy.num_replicas_in_sync:
-            raise ConfigError(f"The 'batch_size' option is the global batch, split evenly among the "
-                              f"{strategy.num_replicas_in_sync} replicas; {config.batch_size} does not divide "
-                              f"by {strategy.num_replicas_in_sync}.")
+        config.check_replica_split(strategy.num_replicas_in_sync)  # a tuner trial's batch size reaches here unchecked
         dataset_fn, steps = worker_input_fn(self.encoding, replicas=strategy.num_replicas_in_sync,
                                             num_workers=worker_count(strategy), **options)
         return strategy.distribute_datasets_from_function(dataset_fn), steps
@@ -130,9 +127,11 @@ class PreparedData:
         )
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
-    """Read, check and encode the data of ``config``; fails before anything is written."""
+def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> PreparedData:
+    """Read, check and encode the data of ``config``, to be trained by ``replicas`` replicas
+    (default: the current strategy's); fails before anything is written."""
     config.validate()
+    replicas = replicas or tf.distribute.get_strategy().num_replicas_in_sync
     tokenizer = load_tokenizer(config.model)
     window = inference_length(tokenizer)
     if config.max_length > window:
@@ -151,8 +150,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
         # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
         config.text_pair_column = default_text_keys(config.train, config.tfds_data_dir)[1]
-    for choice in config.resolve_schedule(len(train_examples)):
+    for choice in config.resolve_schedule(len(train_examples), replicas):
         print(f"Chose {choice}", flush=True)
+    config.check_replica_split(replicas)
     label_map = (LabelMap.from_token_examples(train_examples) if config.task == TOKEN_CLASSIFICATION
                  else LabelMap.from_text_examples(train_examples))
     validation_examples = None
@@ -288,7 +288,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
             if config.run_dir.exists() and not overwrite:
                 raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
                                   "or choose another --output-dir")
-            data = prepare_data(config)
+            data = prepare_data(config, strategy.num_replicas_in_sync)
             print(
                 f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} "
                 f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True,
@@ -308,7 +308,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
 
 def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, started: float) -> TrainResult:
     """A non-chief worker's part of ``train``: the same steps, nothing written that outlives it."""
-    data = prepare_data(config)
+    data = prepare_data(config, strategy.num_replicas_in_sync)
     refusal = broadcast_reason(strategy, None)
     if refusal is not None:
         raise ConfigError(f"the chief refused to start: {refusal}")
