@@ -117,3 +117,15 @@ def test_the_replica_check_names_the_option_that_sizes_the_batches():
     TrainConfig(task="token-classification", train="a.txt", batch_size=8, batch_tokens=300).check_replica_split(3)
     with pytest.raises(ConfigError, match=r"The 'batch_tokens' option is the global batch \(tokens per step\)"):
         TrainConfig(task="token-classification", train="a.txt", batch_size=9, batch_tokens=1000).check_replica_split(3)
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "evaluate"])
+def test_help_marks_the_tpu_strategy_experimental(command, capsys):
+    # Nothing in tfft's tests runs on a TPU: --help must not advertise it as supported.
+    from tfft.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "tpu (experimental: untested on TPUs" in text
+    assert "--tpu TPU --strategy tpu (experimental):" in text

@@ -124,12 +124,15 @@ class TrainConfig:
     strategy: str = _option("auto", "tf.distribute strategy: auto (mirrored when this process sees more than one "
                                     "GPU, else one device), one-device, mirrored (all local GPUs), multi-worker "
                                     "(MultiWorkerMirroredStrategy; every worker runs the same command, see "
-                                    "--cluster-resolver), tpu (see --tpu); --batch-size is the global batch",
+                                    "--cluster-resolver), tpu (experimental: untested on TPUs, and steps are not "
+                                    "compiled with the static shapes TPUs need; see --tpu); --batch-size is "
+                                    "the global batch",
                             choices=STRATEGIES)
     cluster_resolver: str = _option("tf-config", "--strategy multi-worker: read the cluster from the TF_CONFIG "
                                                  "environment variable, or from Slurm's (slurm)",
                                     choices=CLUSTER_RESOLVERS)
-    tpu: Optional[str] = _option(None, "--strategy tpu: the TPU's name or grpc:// address (default: the local TPU VM)")
+    tpu: Optional[str] = _option(None, "--strategy tpu (experimental): the TPU's name or grpc:// address "
+                                       "(default: the local TPU VM)")
     gradient_checkpointing: bool = _option(False, "recompute each encoder layer's activations in the backward "
                                                   "pass instead of keeping them: less memory for long inputs "
                                                   "and large batches, for about one more forward pass per step")
