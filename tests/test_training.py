@@ -269,6 +269,11 @@ def test_an_unfinished_run_resumes_only_with_the_same_options(ner_config, tmp_pa
         claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=False)
     claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=True)
     assert not (work_dir / "backup").exists()
+    key = json.loads((work_dir / "run_key.json").read_text())
+    del key["data_sha256"]  # as an earlier tfft wrote it
+    (work_dir / "run_key.json").write_text(json.dumps(key))
+    with pytest.raises(ConfigError, match=r"started by an earlier tfft, which recorded no digest of its data"):
+        claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=False)
 
 
 def test_two_processes_cannot_write_one_run_directory(tmp_path):

@@ -375,8 +375,13 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
             saved = json.loads(path.read_text()) if path.is_file() else {}
             options = {k: v for k, v in key.items() if k != DATA_KEY}
             if {k: v for k, v in saved.items() if k != DATA_KEY} == options and saved.get(DATA_KEY) != key[DATA_KEY]:
+                if DATA_KEY not in saved:
+                    raise ConfigError(
+                        f"{work_dir} holds an unfinished run started by an earlier tfft, which recorded no digest "
+                        "of its data, so it cannot be checked to resume on the same rows; pass --overwrite to "
+                        "start afresh")
                 changed = [getattr(config, name) for name in key[DATA_KEY]
-                           if saved.get(DATA_KEY, {}).get(name) != key[DATA_KEY][name]]
+                           if saved[DATA_KEY].get(name) != key[DATA_KEY][name]]
                 raise ConfigError(
                     f"{', '.join(changed)} changed since the unfinished run in {work_dir} started (its content "
                     "differs), so the run cannot resume on the same rows; restore the file to resume, or pass "
