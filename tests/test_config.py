@@ -98,3 +98,34 @@ def test_small_training_sets_get_smaller_batches_and_more_epochs():
     config = TrainConfig(task="token-classification", train="a.txt")
     config.resolve_schedule(20)
     assert (config.batch_size, config.epochs) == (8, 20)  # capped
+
+
+@pytest.mark.parametrize("replicas, sizes", [(3, (9, 18, 33)), (5, (10, 20, 35)), (6, (12, 18, 36)),
+                                             (7, (14, 21, 35))])
+def test_default_batch_sizes_split_evenly_among_any_number_of_replicas(replicas, sizes):
+    for examples, size in zip((300, 1000, 14041), sizes):
+        config = TrainConfig(task="token-classification", train="a.txt")
+        config.resolve_schedule(examples, replicas)
+        assert config.batch_size == size
+        config.check_replica_split(replicas)
+
+
+def test_the_replica_check_names_the_option_that_sizes_the_batches():
+    config = TrainConfig(task="token-classification", train="a.txt", batch_size=8)
+    with pytest.raises(ConfigError, match=r"The 'batch_size' option .* 3 replicas; 8 does not divide by 3 \(6 or 9 "):
+        config.check_replica_split(3)
+    TrainConfig(task="token-classification", train="a.txt", batch_size=8, batch_tokens=300).check_replica_split(3)
+    with pytest.raises(ConfigError, match=r"The 'batch_tokens' option is the global batch \(tokens per step\)"):
+        TrainConfig(task="token-classification", train="a.txt", batch_size=9, batch_tokens=1000).check_replica_split(3)
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "evaluate"])
+def test_help_marks_the_tpu_strategy_experimental(command, capsys):
+    # Nothing in tfft's tests runs on a TPU: --help must not advertise it as supported.
+    from tfft.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "tpu (experimental: untested on TPUs" in text
+    assert "--tpu TPU --strategy tpu (experimental):" in text

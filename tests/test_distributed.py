@@ -464,3 +464,83 @@ def test_search_trials_run_under_a_strategy(tiny_model_dir, tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     lines = process.stdout.splitlines()
     assert lines.count("replicas 2") == 2 and "completed 2" in lines
+
+
+THREE_REPLICAS_SCRIPT = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tfft.backend import tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 3)
+import yaml
+from conftest import SAMPLE_DATA
+from tfft.cli import main
+from tfft.config import TrainConfig
+from tfft.training import trainer
+from tfft.tuning import search, tune
+
+model, out = sys.argv[2], Path(sys.argv[3])
+data = ["--train", str(SAMPLE_DATA / "ner_train.txt"), "--validation", str(SAMPLE_DATA / "ner_valid.txt"),
+        "--max-train-examples", "24", "--max-validation-examples", "8"]
+def run(name, *extra):
+    code = main(["train", "--task", "token-classification", *data, "--model", model, "--output-dir",
+                 str(out / name), "--strategy", "mirrored", "--epochs", "1", "--no-tensorboard", *extra])
+    saved = yaml.safe_load((out / name / "config.yaml").read_text()) if (out / name).is_dir() else None
+    print("RESULT", json.dumps({"name": name, "code": code, "batch_size": saved and saved["batch_size"],
+                                "left": sorted(p.name for p in out.iterdir() if p.name.startswith("." + name))}),
+          flush=True)
+
+run("default")
+run("tokens", "--batch-size", "8", "--batch-tokens", "240")
+run("odd_tokens", "--batch-tokens", "1000")
+
+# tune --retrain-on-all: the retraining fit runs under the trials' strategy.
+replicas = []
+fit_model = search.fit_model
+def recording_fit(*args, **kwargs):
+    replicas.append(tf.distribute.get_strategy().num_replicas_in_sync)
+    return fit_model(*args, **kwargs)
+search.fit_model = recording_fit
+config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
+                     validation=str(SAMPLE_DATA / "ner_valid.txt"), model=model, output_dir=str(out / "search"),
+                     epochs=1, batch_size=6, max_train_examples=24, max_validation_examples=8, tensorboard=False,
+                     strategy="mirrored")
+from tfft.tuning.options import SearchSpace, Dimension
+space = SearchSpace.default(config)
+import dataclasses
+space = dataclasses.replace(space, batch_size=Dimension(choices=(6,)), epochs=Dimension(choices=(1,)))
+result = tune(config, max_trials=1, space=space, retrain_on_all=True)
+print("RESULT", json.dumps({"name": "retrain", "replicas": replicas}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def three_replica_results(tiny_model_dir, tmp_path_factory) -> Dict[str, dict]:
+    # Three logical CPU devices stand for three GPUs: a count no default batch size divides.
+    out = tmp_path_factory.mktemp("three")
+    process = subprocess.run([sys.executable, "-c", THREE_REPLICAS_SCRIPT, str(Path(__file__).parent),
+                              str(tiny_model_dir), str(out)], capture_output=True, text=True, timeout=TIMEOUT,
+                             cwd=REPO)
+    results = {r["name"]: r for r in (json.loads(line[len("RESULT "):]) for line in process.stdout.splitlines()
+                                       if line.startswith("RESULT "))}
+    results["stderr"] = process.stderr
+    return results
+
+
+def test_default_options_train_on_three_replicas(three_replica_results):
+    default = three_replica_results["default"]
+    assert default["code"] == 0, three_replica_results["stderr"][-3000:]
+    assert default["batch_size"] == 9  # the default of 8 for small data, rounded up to a multiple of 3
+
+
+def test_the_batch_check_under_a_strategy_uses_the_option_that_sizes_the_batches(three_replica_results):
+    assert three_replica_results["tokens"]["code"] == 0, three_replica_results["stderr"][-3000:]
+    refused = three_replica_results["odd_tokens"]
+    assert refused["code"] == 2 and refused["left"] == []  # nothing written: no run, no work directory
+    assert re.search(r"The 'batch_tokens' option .* 3 replicas; 1000 does not divide by 3 \(999 or 1002",
+                     three_replica_results["stderr"])
+
+
+def test_tune_retrains_on_all_data_under_the_trials_strategy(three_replica_results):
+    assert three_replica_results.get("retrain", {}).get("replicas") == [3], three_replica_results["stderr"][-3000:]

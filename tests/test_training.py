@@ -269,6 +269,11 @@ def test_an_unfinished_run_resumes_only_with_the_same_options(ner_config, tmp_pa
         claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=False)
     claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=True)
     assert not (work_dir / "backup").exists()
+    key = json.loads((work_dir / "run_key.json").read_text())
+    del key["data_sha256"]  # as an earlier tfft wrote it
+    (work_dir / "run_key.json").write_text(json.dumps(key))
+    with pytest.raises(ConfigError, match=r"started by an earlier tfft, which recorded no digest of its data"):
+        claim_work_dir(work_dir, replace(ner_config, learning_rate=5e-4), overwrite=False)
 
 
 def test_two_processes_cannot_write_one_run_directory(tmp_path):
@@ -365,3 +370,61 @@ def test_fp16_trains_with_loss_scaling_and_exports_in_float32(ner_config):
     assert model.compute_dtype == "float16" and model.dtype == "float32"  # float32 weights
     _, exported, _ = load_run(result.run_dir, precision="fp32")
     assert exported.compute_dtype == "float32"
+
+
+def scripted_validation(monkeypatch, scores):
+    """Every ValidationMetrics reports ``scores[epoch]`` as val_f1 (a resumed fit's new one too)."""
+    from tfft.training.callbacks import ValidationMetrics
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_scores = {"f1": scores[epoch]}
+        logs.update(val_f1=scores[epoch])
+
+    monkeypatch.setattr(ValidationMetrics, "on_epoch_end", on_epoch_end)
+
+
+def test_a_resumed_fit_stops_early_at_the_epoch_of_an_uninterrupted_one(ner_config, tmp_path, monkeypatch):
+    # Best at epoch 2; epochs 3 and 4 exhaust a patience of 2. A resume after epoch 3 must keep
+    # that best and the one epoch already waited, not start counting again.
+    scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.58, 0.59, 0.9])
+    config = replace(ner_config, epochs=6, patience=2)
+    data = prepare_data(config)
+    _, whole_best, whole = fit_model(config, data, tmp_path / "whole")
+    assert len(whole["val_f1"]) == 4
+    work_dir = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(3)])
+    recorder = EpochRecorder()
+    _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
+    assert recorder.epochs == [3]
+    assert history["val_f1"] == whole["val_f1"] and best_epoch == whole_best == 1
+
+
+def test_a_data_file_edited_after_a_kill_is_not_resumed(ner_config, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from tfft.training import trainer
+
+    train_file = tmp_path / "train.txt"
+    shutil.copy(SAMPLE_DATA / "ner_train.txt", train_file)
+    config_file = write_config(replace(ner_config, train=str(train_file), epochs=1))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer, "fit_model", killed)
+        assert main(["train", "--config", config_file]) == 130
+    work_dir = work_dir_of(ner_config.run_dir)
+    assert (work_dir / "run_key.json").is_file()
+    lines = train_file.read_text().splitlines(keepends=True)
+    train_file.write_text("".join(lines[:3] + lines[3:][::-1]))  # same size, other rows
+    key_before = (work_dir / "run_key.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", config_file]) == 2
+    error = capsys.readouterr().err
+    assert f"{train_file} changed since the unfinished run in {work_dir} started" in error
+    assert "--overwrite" in error
+    assert (work_dir / "run_key.json").read_text() == key_before and not ner_config.run_dir.exists()
+    assert main(["train", "--config", config_file, "--overwrite"]) == 0
+    assert ner_config.run_dir.is_dir() and not work_dir.exists()

@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "the run's --max-validation-examples, so its recorded figures are reproduced)")
     evaluate.add_argument("--strategy", choices=("auto", "one-device", "mirrored", "tpu"), default="auto",
                           help="tf.distribute strategy whose replicas share each prediction batch: auto (mirrored "
-                               "when this process sees more than one GPU), one-device, mirrored, tpu (default: auto)")
-    evaluate.add_argument("--tpu", default=None, help="--strategy tpu: the TPU's name or grpc:// address")
+                               "when this process sees more than one GPU), one-device, mirrored, tpu (experimental: untested "
+                               "on TPUs) (default: auto)")
+    evaluate.add_argument("--tpu", default=None, help="--strategy tpu (experimental): the TPU's name or grpc:// "
+                                                      "address")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="predict on raw text, one JSON object per line",

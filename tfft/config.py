@@ -124,12 +124,15 @@ class TrainConfig:
     strategy: str = _option("auto", "tf.distribute strategy: auto (mirrored when this process sees more than one "
                                     "GPU, else one device), one-device, mirrored (all local GPUs), multi-worker "
                                     "(MultiWorkerMirroredStrategy; every worker runs the same command, see "
-                                    "--cluster-resolver), tpu (see --tpu); --batch-size is the global batch",
+                                    "--cluster-resolver), tpu (experimental: untested on TPUs, and steps are not "
+                                    "compiled with the static shapes TPUs need; see --tpu); --batch-size is "
+                                    "the global batch",
                             choices=STRATEGIES)
     cluster_resolver: str = _option("tf-config", "--strategy multi-worker: read the cluster from the TF_CONFIG "
                                                  "environment variable, or from Slurm's (slurm)",
                                     choices=CLUSTER_RESOLVERS)
-    tpu: Optional[str] = _option(None, "--strategy tpu: the TPU's name or grpc:// address (default: the local TPU VM)")
+    tpu: Optional[str] = _option(None, "--strategy tpu (experimental): the TPU's name or grpc:// address "
+                                       "(default: the local TPU VM)")
     gradient_checkpointing: bool = _option(False, "recompute each encoder layer's activations in the backward "
                                                   "pass instead of keeping them: less memory for long inputs "
                                                   "and large batches, for about one more forward pass per step")
@@ -163,22 +166,36 @@ class TrainConfig:
             return self.monitor
         return "val_f1" if self.task == TOKEN_CLASSIFICATION else "val_accuracy"
 
-    def resolve_schedule(self, num_examples: int) -> List[str]:
-        """Fill in an unset batch size and number of epochs for ``num_examples`` training examples.
+    def resolve_schedule(self, num_examples: int, replicas: int = 1) -> List[str]:
+        """Fill in an unset batch size and number of epochs for ``num_examples`` training examples,
+        trained by ``replicas`` replicas (a default batch size is rounded up to a multiple of them).
 
         Returns a sentence per value chosen, for the run's log (the values are saved in config.yaml).
         """
         chosen = []
         if self.batch_size is None:
-            self.batch_size = next((size for below, size in SMALL_DATA_BATCH_SIZES if num_examples < below),
-                                   DEFAULT_BATCH_SIZE)
-            chosen.append(f"batch size {self.batch_size} for {num_examples} training examples")
+            size = next((size for below, size in SMALL_DATA_BATCH_SIZES if num_examples < below), DEFAULT_BATCH_SIZE)
+            self.batch_size = _ceil_div(size, replicas) * replicas
+            chosen.append(f"batch size {self.batch_size} for {num_examples} training examples"
+                          + (f" ({self.batch_size // replicas} for each of {replicas} replicas)" if replicas > 1 else ""))
         if self.epochs is None:
             steps = _ceil_div(_ceil_div(num_examples, self.batch_size), self.gradient_accumulation_steps)  # updates
             self.epochs = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, _ceil_div(self.min_updates, steps)))
             chosen.append(f"{self.epochs} epochs ({steps} updates each; at least {self.min_updates} updates "
                           f"in all, at most {MAX_DEFAULT_EPOCHS} epochs)")
         return chosen
+
+    def check_replica_split(self, replicas: int) -> None:
+        """Refuse a global batch that ``replicas`` replicas cannot share evenly. The batch is sized
+        by ``batch_tokens`` when given (then ``batch_size`` does not size it), else by ``batch_size``."""
+        name = "batch_tokens" if self.batch_tokens is not None else "batch_size"
+        value = getattr(self, name)
+        if replicas > 1 and value is not None and value % replicas:
+            lower, upper = value // replicas * replicas, _ceil_div(value, replicas) * replicas
+            unit = "tokens" if name == "batch_tokens" else "rows"
+            raise ConfigError(f"The '{name}' option is the global batch ({unit} per step), split evenly among the "
+                              f"{replicas} replicas; {value} does not divide by {replicas} "
+                              f"({' or '.join(str(v) for v in (lower, upper) if v > 0)} would).")
 
     @property
     def word_inputs(self) -> WordInputs:

@@ -27,6 +27,9 @@ REPORTS_SUBDIR = "reports"
 # Kept in the hidden work directory while a run trains, removed before it becomes the run directory.
 BEST_WEIGHTS = "best_weights.h5"
 RUN_KEY_FILE = "run_key.json"
+# In the work directory's BackupAndRestore folder: the early-stopping state of the last epochs, for a resume.
+BACKUP_SUBDIR = "backup"
+EARLY_STOPPING_STATE = "early_stopping.json"
 
 
 def load_run_config(run_dir: Union[str, Path]) -> TrainConfig:

@@ -109,7 +109,47 @@ class EarlyStoppingAfterLearning(keras.callbacks.EarlyStopping):
     Why: on a few hundred sentences, entity F1 commonly stays exactly 0 for the first epochs
     while the model learns the ``O`` majority; stopping then ends a run that was about to learn.
     (For a monitored loss, mode ``min``, this is plain ``EarlyStopping``.)
+
+    ``state_path``: a JSON file kept beside ``BackupAndRestore``'s state, so a resumed fit goes on
+    with the best value and the epochs already waited instead of counting patience afresh (and
+    stops at the epoch an uninterrupted fit stops at). The state of each of the last two epochs
+    is kept: a kill between this file and the backup leaves the backup one epoch behind, and a
+    resume takes the state of the epoch the backup restored. Only a writer (``save_state``; the
+    chief of a cluster) writes it; every worker reads it, so all stop at the same epoch.
     """
+
+    def __init__(self, *args, state_path: Optional[os.PathLike] = None, save_state: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state_path = None if state_path is None else Path(state_path)
+        self.save_state = save_state
+        self._first_epoch = True
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        super().on_train_begin(logs)
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if not self._first_epoch:
+            return
+        self._first_epoch = False
+        if epoch == 0 or self.state_path is None or not self.state_path.is_file():
+            return
+        state = json.loads(self.state_path.read_text()).get(str(epoch - 1))
+        if state is None:
+            logger.warning("%s holds no early-stopping state of epoch %d: patience counts from the resumed epoch",
+                           self.state_path, epoch)
+            return
+        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.state_path is None or not self.save_state:
+            return
+        kept = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        kept = {key: value for key, value in kept.items() if key == str(epoch - 1)}
+        kept[str(epoch)] = {"wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.state_path, lambda tmp: Path(tmp).write_text(json.dumps(kept)))
 
     def _is_improvement(self, monitor_value, reference_value) -> bool:
         if self.monitor_op == np.greater and monitor_value == 0 and reference_value == 0:

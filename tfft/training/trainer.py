@@ -2,9 +2,10 @@
 
 A run works in a hidden sibling directory (``.<name>.partial``) and renames it onto the
 run directory only when everything is written, so the run directory is never half
-written. The work directory keeps ``BackupAndRestore`` state and the run's options
-(``run_key.json``): running the same command after a crash resumes from the last finished
-epoch, while a command with other options is refused rather than continuing stale state.
+written. The work directory keeps ``BackupAndRestore`` state (with the early-stopping state)
+and the run's options and data digests (``run_key.json``): running the same command after a
+crash resumes from the last finished epoch, while a command with other options, or on a data
+file edited since, is refused rather than continuing stale state.
 A finished run directory is replaced only with ``overwrite``, and a lock file beside the
 run directory keeps two processes from writing the same run.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +46,10 @@ from tfft.lora import LoraSettings, absolute_base_model, add_adapters, describe,
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset, worker_input_fn
 from tfft.recompute import recompute_encoder_layers
-from tfft.run_dir import BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE, read_config_examples
+from tfft.run_dir import (
+    BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, EARLY_STOPPING_STATE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE,
+    read_config_examples,
+)
 from tfft.training.callbacks import (
     BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
 )
@@ -107,10 +112,7 @@ class PreparedData:
         if strategy.num_replicas_in_sync == 1:
             dataset = make_dataset(self.encoding, shuffle=True, **options)
             return dataset, int(dataset.cardinality())
-        if config.batch_size % strategy.num_replicas_in_sync:
-            raise ConfigError(f"The 'batch_size' option is the global batch, split evenly among the "
-                              f"{strategy.num_replicas_in_sync} replicas; {config.batch_size} does not divide "
-                              f"by {strategy.num_replicas_in_sync}.")
+        config.check_replica_split(strategy.num_replicas_in_sync)  # a tuner trial's batch size reaches here unchecked
         dataset_fn, steps = worker_input_fn(self.encoding, replicas=strategy.num_replicas_in_sync,
                                             num_workers=worker_count(strategy), **options)
         return strategy.distribute_datasets_from_function(dataset_fn), steps
@@ -125,9 +127,11 @@ class PreparedData:
         )
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
-    """Read, check and encode the data of ``config``; fails before anything is written."""
+def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> PreparedData:
+    """Read, check and encode the data of ``config``, to be trained by ``replicas`` replicas
+    (default: the current strategy's); fails before anything is written."""
     config.validate()
+    replicas = replicas or tf.distribute.get_strategy().num_replicas_in_sync
     tokenizer = load_tokenizer(config.model)
     window = inference_length(tokenizer)
     if config.max_length > window:
@@ -146,8 +150,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
         # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
         config.text_pair_column = default_text_keys(config.train, config.tfds_data_dir)[1]
-    for choice in config.resolve_schedule(len(train_examples)):
+    for choice in config.resolve_schedule(len(train_examples), replicas):
         print(f"Chose {choice}", flush=True)
+    config.check_replica_split(replicas)
     label_map = (LabelMap.from_token_examples(train_examples) if config.task == TOKEN_CLASSIFICATION
                  else LabelMap.from_text_examples(train_examples))
     validation_examples = None
@@ -197,20 +202,24 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
     checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
                                        mode=checkpoint_mode(config))
     callbacks: List[keras.callbacks.Callback] = []
+    backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
     validation_metrics = data.validation_metrics(config)
     if validation_metrics is not None:
         callbacks += [
             validation_metrics,
             checkpoint,
+            # Its state lives with the backup (the chief's, which every worker resumes from).
             EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=checkpoint_mode(config),
-                                          patience=config.patience, verbose=1),
+                                       patience=config.patience, verbose=1,
+                                       state_path=backup_dir / EARLY_STOPPING_STATE if backup else None,
+                                       save_state=is_chief(tf.distribute.get_strategy())),
         ]
     callbacks += list(extra_callbacks)
     callbacks.append(keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir or work_dir / "backup")))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     interactive = os.isatty(1)
     if not interactive:
         # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
@@ -249,7 +258,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         )
         report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)
-    shutil.rmtree(work_dir / "backup", ignore_errors=True)
+    shutil.rmtree(work_dir / BACKUP_SUBDIR, ignore_errors=True)
     BestWeightsCheckpoint.discard(work_dir / BEST_WEIGHTS)
     (work_dir / RUN_KEY_FILE).unlink(missing_ok=True)
     replace_directory(work_dir, config.run_dir)
@@ -279,7 +288,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
             if config.run_dir.exists() and not overwrite:
                 raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace it, "
                                   "or choose another --output-dir")
-            data = prepare_data(config)
+            data = prepare_data(config, strategy.num_replicas_in_sync)
             print(
                 f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} "
                 f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True,
@@ -299,7 +308,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
 
 def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, started: float) -> TrainResult:
     """A non-chief worker's part of ``train``: the same steps, nothing written that outlives it."""
-    data = prepare_data(config)
+    data = prepare_data(config, strategy.num_replicas_in_sync)
     refusal = broadcast_reason(strategy, None)
     if refusal is not None:
         raise ConfigError(f"the chief refused to start: {refusal}")
@@ -307,7 +316,7 @@ def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, star
     try:
         with strategy.scope():
             _, best_epoch, history = fit_model(config, data, scratch,
-                                               backup_dir=work_dir_of(config.run_dir) / "backup")
+                                               backup_dir=work_dir_of(config.run_dir) / BACKUP_SUBDIR)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     barrier(strategy)
@@ -349,20 +358,36 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None:
-    """Start or resume the run in ``work_dir``: resume only the same options, refuse others.
+    """Start or resume the run in ``work_dir``: resume only the same options on the same data, refuse others.
 
-    The options (all but the output directory) are kept in ``run_key.json``; ``overwrite``
-    discards an unfinished run instead.
+    The options (all but the output directory) and a digest of each data file's content are
+    kept in ``run_key.json``: a file edited after a kill would otherwise resume on other rows.
+    ``overwrite`` discards an unfinished run instead.
     """
     key = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "output_dir"}))
+    key[DATA_KEY] = {name: data_digest(path) for name, path in (("train", config.train),
+                                                                 ("validation", config.validation)) if path}
     if work_dir.exists():
         if overwrite:
             shutil.rmtree(work_dir)
         else:
             path = work_dir / RUN_KEY_FILE
             saved = json.loads(path.read_text()) if path.is_file() else {}
+            options = {k: v for k, v in key.items() if k != DATA_KEY}
+            if {k: v for k, v in saved.items() if k != DATA_KEY} == options and saved.get(DATA_KEY) != key[DATA_KEY]:
+                if DATA_KEY not in saved:
+                    raise ConfigError(
+                        f"{work_dir} holds an unfinished run started by an earlier tfft, which recorded no digest "
+                        "of its data, so it cannot be checked to resume on the same rows; pass --overwrite to "
+                        "start afresh")
+                changed = [getattr(config, name) for name in key[DATA_KEY]
+                           if saved[DATA_KEY].get(name) != key[DATA_KEY][name]]
+                raise ConfigError(
+                    f"{', '.join(changed)} changed since the unfinished run in {work_dir} started (its content "
+                    "differs), so the run cannot resume on the same rows; restore the file to resume, or pass "
+                    "--overwrite to start afresh on the data as it is now")
             if saved != key:
-                changes = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in key.items() if saved.get(k) != v]
+                changes = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in options.items() if saved.get(k) != v]
                 raise ConfigError(
                     f"{work_dir} holds an unfinished run started with other options ({'; '.join(changes[:4])}"
                     f"{'; ...' if len(changes) > 4 else ''}); rerun the original command to resume it, or pass "
@@ -370,6 +395,20 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
             print(f"Resuming the unfinished run in {work_dir}", flush=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_json(work_dir / RUN_KEY_FILE, key)
+
+
+DATA_KEY = "data_sha256"
+
+
+def data_digest(path: str) -> Optional[str]:
+    """SHA-256 of a data file's bytes (None for ``tfds:`` data, whose prepared files TFDS versions)."""
+    if path.startswith("tfds:"):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_mode(config: TrainConfig) -> str:

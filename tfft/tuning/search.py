@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import keras_tuner as kt
 
 from tfft.config import TrainConfig
+from tfft.distribution import create_strategy
 from tfft.training.trainer import (
     PreparedData, TrainResult, encode_training_examples, fit_model, read_history, work_dir_of, write_run,
 )
@@ -94,8 +95,9 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
         config = dataclasses.replace(config, validation=None)
         print(f"Retraining trial {trial.trial_id}'s configuration on {len(examples)} train+validation examples",
               flush=True)
-        model, best_epoch, history = fit_model(config, data, work_dir, backup=False,
-                                               extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
+        with create_strategy(config.strategy, config.cluster_resolver, config.tpu).scope():  # the trials' strategy
+            model, best_epoch, history = fit_model(config, data, work_dir, backup=False,
+                                                   extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
         return write_run(config, data, model, work_dir, best_epoch, history, started)
     shutil.copytree(tuner.fit_dir(trial.trial_id), work_dir)
     model = tuner.load_model(trial)
