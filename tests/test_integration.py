@@ -66,7 +66,7 @@ def test_ner_on_a_conll_slice_learns_and_written_text_predictions_match_the_eval
     assert report.scores["f1"] == pytest.approx(result.best_scores["val_f1"])
 
     written = [natural_text(e.tokens) for e in examples]
-    assert sum("," in t or "." in t for t, _ in written) > 300  # punctuation is attached in most sentences
+    assert sum("," in t or "." in t for t, _ in written) > len(written) // 2  # punctuation attached in most
     served = SavedModelPredictor(export_run(result.run_dir, "ner", export_dir=tmp_path / "exports"))
     gold = [list(e.tags) for e in examples]
     for path in (predictor, served):

@@ -132,15 +132,20 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-def test_an_interrupted_fit_resumes_where_it_stopped(ner_config, tmp_path):
-    config = replace(ner_config, epochs=3)
-    data = prepare_data(config)
-    work_dir = tmp_path / "work"
+def interrupted_and_resumed(config, data, work_dir, at: int):
+    """Fit until epoch ``at`` begins, interrupt, fit again: the epochs the resumed fit ran, its best
+    epoch and its history."""
     with pytest.raises(KeyboardInterrupt):
-        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(2)])
+        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(at)])
     recorder = EpochRecorder()
     _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
-    assert recorder.epochs == [2]
+    return recorder.epochs, best_epoch, history
+
+
+def test_an_interrupted_fit_resumes_where_it_stopped(ner_config, tmp_path):
+    config = replace(ner_config, epochs=3)
+    resumed_epochs, best_epoch, history = interrupted_and_resumed(config, prepare_data(config), tmp_path / "work", 2)
+    assert resumed_epochs == [2]
     assert len(history["val_f1"]) == 3
     assert best_epoch == int(np.argmax(history["val_f1"]))
 
@@ -391,12 +396,8 @@ def test_a_resumed_fit_stops_early_at_the_epoch_of_an_uninterrupted_one(ner_conf
     data = prepare_data(config)
     _, whole_best, whole = fit_model(config, data, tmp_path / "whole")
     assert len(whole["val_f1"]) == 4
-    work_dir = tmp_path / "work"
-    with pytest.raises(KeyboardInterrupt):
-        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(3)])
-    recorder = EpochRecorder()
-    _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
-    assert recorder.epochs == [3]
+    resumed_epochs, best_epoch, history = interrupted_and_resumed(config, data, tmp_path / "work", 3)
+    assert resumed_epochs == [3]
     assert history["val_f1"] == whole["val_f1"] and best_epoch == whole_best == 1
 
 
