@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from tfft.distribution import barrier, broadcast_reason, create_strategy, is_chi
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
-from tfft.files import replace_directory, write_json
+from tfft.files import replace_directory, sha256_of, write_json
 from tfft.lora import LoraSettings, absolute_base_model, add_adapters, describe, save_adapters
 from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset, worker_input_fn
@@ -402,13 +401,7 @@ DATA_KEY = "data_sha256"
 
 def data_digest(path: str) -> Optional[str]:
     """SHA-256 of a data file's bytes (None for ``tfds:`` data, whose prepared files TFDS versions)."""
-    if path.startswith("tfds:"):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return None if path.startswith("tfds:") else sha256_of(path)
 
 
 def checkpoint_mode(config: TrainConfig) -> str:
