@@ -84,6 +84,29 @@ def _pair_row(rng: random.Random):
     return first, second, "same" if first_label == second_label else "opposite"
 
 
+# Multi-label: the aspects of a film a review talks about (none, one or several).
+ASPECTS = {"acting": ["the acting", "the cast"], "story": ["the script", "the story", "the ending"],
+           "music": ["the soundtrack", "the score"]}
+NO_ASPECT = ["what a night out .", "we went on a rainy sunday .", "i would see it again .", "bring popcorn ."]
+
+
+def _aspect_row(rng: random.Random):
+    """A review and the aspects it mentions (an empty set when it mentions none)."""
+    aspects = sorted(rng.sample(sorted(ASPECTS), rng.choice([0, 1, 1, 2, 2, 3])))
+    clauses = [f"{rng.choice(ASPECTS[aspect])} was {rng.choice(POSITIVE + NEGATIVE)}" for aspect in aspects]
+    rng.shuffle(clauses)
+    return (" and ".join(clauses) + " ." if clauses else rng.choice(NO_ASPECT)), ",".join(aspects)
+
+
+def _rating_row(rng: random.Random):
+    """A review and its stars, 1 to 5: one star plus two per positive adjective, plus a half-star of chance."""
+    positives = rng.randrange(3)
+    adjectives = rng.sample(POSITIVE, positives) + rng.sample(NEGATIVE, 2 - positives)
+    rng.shuffle(adjectives)
+    stars = min(5.0, 1 + 2 * positives + rng.choice([0.0, 0.5]))
+    return f"{rng.choice(SUBJECTS)} was {adjectives[0]} but {adjectives[1]} .", stars
+
+
 def write_conll(path: Path, sentences) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("-DOCSTART- O\n\n")
@@ -92,9 +115,9 @@ def write_conll(path: Path, sentences) -> None:
             handle.write("\n")
 
 
-def write_tsv(path: Path, rows) -> None:
+def write_tsv(path: Path, rows, header: str = "sentence\tlabel") -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write("sentence\tlabel\n")
+        handle.write(header + "\n")
         handle.writelines(f"{text}\t{label}\n" for text, label in rows)
 
 
@@ -124,6 +147,14 @@ def main(out_dir: Path, seed: int = 13) -> None:
     (out_dir / "pairs_predict.txt").write_text(
         "the cast is brilliant .\ti found the ending moving .\nthe script is dull .\tthe film was gripping .\n",
         encoding="utf-8")
+    write_tsv(out_dir / "aspects_train.tsv", [_aspect_row(rng) for _ in range(300)], "review\taspects")
+    write_tsv(out_dir / "aspects_valid.tsv", [_aspect_row(rng) for _ in range(80)], "review\taspects")
+    (out_dir / "aspects_predict.txt").write_text(
+        "the cast was charming and the soundtrack was dull .\nbring popcorn .\n", encoding="utf-8")
+    write_tsv(out_dir / "ratings_train.tsv", [_rating_row(rng) for _ in range(300)], "review\tstars")
+    write_tsv(out_dir / "ratings_valid.tsv", [_rating_row(rng) for _ in range(80)], "review\tstars")
+    (out_dir / "ratings_predict.txt").write_text(
+        "the story was wonderful but gripping .\nthe cast was awful but dull .\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

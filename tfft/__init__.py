@@ -6,7 +6,7 @@ The public API, layer by layer (each depends only on the ones above it):
   ``from_tokens``, ``from_dataframe``, ``LabelMap``
 * features and pipelines: ``encode_for_training``, ``encode_for_inference``, ``make_dataset``
 * models: ``build_model``, ``load_tokenizer``; LoRA: ``LoraSettings``, ``add_adapters``, ``merge_adapters``
-* training: ``create_optimizer``, ``masked_sparse_categorical_crossentropy``,
+* training: ``create_optimizer``, ``masked_sparse_categorical_crossentropy``, ``task_loss``,
   ``ValidationMetrics``, ``BestWeightsCheckpoint``, ``TrainConfig``, ``train``
 * results: ``evaluate_examples``, ``evaluate_run``, ``Predictor``
 
@@ -17,7 +17,7 @@ import importlib
 
 import tfft._environment  # noqa: F401  (before anything imports TensorFlow)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Public name -> module. Imported on first use (PEP 562), so `import tfft` and
 # `import tfft.data` stay free of TensorFlow until a TensorFlow-backed name is used.
@@ -35,7 +35,7 @@ _EXPORTS = {
     "Predictor": "tfft.prediction",
     **{name: "tfft.training" for name in (
         "BestWeightsCheckpoint", "ValidationMetrics", "create_optimizer", "masked_sparse_categorical_crossentropy",
-        "train")},
+        "task_loss", "train")},
     "export_run": "tfft.export.saved_model",
     "export_tflite": "tfft.export.tflite",
     "TFLitePredictor": "tfft.export.tflite_predictor",

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError
 from tfft.words import NATURAL, WORD_SPLITS, WordInputs
 
@@ -35,11 +35,25 @@ DEFAULT_BATCH_SIZE = 32
 # Measured with the default model (all-MiniLM-L6-v2, batch 32, 3 epochs on CoNLL-2003: val F1
 # 0.8965 at 1e-4, 0.9062 at 2e-4); small distilled encoders want larger steps than BERT-base.
 # What ValidationMetrics puts into the logs, per task: the values --monitor may name.
+# The first of each is the default --monitor (sequence classification: val_macro_f1 on skewed labels,
+# see IMBALANCE_RATIO).
 VALIDATION_METRICS = {
     TOKEN_CLASSIFICATION: ("val_f1", "val_precision", "val_recall", "val_accuracy", "val_loss"),
     SEQUENCE_CLASSIFICATION: ("val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall", "val_loss"),
+    MULTI_LABEL_CLASSIFICATION: ("val_micro_f1", "val_macro_f1", "val_micro_precision", "val_micro_recall",
+                                 "val_loss"),
+    REGRESSION: ("val_pearson", "val_spearman", "val_rmse", "val_mae", "val_loss"),
 }
-DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4}
+# Metrics where lower is better (early stopping and the best checkpoint minimise them).
+LOWER_IS_BETTER = ("val_loss", "val_rmse", "val_mae")
+# Sequence classification monitors val_macro_f1 instead of val_accuracy when the most frequent training
+# class has at least this many times the examples of the rarest: accuracy then rewards ignoring rare classes.
+IMBALANCE_RATIO = 3.0
+DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1e-4, MULTI_LABEL_CLASSIFICATION: 1e-4,
+                          REGRESSION: 1e-4}
+DEFAULT_LABEL_SEPARATOR = ","
+REGRESSION_LOSSES = ("mse", "huber")
+BALANCED = "balanced"
 # LoRA trains a few small matrices from zero and wants larger steps; see docs/memory.md (LoRA).
 DEFAULT_LORA_LEARNING_RATE = 2e-3
 # A fixed alpha (as in the LoRA paper) keeps the update's scale alpha/rank in step with the rank,
@@ -142,7 +156,23 @@ class TrainConfig:
     max_validation_examples: Optional[int] = _option(None, "use only the first N validation examples")
     text_column: Optional[str] = _option(None, "text column of tabular data (default: 'text' or 'sentence')")
     text_pair_column: Optional[str] = _option(None, "second text column, for sentence-pair classification")
-    label_column: str = _option("label", "label column of tabular data")
+    label_column: str = _option("label", "label column of tabular data (regression: the numeric target; "
+                                         "multi-label: label names or ids joined by --label-separator)")
+    label_columns: Optional[str] = _option(None, "multi-label classification: comma-separated 0/1 columns, one per "
+                                                 "label (the label is the column's name), instead of --label-column")
+    label_separator: Optional[str] = _option(None, "multi-label classification: the separator of the labels in "
+                                                   f"--label-column (default: '{DEFAULT_LABEL_SEPARATOR}'; "
+                                                   "JSON Lines may hold a list instead)")
+    class_weight: Optional[str] = _option(None, "classification: weigh the loss by class: 'balanced' (each class "
+                                                "by total / (classes x its count); multi-label: each label's "
+                                                "positives by its negatives / positives) or LABEL=WEIGHT,... "
+                                                "(YAML: a mapping) for sequence classification, "
+                                                "LABEL=POSITIVE_WEIGHT,... for multi-label (unnamed labels: 1)")
+    loss: Optional[str] = _option(None, "regression: mse (default) or huber (less pulled by outlying targets)",
+                                  choices=REGRESSION_LOSSES)
+    normalize_targets: Optional[bool] = _option(None, "regression: train on targets scaled to mean 0 and "
+                                                      "standard deviation 1 (the scale is stored with the model "
+                                                      "and undone in every prediction; default: on)")
     token_column: int = _option(0, "CoNLL column holding the token")
     tag_column: int = _option(-1, "CoNLL column holding the tag (-1: the last)")
     tag_scheme: str = _option("auto", "tagging scheme of CoNLL input, normalised to IOB2",
@@ -164,7 +194,32 @@ class TrainConfig:
     def monitor_metric(self) -> str:
         if self.monitor:
             return self.monitor
-        return "val_f1" if self.task == TOKEN_CLASSIFICATION else "val_accuracy"
+        return VALIDATION_METRICS.get(self.task, ("val_accuracy",))[0]
+
+    @property
+    def monitor_mode(self) -> str:
+        """``min`` for a monitored loss or error, ``max`` for a score."""
+        return "min" if self.monitor_metric in LOWER_IS_BETTER else "max"
+
+    @property
+    def label_column_list(self) -> Optional[List[str]]:
+        """``label_columns`` as a list of column names (None when not given)."""
+        if self.label_columns is None:
+            return None
+        return [name.strip() for name in self.label_columns.split(",") if name.strip()]
+
+    def choose_monitor(self, class_counts: Dict[str, int]) -> Optional[str]:
+        """For sequence classification on skewed training labels (``class_counts``: examples per class),
+        monitor val_macro_f1 unless --monitor was given; returns a sentence for the run's log when it does."""
+        if self.monitor or not self.validation or self.task != SEQUENCE_CLASSIFICATION or not class_counts:
+            return None
+        ratio = max(class_counts.values()) / max(min(class_counts.values()), 1)
+        if ratio < IMBALANCE_RATIO:
+            return None
+        self.monitor = "val_macro_f1"
+        return (f"monitor val_macro_f1: the training labels are skewed ({ratio:.1f} times more examples of the most "
+                f"frequent class than of the rarest, at least {IMBALANCE_RATIO:g}), where accuracy rewards "
+                "ignoring the rare classes")
 
     def resolve_schedule(self, num_examples: int, replicas: int = 1) -> List[str]:
         """Fill in an unset batch size and number of epochs for ``num_examples`` training examples,
@@ -246,9 +301,10 @@ class TrainConfig:
             raise ConfigError(f"The 'lora_alpha' option must be > 0. Got {self.lora_alpha!r} instead.")
         if self.learning_rate is None or not self.learning_rate > 0:
             raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
-        if self.task == SEQUENCE_CLASSIFICATION and (self.word_shapes or self.context_window):
+        if self.task != TOKEN_CLASSIFICATION and (self.word_shapes or self.context_window):
             raise ConfigError("The 'word_shapes' and 'context_window' options are for token classification; "
-                              "remove them for sequence classification.")
+                              f"remove them for {self.task}.")
+        self._validate_task_options()
         if self.tpu is not None and self.strategy != "tpu":
             raise ConfigError(f"The 'tpu' option is for --strategy tpu (the strategy is {self.strategy!r}).")
         if self.cluster_resolver != "tf-config" and self.strategy != "multi-worker":
@@ -261,6 +317,31 @@ class TrainConfig:
         if self.monitor and not self.validation:
             raise ConfigError(f"The 'monitor' option ({self.monitor}) needs validation data (--validation).")
         return self
+
+    def _validate_task_options(self) -> None:
+        """Options that belong to one task are refused elsewhere, rather than silently ignored."""
+        for name, tasks in (("label_columns", (MULTI_LABEL_CLASSIFICATION,)),
+                            ("label_separator", (MULTI_LABEL_CLASSIFICATION,)),
+                            ("class_weight", (SEQUENCE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION)),
+                            ("loss", (REGRESSION,)), ("normalize_targets", (REGRESSION,))):
+            if getattr(self, name) is not None and self.task not in tasks:
+                raise ConfigError(f"The '{name}' option is for {' and '.join(tasks)}, not {self.task}.")
+        if self.label_columns is not None:
+            if not self.label_column_list:
+                raise ConfigError(f"The 'label_columns' option must name columns, e.g. anger,joy. "
+                                  f"Got {self.label_columns!r} instead.")
+            if self.label_separator is not None:
+                raise ConfigError("The 'label_separator' option splits --label-column; with 'label_columns' "
+                                  "(one 0/1 column per label) there is nothing to split: remove one of them.")
+            if self.train.startswith("tfds:"):
+                raise ConfigError("The 'label_columns' option is for CSV/TSV/JSON Lines files; tfds data reads "
+                                  "its labels from --label-column.")
+        if self.label_separator == "":
+            raise ConfigError("The 'label_separator' option must not be empty.")
+        if self.class_weight is not None:
+            parse_class_weight(self.class_weight)
+        if self.task == REGRESSION and self.normalize_targets is None:
+            self.normalize_targets = True
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -278,11 +359,32 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        if isinstance(normalised.get("class_weight"), dict):  # YAML's mapping form: the flag's LABEL=WEIGHT,...
+            normalised["class_weight"] = ",".join(f"{label}={weight}"
+                                                  for label, weight in normalised["class_weight"].items())
         return cls(**{name: coerce_option(name, types[name], value, source) for name, value in normalised.items()})
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainConfig":
         return cls.from_dict(read_yaml(path), source=str(path))
+
+
+def parse_class_weight(value: str) -> Union[str, Dict[str, float]]:
+    """``balanced``, or the ``LABEL=WEIGHT,...`` map (``{label: weight}``); ConfigError for anything else."""
+    if value.strip() == BALANCED:
+        return BALANCED
+    weights = {}
+    for part in value.split(","):
+        label, found, weight = part.rpartition("=")
+        try:
+            number = float(weight)
+        except ValueError:
+            number = float("nan")
+        if not found or not label.strip() or not number > 0 or number == float("inf"):
+            raise ConfigError(f"The 'class_weight' option must be '{BALANCED}' or LABEL=WEIGHT pairs with weights "
+                              f"> 0, e.g. neg=1,pos=4. Got {value!r} instead.")
+        weights[label.strip()] = number
+    return weights
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:

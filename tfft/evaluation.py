@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError
 from tfft.features import encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
-from tfft.metrics import score_predictions, tags_from_probabilities
+from tfft import metrics
+from tfft.heads import set_thresholds, thresholds_of
+from tfft.metrics import label_set_matrix, multi_label_scores, score_predictions, tags_from_probabilities
 from tfft.models import word_inputs_for
 from tfft.words import WordInputs
 
@@ -33,6 +36,8 @@ class EvaluationReport:
     labels: List[str] = field(default_factory=list)
     confusion_matrix: Optional[List[List[int]]] = None
     num_examples: int = 0
+    # Figures of the report: file name suffix -> a function drawing it into a PNG path.
+    plots: Dict[str, Callable[[Path], None]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -41,25 +46,29 @@ class EvaluationReport:
         }
 
     def write(self, directory: Path, name: str) -> List[Path]:
-        """Write ``name.txt``, ``name.json`` and, for classification, ``name_confusion.png``."""
+        """Write ``name.txt``, ``name.json`` and the task's figures: ``name_confusion.png`` (sequence
+        classification), ``name_label_f1.png`` (multi-label), ``name_scatter.png`` (regression)."""
         directory = Path(directory)
         written = [directory / f"{name}.txt", directory / f"{name}.json"]
         write_text(written[0], self.text)
         write_json(written[1], self.to_dict())
-        if self.confusion_matrix is not None:
-            written.append(directory / f"{name}_confusion.png")
-            plot_confusion_matrix(np.asarray(self.confusion_matrix), self.labels, written[-1])
+        for suffix, draw in self.plots.items():
+            written.append(directory / f"{name}_{suffix}.png")
+            draw(written[-1])
         return written
 
 
 def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: Optional[int] = None,
                       stride: int = 32, batch_size: int = 64, jit_compile: bool = False,
-                      word_inputs: Optional[WordInputs] = None) -> EvaluationReport:
+                      word_inputs: Optional[WordInputs] = None, tune_thresholds: bool = False) -> EvaluationReport:
     """Predict ``examples`` (sliding windows for long token examples) and build the full report.
 
     ``max_length`` defaults to the model's maximum; for sequence classification pass the
     training ``max_length`` (as ``evaluate_run`` does), so that evaluation sees what training saw.
     ``word_inputs`` default to what the model takes (:func:`tfft.models.word_inputs_for`).
+    Multi-label examples are scored at the model's decision thresholds; ``tune_thresholds``
+    first tunes them on these examples and stores them in the model's config (training does,
+    on the validation set).
     """
     label_map.check(examples)
     encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
@@ -70,9 +79,19 @@ def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap,
         model, encoding, words_per_example=[len(t) for t in true_labels] if token_task else None,
         batch_size=batch_size, pad_token_id=tokenizer.pad_token_id, jit_compile=jit_compile,
     )
+    first = true_labels[0]
+    if isinstance(first, tuple):
+        tuned = None
+        if tune_thresholds:
+            thresholds, tuned = metrics.tune_thresholds(probabilities, label_set_matrix(true_labels, label_map))
+            set_thresholds(model.config, thresholds)
+        thresholds = np.asarray(thresholds_of(model.config, len(label_map)), np.float32)
+        return _multi_label_report(true_labels, probabilities, label_map, thresholds, tuned)
     scores = score_predictions(true_labels, probabilities, label_map)
     if token_task:
         return _entity_report(true_labels, tags_from_probabilities(probabilities, label_map.labels), scores)
+    if isinstance(first, float):
+        return _regression_report(np.asarray(true_labels, np.float64), probabilities[:, 0], scores)
     return _classification_report(true_labels, probabilities.argmax(-1), label_map, scores)
 
 
@@ -83,7 +102,7 @@ def _entity_report(true_tags, predicted_tags, scores) -> EvaluationReport:
     per_class = {k: {m: float(v) for m, v in row.items()} for k, row in per_class.items()}
     text = classification_report(true_tags, predicted_tags, digits=4, zero_division=0)
     header = _score_line(scores)
-    return EvaluationReport("token-classification", scores, per_class, f"{header}\n\n{text}",
+    return EvaluationReport(TOKEN_CLASSIFICATION, scores, per_class, f"{header}\n\n{text}",
                             num_examples=len(true_tags))
 
 
@@ -98,13 +117,66 @@ def _classification_report(true_labels, predicted_ids, label_map: LabelMap, scor
     text = classification_report(true_ids, predicted_ids, labels=ids, target_names=names, digits=4, zero_division=0)
     matrix = confusion_matrix(true_ids, predicted_ids, labels=ids)
     width = max(len(n) for n in names + ["true\\pred"])
-    rows = ["true\\pred".ljust(width) + "".join(n.rjust(width + 2) for n in names)]
-    rows += [name.ljust(width) + "".join(str(c).rjust(width + 2) for c in row) for name, row in zip(names, matrix)]
-    report_text = f"{_score_line(scores)}\n\n{text}\nConfusion matrix (rows: true, columns: predicted)\n" + "\n".join(rows) + "\n"
+    header = "true\\pred".ljust(width) + "".join(n.rjust(width + 2) for n in names)
+    counts = [name.ljust(width) + "".join(str(c).rjust(width + 2) for c in row) for name, row in zip(names, matrix)]
+    by_row = normalise_rows(matrix)
+    shares = [name.ljust(width) + "".join(f"{v:.3f}".rjust(width + 2) for v in row) for name, row in zip(names, by_row)]
+    report_text = (f"{_score_line(scores)}\n\n{text}\nConfusion matrix (rows: true, columns: predicted)\n"
+                   + "\n".join([header] + counts)
+                   + "\n\nConfusion matrix normalised by row (each true class's share of predictions; the "
+                     "diagonal is its recall)\n" + "\n".join([header] + shares) + "\n")
     per_class = {k: ({m: float(v) for m, v in row.items()} if isinstance(row, dict) else {"value": float(row)})
                  for k, row in per_class.items()}
-    return EvaluationReport("sequence-classification", scores, per_class, report_text, labels=names,
-                            confusion_matrix=matrix.tolist(), num_examples=len(true_labels))
+    return EvaluationReport(SEQUENCE_CLASSIFICATION, scores, per_class, report_text, labels=names,
+                            confusion_matrix=matrix.tolist(), num_examples=len(true_labels),
+                            plots={"confusion": lambda path: plot_confusion_matrix(matrix, names, path)})
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (a row of zeros stays zeros): per true class, the share of each prediction."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros(matrix.shape, np.float64), where=totals > 0)
+
+
+def _multi_label_report(true_sets, probabilities: np.ndarray, label_map: LabelMap, thresholds: np.ndarray,
+                        tuned: Optional[np.ndarray] = None) -> EvaluationReport:
+    """Micro/macro scores at the model's thresholds, and per label its threshold, precision, recall, F1, support
+    (``tuned``: which labels' thresholds were just tuned on these examples, the others taking the global one)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    truth = label_set_matrix(true_sets, label_map)
+    scores = multi_label_scores(truth, probabilities, thresholds)
+    predicted = (probabilities >= thresholds[None, :]).astype(np.int32)
+    precision, recall, f1, support = precision_recall_fscore_support(truth.astype(np.int32), predicted,
+                                                                     average=None, zero_division=0)
+    names = [str(label) for label in label_map.labels]
+    per_class = {name: {"threshold": float(t), "precision": float(p), "recall": float(r), "f1-score": float(f),
+                        "support": float(n)}
+                 for name, t, p, r, f, n in zip(names, thresholds, precision, recall, f1, support)}
+    width = max(len(n) for n in names + ["label"])
+    lines = ["label".ljust(width) + "".join(c.rjust(11) for c in ("threshold", "precision", "recall", "f1-score",
+                                                                   "support"))]
+    lines += [name.ljust(width) + "".join(f"{row[c]:.4f}".rjust(11) for c in ("threshold", "precision", "recall",
+                                                                               "f1-score"))
+              + f"{int(row['support'])}".rjust(11) for name, row in per_class.items()]
+    text = f"{_score_line(scores)}\n\n" + "\n".join(lines) + f"\n\n{len(true_sets)} examples, " \
+        f"{int(truth.sum())} labels in all, {int((truth.sum(axis=1) == 0).sum())} examples without a label\n"
+    if tuned is not None:
+        rare = [name for name, own in zip(names, tuned) if not own]
+        text += (f"Thresholds tuned on these examples for {int(tuned.sum())} labels with at least "
+                 f"{metrics.MIN_POSITIVES_TO_TUNE} positives" + (f"; {', '.join(rare)} take the threshold best for all "
+                                                               "labels together" if rare else "") + "\n")
+    return EvaluationReport(MULTI_LABEL_CLASSIFICATION, scores, per_class, text, labels=names,
+                            num_examples=len(true_sets),
+                            plots={"label_f1": lambda path: plot_label_f1(per_class, path)})
+
+
+def _regression_report(targets: np.ndarray, predicted: np.ndarray, scores: Dict[str, float]) -> EvaluationReport:
+    text = (f"{_score_line(scores)}\n\n{len(targets)} examples; targets mean {targets.mean():.4f}, "
+            f"sd {targets.std():.4f}, range [{targets.min():.4f}, {targets.max():.4f}]; predictions mean "
+            f"{predicted.mean():.4f}, sd {predicted.std():.4f}\n")
+    return EvaluationReport(REGRESSION, scores, {}, text, num_examples=len(targets),
+                            plots={"scatter": lambda path: plot_scatter(targets, predicted, scores, path)})
 
 
 def _score_line(scores: Dict[str, float]) -> str:
@@ -130,17 +202,46 @@ def plot_training_curves(history: Dict[str, List[float]], path: Path) -> None:
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path) -> None:
+    """Counts on the left; on the right each row normalised, so a rare class's errors show as clearly."""
     size = max(4, 0.6 * len(labels) + 2)
-    figure = new_figure(figsize=(size, size))
+    figure = new_figure(figsize=(2 * size, size))
+    for ax, values, title, text in zip(figure.subplots(1, 2), (matrix, normalise_rows(matrix)),
+                                       ("counts", "normalised by row (recall on the diagonal)"),
+                                       (str, lambda v: f"{v:.2f}")):
+        ax.imshow(values, cmap="Blues", vmin=0)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set(xlabel="predicted", ylabel="true", title=title)
+        threshold = values.max() / 2 if values.size else 0
+        for (i, j), value in np.ndenumerate(values):
+            ax.text(j, i, text(value), ha="center", va="center", color="white" if value > threshold else "black")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def plot_label_f1(per_label: Dict[str, Dict[str, float]], path: Path) -> None:
+    """Multi-label: each label's F1 at its threshold, with its support, most frequent label first."""
+    ordered = sorted(per_label.items(), key=lambda item: -item[1]["support"])
+    figure = new_figure(figsize=(max(5, 0.5 * len(ordered) + 2), 4))
     ax = figure.subplots()
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
+    ax.bar(range(len(ordered)), [row["f1-score"] for _, row in ordered])
+    ax.set_xticks(range(len(ordered)), [f"{name} ({int(row['support'])})" for name, row in ordered],
+                  rotation=45, ha="right")
+    ax.set(ylim=(0, 1), ylabel="F1", title="F1 per label (support) at its threshold")
+    ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def plot_scatter(targets: np.ndarray, predicted: np.ndarray, scores: Dict[str, float], path: Path) -> None:
+    """Regression: predicted against gold values, with the line where they are equal."""
+    figure = new_figure(figsize=(5, 5))
+    ax = figure.subplots()
+    ax.scatter(targets, predicted, s=8, alpha=0.4)
+    low, high = float(min(targets.min(), predicted.min())), float(max(targets.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="gray", linewidth=1)
+    ax.set(xlabel="gold", ylabel="predicted",
+           title=f"pearson {scores['pearson']:.3f}, spearman {scores['spearman']:.3f}, rmse {scores['rmse']:.3f}")
     figure.tight_layout()
     save_figure(figure, path)
 

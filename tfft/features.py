@@ -205,9 +205,22 @@ def _encode(tokenizer, examples, label_map, max_length, stride, label_all_subwor
         if label_map is not None and examples[0].tags is not None:
             encoding.labels = _align_token_labels(word_ids, examples, example_index, label_map, label_all_subwords)
     elif label_map is not None and examples[0].label is not None:
-        labels = np.asarray([label_map.id(e.label) for e in examples], dtype=np.int32)
-        encoding.labels = labels[example_index]
+        encoding.labels = text_targets(examples, label_map)[example_index]
     return encoding
+
+
+def text_targets(examples: Sequence[TextExample], label_map: LabelMap) -> np.ndarray:
+    """What a sequence model is trained towards, per example: class ids (int32 ``[examples]``), label
+    sets as 0/1 rows (float32 ``[examples, labels]``), or regression targets (float32 ``[examples]``)."""
+    first = examples[0].label
+    if isinstance(first, tuple):
+        targets = np.zeros((len(examples), len(label_map)), np.float32)
+        for row, example in enumerate(examples):
+            targets[row, [label_map.id(label) for label in example.label]] = 1.0
+        return targets
+    if isinstance(first, float):
+        return np.asarray([e.label for e in examples], np.float32)
+    return np.asarray([label_map.id(e.label) for e in examples], dtype=np.int32)
 
 
 def _first_subword_word_index(word_ids: List[List[Optional[int]]]) -> np.ndarray:

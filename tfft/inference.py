@@ -17,6 +17,7 @@ import numpy as np
 from tfft.backend import tf
 from tfft.distribution import worker_count
 from tfft.features import NO_WORD, Encoding
+from tfft.heads import logits_to_outputs
 from tfft.lean_bert import inference_logits
 from tfft.pipeline import LENGTH_MULTIPLE, model_input_signature, sort_by_length
 
@@ -27,17 +28,17 @@ Forward = Callable[[Dict[str, np.ndarray]], object]
 
 
 def forward_function(model, jit_compile: bool = False) -> Forward:
-    """A compiled ``features -> class probabilities`` function, cached on the model.
+    """A compiled ``features -> outputs`` function, cached on the model: class probabilities, or
+    regression values (:func:`tfft.heads.logits_to_outputs`).
 
-    Probabilities are computed in float32 even under a bfloat16 policy.
+    Outputs are computed in float32 even under a bfloat16 policy.
     """
     key = f"_tfft_forward_{int(jit_compile)}"
     cached = getattr(model, key, None)
     if cached is None:
 
         def forward(features):
-            logits = inference_logits(model, features)
-            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            return logits_to_outputs(model.config, inference_logits(model, features))
 
         # One trace for every batch shape (XLA, when on, still compiles per shape).
         cached = tf.function(forward, jit_compile=jit_compile, input_signature=[model_input_signature()])

@@ -27,6 +27,7 @@ from tfft.backend import keras, tf
 from tfft.config import LORA_TARGETS, TrainConfig
 from tfft.errors import ModelLoadError
 from tfft.files import add_file_to_digest, atomic_write
+from tfft.heads import saved_head_config
 from tfft.models import DEFAULT_MODEL, build_model, encoder_blocks, label_map_of_config, resolve_model
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -257,8 +258,9 @@ def load_adapted_model(task: str, directory: Union[str, Path], base_model: str, 
             f"{path}: the adapters were trained on base model {recorded.get('base_model')!r} with weights "
             f"{recorded.get('base_weights')} (SHA-256 {recorded.get('base_weights_sha256')}), but {base_model!r} "
             f"now has {current.get('base_weights')} (SHA-256 {current.get('base_weights_sha256')})")
-    label_map = label_map_of_config(AutoConfig.from_pretrained(str(directory)))
-    model = build_model(task, label_map, base_model, dropout=dropout, word_shapes=word_shapes)
+    saved_config = AutoConfig.from_pretrained(str(directory))
+    model = build_model(task, label_map_of_config(saved_config), base_model, dropout=dropout, word_shapes=word_shapes,
+                        head=saved_head_config(saved_config))
     add_adapters(model, settings, word_shapes=word_shapes)
     variables = {_key(v): v for v in model.trainable_variables}
     if set(variables) != set(saved):

@@ -17,14 +17,15 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Dict, Iterator, Optional, Union
 
 import numpy as np
 
 from tfft.backend import tf  # noqa: F401  (sets the environment before transformers loads)
-from tfft.data import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
+from tfft.data import SEQUENCE_TASKS, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError, ModelLoadError
+from tfft.heads import head_config
 from tfft.words import NUM_SHAPE_TOKEN_TYPES, WordInputs
 
 logger = logging.getLogger(__name__)
@@ -115,11 +116,13 @@ def build_model(
     *,
     dropout: Optional[float] = None,
     word_shapes: bool = False,
+    head: Optional[Dict[str, object]] = None,
 ):
     """Create a classifier head on a pretrained (or random-init) encoder.
 
     ``model`` is a name/path (see module docstring) or a ``transformers`` config for
-    random initialisation. ``dropout`` sets the classifier dropout when given.
+    random initialisation. ``dropout`` sets the classifier dropout when given. ``head``:
+    config entries of the task's head (:func:`tfft.heads.head_config`; default: a new one's).
     ``word_shapes`` widens the token type embedding to one row per word shape
     (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
     so the pretrained function is unchanged until training teaches the rows apart.
@@ -132,6 +135,8 @@ def build_model(
         id2label={i: label for i, label in enumerate(label_map.labels)},
         label2id={label: i for i, label in enumerate(label_map.labels)},
     )
+    head = dict(head_config(task) if head is None else head)
+    label_config["problem_type"] = head.pop("problem_type", None)
     if dropout is not None:
         label_config["classifier_dropout"] = dropout
     if isinstance(model, PretrainedConfig):
@@ -146,6 +151,8 @@ def build_model(
             classifier = auto_class.from_pretrained(source, **label_config)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
+    for name, value in head.items():  # tfft's own entries: set, not passed, as from_pretrained would refuse them
+        setattr(classifier.config, name, value)
     if word_shapes:
         _widen_token_types(classifier, NUM_SHAPE_TOKEN_TYPES)
     _compute_gelu_in_float32(classifier)
@@ -284,6 +291,6 @@ def _auto_class(task: str):
 
     if task == TOKEN_CLASSIFICATION:
         return TFAutoModelForTokenClassification
-    if task == SEQUENCE_CLASSIFICATION:
+    if task in SEQUENCE_TASKS:
         return TFAutoModelForSequenceClassification
     raise ValueError(f"Expected task to be one of {TASKS}. Received: {task!r}")

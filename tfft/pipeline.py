@@ -71,8 +71,8 @@ def make_dataset(
     has_labels = with_labels and encoding.labels is not None
     token_labels = has_labels and len(encoding.labels) == len(encoding.input_ids)
     columns: Tuple = (starts, lengths)
-    if has_labels:
-        columns += (np.zeros(len(lengths), np.int32) if token_labels else encoding.labels.astype(np.int32),)
+    if has_labels:  # per-row labels keep their type: class ids, 0/1 label rows or float targets
+        columns += (np.zeros(len(lengths), np.int32) if token_labels else encoding.labels,)
         flat_labels = tf.constant(encoding.labels, tf.int32) if token_labels else None
 
     def slice_row(start, length, *label):
@@ -87,8 +87,10 @@ def make_dataset(
     dataset = dataset.map(slice_row, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padding_values = (tf.constant(pad_token_id, tf.int32), tf.constant(0, tf.int32))
     if has_labels:
-        padding_values += (tf.constant(IGNORE_INDEX if token_labels else 0, tf.int32),)
-    padded_shapes = ([None], [None]) + ((([None] if token_labels else []),) if has_labels else ())
+        padding_values += (tf.constant(IGNORE_INDEX, tf.int32) if token_labels
+                           else tf.constant(0, tf.as_dtype(encoding.labels.dtype)),)
+    padded_shapes = ([None], [None]) + (((([None] if token_labels else list(encoding.labels.shape[1:])),)
+                                          if has_labels else ()))
 
     if shuffle:
         batch_sizes = ([batch_size] * len(boundaries) if batch_tokens is None

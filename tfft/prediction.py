@@ -20,7 +20,9 @@ from tfft.decoding import viterbi_tags
 from tfft.errors import ConfigError, DataFormatError
 from tfft.features import encode_for_inference, inference_length
 from tfft.inference import Forward, forward_function, predict_with
-from tfft.models import TOKEN_CLASSIFICATION, label_map_of, word_inputs_for
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
+from tfft.heads import thresholds_of
+from tfft.models import label_map_of, word_inputs_for
 from tfft.run_dir import load_run
 from tfft.words import NATURAL, WHITESPACE, WordInputs, word_spans
 
@@ -39,9 +41,12 @@ class Predictor:
     with_pairs: bool = False
     max_length: Optional[int] = None  # sequence classification: the training max_length
     word_split: str = NATURAL  # token classification: how raw text is split into words (tfft.words)
+    thresholds: Optional[Sequence[float]] = None  # multi-label: per label (default: the model config's)
 
     def __post_init__(self) -> None:
         self.word_inputs = word_inputs_for(self.model, self.word_inputs)
+        if self.task == MULTI_LABEL_CLASSIFICATION and self.thresholds is None:
+            self.thresholds = thresholds_of(getattr(self.model, "config", None), len(self.label_map))
 
     @classmethod
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
@@ -51,8 +56,9 @@ class Predictor:
 
     @classmethod
     def from_config(cls, config: TrainConfig, model, tokenizer, label_map: LabelMap,
-                    batch_size: Optional[int] = None) -> "Predictor":
-        """A predictor with a run's settings (``config.yaml``) around ``model``."""
+                    batch_size: Optional[int] = None, thresholds: Optional[Sequence[float]] = None) -> "Predictor":
+        """A predictor with a run's settings (``config.yaml``) around ``model`` (``thresholds``: a multi-label
+        model's, when ``model`` has no config to hold them)."""
         return cls(
             model=model,
             tokenizer=tokenizer,
@@ -65,6 +71,7 @@ class Predictor:
             with_pairs=bool(config.text_pair_column),
             max_length=config.max_length,
             word_split=config.word_split,
+            thresholds=thresholds,
         )
 
     @property
@@ -91,8 +98,7 @@ class Predictor:
         Token classification: ``{"text", "entities": [{"type", "text", "start", "end",
         "score"}], "words": [{"text", "start", "end", "tag", "score"}]}`` with character
         offsets into the original string; words are split by the run's ``word_split`` rule
-        (see :mod:`tfft.words`). Sequence classification: ``{"text", "label",
-        "probabilities": {label: p}}``.
+        (see :mod:`tfft.words`). Otherwise :func:`sequence_result`'s object.
         """
         check_pairs(self.with_pairs, text_pairs, "this model")
         if not texts:
@@ -103,8 +109,10 @@ class Predictor:
         pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
         examples = [TextExample(text=t, text_pair=p) for t, p in zip(texts, pairs)]
         encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride)
-        probabilities = self._run(encoding)
-        return [label_result(text, self.label_map.labels, p) for text, p in zip(texts, probabilities)]
+        outputs = self._run(encoding)
+        selected = outputs >= np.asarray(self.thresholds)[None, :] if self.thresholds is not None else None
+        return [sequence_result(self.task, text, self.label_map.labels, row, None if selected is None else selected[i])
+                for i, (text, row) in enumerate(zip(texts, outputs))]
 
     def predict_words(self, sentences: Sequence[Sequence[str]], one_document: bool = False) -> List[Dict]:
         """Token classification of sentences already split into words, with no word rule applied.
@@ -168,10 +176,21 @@ def entity_result(text: str, spans: Sequence[Tuple[int, int]], tags: Sequence[st
     return {"text": text, "entities": entities, "words": words}
 
 
-def label_result(text: str, labels: Sequence[str], probabilities: np.ndarray) -> Dict:
-    """The JSON object of one sequence-classification prediction (shared like :func:`entity_result`)."""
-    return {"text": text, "label": labels[int(np.argmax(probabilities))],
-            "probabilities": {label: round(float(v), 6) for label, v in zip(labels, probabilities)}}
+def sequence_result(task: str, text: str, labels: Sequence[str], outputs: np.ndarray,
+                    selected: Optional[np.ndarray] = None) -> Dict:
+    """The JSON object of one prediction of a sequence task (shared like :func:`entity_result`).
+
+    Sequence classification: ``{"text", "label", "probabilities": {label: p}}``; multi-label:
+    ``{"text", "labels": [the labels at or above their threshold, ``selected``], "probabilities"}``;
+    regression: ``{"text", "value"}``.
+    """
+    if task == REGRESSION:
+        return {"text": text, "value": round(float(outputs[0]), 6)}
+    probabilities = {label: round(float(v), 6) for label, v in zip(labels, outputs)}
+    if task == MULTI_LABEL_CLASSIFICATION:
+        return {"text": text, "labels": [label for label, chosen in zip(labels, selected) if chosen],
+                "probabilities": probabilities}
+    return {"text": text, "label": labels[int(np.argmax(outputs))], "probabilities": probabilities}
 
 
 def read_input_lines(source: str, encoding: str = "utf-8") -> List[str]:

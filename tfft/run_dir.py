@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from tfft.config import TrainConfig
+from tfft.config import DEFAULT_LABEL_SEPARATOR, TrainConfig
 from tfft.data import TOKEN_CLASSIFICATION, read_examples
 from tfft.errors import ModelLoadError
 from tfft.lora import LoraSettings, load_adapted_model
@@ -52,7 +52,9 @@ def read_config_examples(config: TrainConfig, path: str, limit: Optional[int] = 
                        encoding=config.encoding)
     else:
         options = dict(text_column=_column(config.text_column), text_pair_column=_column(config.text_pair_column),
-                       label_column=_column(config.label_column), encoding=config.encoding)
+                       label_column=_column(config.label_column), encoding=config.encoding,
+                       label_columns=config.label_column_list and [_column(c) for c in config.label_column_list],
+                       label_separator=config.label_separator or DEFAULT_LABEL_SEPARATOR)
     examples = read_examples(path, config.task, **options)
     return examples[:limit] if limit else examples
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 from typing import Any, List, Union
 
-from tfft.data._common import SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION, check_task
+from tfft.data._common import (
+    MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, SEQUENCE_TASKS, TASKS, TOKEN_CLASSIFICATION,
+    check_task,
+)
 from tfft.data.conll import iter_conll, read_conll
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.labels import LabelMap
@@ -19,8 +22,11 @@ from tfft.data.tfds import read_tfds
 from tfft.errors import ConfigError, PathLike
 
 __all__ = [
+    "MULTI_LABEL_CLASSIFICATION",
+    "REGRESSION",
     "SCHEMES",
     "SEQUENCE_CLASSIFICATION",
+    "SEQUENCE_TASKS",
     "TASKS",
     "TOKEN_CLASSIFICATION",
     "LabelMap",
@@ -51,7 +57,8 @@ def read_examples(
 
     Token classification reads CoNLL files whatever their extension (they come as .txt,
     .conll, .iob, ...); sequence classification reads CSV/TSV/JSON Lines, chosen by
-    extension. ``options`` go to the reader (``read_conll``, ``read_table`` or ``read_tfds``).
+    extension (with ``task`` deciding what a label is: a class, a label set or a number).
+    ``options`` go to the reader (``read_conll``, ``read_table`` or ``read_tfds``).
     """
     check_task(task)
     if isinstance(path_or_name, str) and path_or_name.startswith("tfds:"):
@@ -61,4 +68,4 @@ def read_examples(
         return read_tfds(match["name"], match["split"] or "train", task=task, **options)
     if task == TOKEN_CLASSIFICATION:
         return read_conll(path_or_name, **options)
-    return read_table(path_or_name, **options)
+    return read_table(path_or_name, task=task, **options)

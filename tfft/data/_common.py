@@ -13,14 +13,19 @@ import io
 import math
 import numbers
 import os
+import re
 import sys
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 from tfft.errors import ConfigError, DataFormatError, PathLike
 
 TOKEN_CLASSIFICATION = "token-classification"
-SEQUENCE_CLASSIFICATION = "sequence-classification"
-TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
+SEQUENCE_CLASSIFICATION = "sequence-classification"  # one class per text (softmax)
+MULTI_LABEL_CLASSIFICATION = "multi-label-classification"  # any set of labels per text (sigmoids)
+REGRESSION = "regression"  # one number per text
+TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, REGRESSION)
+# The tasks with one output per text (or text pair): a sequence classification head.
+SEQUENCE_TASKS = (SEQUENCE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, REGRESSION)
 
 
 def check_task(task: str) -> str:
@@ -162,6 +167,77 @@ def clean_label(value: object, path: PathLike, line: Optional[int]) -> str:
     if not label:
         raise DataFormatError("missing label", path, line)
     return label
+
+
+# A number with a fraction or an exponent: not a label name or id in a label list.
+_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][+-]?\d+)")
+
+
+def clean_label_set(value: object, separator: str, path: PathLike, line: Optional[int]) -> Tuple[str, ...]:
+    """Return the labels of a multi-label example, sorted and without repeats.
+
+    ``value`` is a list of labels (JSON Lines, Python) or a string of labels joined by
+    ``separator`` (``anger,joy``). An empty string or a missing value is the empty set: texts
+    with no label are normal in multi-label data. A number with a fraction (``0.5``) is refused:
+    it is a score or a probability, not a label name or id.
+    """
+    if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value)):
+        return ()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    parts = value.split(separator) if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        raise DataFormatError(f"labels {value!r} are not a list: expected label names or ids joined by "
+                              f"{separator!r}, or a JSON list", path, line)
+    labels = set()
+    for part in parts:
+        if isinstance(part, str) and not part.strip():
+            continue
+        label = clean_label(part, path, line)
+        if _FRACTION.fullmatch(label):
+            raise DataFormatError(f"label {label!r} is a number with a fraction, not a label name or id; "
+                                  "multi-label data holds label lists (--label-separator) or 0/1 columns "
+                                  "(--label-columns)", path, line)
+        labels.add(label)
+    return tuple(sorted(labels))
+
+
+_TRUE_FLAGS, _FALSE_FLAGS = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
+
+
+def clean_flag(value: object, column: object, path: PathLike, line: Optional[int]) -> bool:
+    """Whether a 0/1 label column marks its label (``1``/``0``, ``true``/``false``, ``yes``/``no``)."""
+    text = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    if text in _TRUE_FLAGS or text in _FALSE_FLAGS:
+        return text in _TRUE_FLAGS
+    raise DataFormatError(f"label column {column!r} must hold 0 or 1 (or true/false), got {value!r}", path, line)
+
+
+def clean_target(value: object, path: PathLike, line: Optional[int]) -> float:
+    """Return a regression target as a finite float; a clear error for text, an empty value, NaN or inf."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise DataFormatError(f"missing or non-numeric regression target {value!r}", path, line)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise DataFormatError(f"regression target {value!r} is not a number", path, line) from None
+    if not math.isfinite(number):
+        raise DataFormatError(f"regression target {value!r} is not a finite number", path, line)
+    return number
+
+
+def label_cleaner(task: str, separator: str = ",") -> Callable[[object, PathLike, Optional[int]], object]:
+    """The function that turns a raw label value into ``task``'s label: a class name (str), a
+    label set (tuple of str) or a target (float)."""
+    if task == MULTI_LABEL_CLASSIFICATION:
+        return lambda value, path, line: clean_label_set(value, separator, path, line)
+    if task == REGRESSION:
+        return clean_target
+    return clean_label
 
 
 def is_in_memory(path: Optional[str]) -> bool:

@@ -8,7 +8,7 @@ any label-id decision: label ids are assigned once, from the training data, by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ class TokenExample:
 
 @dataclass(frozen=True)
 class TextExample:
-    """One text (or text pair) for sequence classification, with its label as a string."""
+    """One text (or text pair) with its label: a class name (sequence classification), a sorted
+    tuple of label names, possibly empty (multi-label classification), or a float (regression)."""
 
     text: str
     text_pair: Optional[str] = None
-    label: Optional[str] = None
+    label: Union[str, Tuple[str, ...], float, None] = None
     source: Optional[str] = field(default=None, compare=False)  # "path:line"

@@ -27,7 +27,26 @@ def _labels_of(example: Example) -> List[Tuple[str, Optional[str], Optional[int]
             return [(tag, path, line) for tag in example.tags or []]
         # In a file, each token is on the line after the previous one.
         return [(tag, path, line + i) for i, tag in enumerate(example.tags or [])]
-    return [] if example.label is None else [(example.label, path, line)]
+    if isinstance(example.label, tuple):  # multi-label: each label of the set
+        return [(label, path, line) for label in example.label]
+    if example.label is None or isinstance(example.label, float):  # regression targets name no label
+        return []
+    return [(example.label, path, line)]
+
+
+def _sorted_labels(labels: Mapping[str, object], path: Optional[str]) -> List[str]:
+    """Labels sorted, numerically if every one is an integer; DataFormatError for a mix of integers and
+    names (``1`` and ``neg``: most likely two encodings of the same classes). ``labels`` maps each label to
+    where it was first seen (a source ``path:line``, or a count)."""
+    integers = [label for label in labels if _INTEGER.fullmatch(label)]
+    names = [label for label in labels if not _INTEGER.fullmatch(label)]
+    if integers and names:
+        where = lambda label: f" at {labels[label]}" if isinstance(labels[label], str) else ""  # noqa: E731
+        source = labels[names[0]]
+        raise DataFormatError(
+            f"the label column mixes integers ({integers[0]!r}{where(integers[0])}) and names ({names[0]!r}); use one kind "
+            "for all classes", *(split_source(source) if isinstance(source, str) else (path,)))
+    return sorted(labels, key=int) if integers else sorted(labels)
 
 
 class LabelMap:
@@ -70,6 +89,39 @@ class LabelMap:
         return cls(["O"] + [f"{prefix}-{entity_type}" for entity_type in sorted(types) for prefix in "BI"])
 
     @classmethod
+    def from_label_sets(cls, examples: Sequence[TextExample], names: Optional[Sequence[str]] = None) -> "LabelMap":
+        """Build the labels of multi-label examples: ``names`` in their order (one 0/1 column each),
+        else every label seen, sorted (numerically if every label is an integer).
+
+        Raises DataFormatError for an unlabelled example, when no example has any label, and for
+        a label of ``names`` that no training example has (its output could only learn "never").
+        """
+        seen: Dict[str, int] = {}
+        path = None
+        for example in examples:
+            path = path or split_source(example.source)[0]
+            if not isinstance(example.label, tuple):
+                raise DataFormatError("cannot build labels from an example without a label set",
+                                      *split_source(example.source))
+            for label in example.label:
+                seen[label] = seen.get(label, 0) + 1
+        if not seen:
+            raise DataFormatError("multi-label classification needs labels, but every example's label set is "
+                                  "empty (or there are no examples)", path)
+        if names is not None:
+            never = [name for name in names if name not in seen]
+            if never:
+                raise DataFormatError(f"label column(s) {', '.join(map(repr, never))} are never 1 in the training "
+                                      "data; remove them from label_columns", path)
+            return cls(list(names))
+        return cls(_sorted_labels(seen, path))
+
+    @classmethod
+    def for_target(cls, name: str) -> "LabelMap":
+        """The one output of a regression model, named after its target (the label column)."""
+        return cls([str(name)])
+
+    @classmethod
     def from_text_examples(cls, examples: Iterable[TextExample]) -> "LabelMap":
         """Build the class set of text examples, sorted (numerically if every label is an integer).
 
@@ -77,24 +129,14 @@ class LabelMap:
         would make a classifier that cannot be wrong, and for a label column that mixes
         integers and names (``1`` and ``neg``: most likely two encodings of the same classes).
         """
-        labels = set()
+        labels: Dict[str, str] = {}  # label -> the source of its first example
         path = None
-        first_of_kind = {}  # is an integer -> the first such example
         for example in examples:
             path = path or split_source(example.source)[0]
-            if example.label is None:
+            if not isinstance(example.label, str):
                 raise DataFormatError("cannot build labels from an unlabelled example", *split_source(example.source))
-            labels.add(example.label)
-            first_of_kind.setdefault(bool(_INTEGER.fullmatch(example.label)), example)
-        if len(first_of_kind) == 2:
-            number, name = first_of_kind[True], first_of_kind[False]
-            raise DataFormatError(
-                f"the label column mixes integers ({number.label!r} at {number.source}) and names ({name.label!r}); "
-                "use one kind for all classes", *split_source(name.source))
-        if first_of_kind.get(True):
-            ordered = sorted(labels, key=int)
-        else:
-            ordered = sorted(labels)
+            labels.setdefault(example.label, example.source)
+        ordered = _sorted_labels(labels, path)
         if len(ordered) < 2:
             found = f"only {ordered[0]!r}" if ordered else "no labelled examples"
             raise DataFormatError(f"sequence classification needs at least 2 classes, found {found}", path)

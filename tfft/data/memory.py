@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Optional, Sequence
 
-from tfft.data._common import clean_label, clean_text
+from tfft.data._common import SEQUENCE_CLASSIFICATION, check_task, clean_text, label_cleaner
 from tfft.data.examples import TextExample, TokenExample
 from tfft.data.tags import TagError, normalise_sequences
 from tfft.errors import DataFormatError
@@ -29,11 +29,15 @@ def from_texts(
     text_pairs: Optional[Iterable[str]] = None,
     *,
     origin: str = "<texts>",
+    task: str = SEQUENCE_CLASSIFICATION,
+    label_separator: str = ",",
 ) -> List[TextExample]:
-    """Build text examples; labels may be strings, integers or booleans (stored as strings).
+    """Build text examples. Class labels may be strings, integers or booleans (stored as strings);
+    multi-label labels lists of those (or strings joined by ``label_separator``); regression targets numbers.
 
-    Raises DataFormatError for an empty text, a missing label, or lists of different lengths.
+    Raises DataFormatError for an empty text, a missing or malformed label, or lists of different lengths.
     """
+    clean_label = label_cleaner(check_task(task), label_separator)
     texts = list(texts)
     labels = None if labels is None else list(labels)
     text_pairs = None if text_pairs is None else list(text_pairs)
@@ -85,6 +89,7 @@ def from_dataframe(
     text_pair_column: Optional[str] = None,
     *,
     origin: str = "<dataframe>",
+    task: str = SEQUENCE_CLASSIFICATION,
 ) -> List[TextExample]:
     """Build text examples from columns of a pandas DataFrame (``label_column=None``: unlabelled).
 
@@ -100,4 +105,4 @@ def from_dataframe(
             raise DataFormatError(f"no column {name!r}; the columns are {available}", origin)
         return df[name].tolist()
 
-    return from_texts(column(text_column), column(label_column), column(text_pair_column), origin=origin)
+    return from_texts(column(text_column), column(label_column), column(text_pair_column), origin=origin, task=task)

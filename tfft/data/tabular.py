@@ -12,7 +12,9 @@ import json
 import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from tfft.data._common import clean_label, clean_text, iter_lines
+from tfft.data._common import (
+    MULTI_LABEL_CLASSIFICATION, SEQUENCE_CLASSIFICATION, check_task, clean_flag, clean_text, iter_lines, label_cleaner,
+)
 from tfft.data.examples import TextExample
 from tfft.errors import ConfigError, DataFormatError, PathLike
 
@@ -111,6 +113,9 @@ def read_table(
     file_format: Optional[str] = None,
     encoding: str = "utf-8",
     labelled: bool = True,
+    task: str = SEQUENCE_CLASSIFICATION,
+    label_columns: Optional[Sequence[Column]] = None,
+    label_separator: str = ",",
 ) -> List[TextExample]:
     """Read a CSV, TSV or JSON Lines file of texts (or text pairs) and their labels.
 
@@ -119,9 +124,21 @@ def read_table(
     Texts and string labels are stripped; integer labels become their decimal string.
     With ``labelled=False`` the label column is not read and labels are None.
     ``text_column=None`` picks the first of TEXT_COLUMN_CANDIDATES the file has.
+
+    ``task`` decides what a label is (see :class:`TextExample`): multi-label labels come from
+    ``label_column`` as names or ids joined by ``label_separator`` (or a JSON list), or from
+    ``label_columns``, one 0/1 column per label (the label is the column's name); regression
+    targets are numbers.
     """
+    check_task(task)
+    if label_columns is not None and task != MULTI_LABEL_CLASSIFICATION:
+        raise ConfigError(f"label_columns (one 0/1 column per label) is for {MULTI_LABEL_CLASSIFICATION}, "
+                          f"not {task}")
+    if label_columns is not None and not label_columns:
+        raise ConfigError("label_columns names no column")
     resolved = table_format(path, file_format)
-    columns: Sequence[Optional[Column]] = (text_column, text_pair_column, label_column if labelled else None)
+    label_source: Sequence[Optional[Column]] = (label_column,) if label_columns is None else tuple(label_columns)
+    columns: Sequence[Optional[Column]] = (text_column, text_pair_column, *(label_source if labelled else ()))
     used = [column for column in columns if column is not None]
     headerless = isinstance(text_column, int)
     if any(isinstance(column, int) != headerless for column in used):
@@ -129,8 +146,9 @@ def read_table(
             "columns must be all names (a file with a header) or all indices (a file without one), "
             f"got text_column={text_column!r}, text_pair_column={text_pair_column!r}, label_column={label_column!r}"
         )
-    if labelled and label_column is None:
+    if labelled and label_column is None and label_columns is None:
         raise ConfigError("label_column is needed for labelled data (or pass labelled=False)")
+    clean = label_cleaner(task, label_separator)
     if resolved == "jsonl":
         if headerless:
             raise ConfigError("JSON Lines rows are objects: name the columns by key, not by index")
@@ -149,7 +167,12 @@ def read_table(
             pair = clean_text(
                 _value(row, text_pair_column, path, line), f"text in column {text_pair_column!r}", path, line
             )
-        label = clean_label(_value(row, label_column, path, line), path, line) if labelled else None
+        label = None
+        if labelled and label_columns is not None:
+            label = tuple(sorted(str(column) for column in label_columns
+                                 if clean_flag(_value(row, column, path, line), column, path, line)))
+        elif labelled:
+            label = clean(_value(row, label_column, path, line), path, line)
         examples.append(TextExample(text, pair, label, f"{source}:{line}"))
     if not examples:
         raise DataFormatError("contains no rows" + ("" if resolved == "jsonl" else " after the header"), path)

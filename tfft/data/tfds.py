@@ -106,7 +106,8 @@ def read_tfds(
                 return lambda value: names[value] if value >= 0 else None  # -1: no label
             return lambda values: [names[value] for value in values]
         if inner is feature:
-            return lambda value: value.decode("utf-8") if isinstance(value, bytes) else value
+            return lambda value: value.decode("utf-8") if isinstance(value, bytes) else (
+                value.item() if hasattr(value, "item") else value)  # a NumPy scalar: a regression target
         return lambda values: [value.decode("utf-8") if isinstance(value, bytes) else value for value in values]
 
     rows = tfds.as_numpy(dataset)
@@ -131,4 +132,4 @@ def read_tfds(
             pairs.append(read_pair(row[text_pair_key]))
         labels.append(read_label(row[label_key]))
     unlabelled = all(label is None for label in labels)
-    return from_texts(texts, None if unlabelled else labels, pairs if read_pair else None, origin=origin)
+    return from_texts(texts, None if unlabelled else labels, pairs if read_pair else None, origin=origin, task=task)

@@ -18,7 +18,7 @@ import numpy as np
 from tfft.backend import tf
 from tfft.errors import ConfigError, ModelLoadError
 from tfft.export.saved_model import MAX_TEXT_CHARS, MODEL_CARD, PRETOKENIZED_SIGNATURE, TOKEN_CLASSIFICATION
-from tfft.prediction import check_pairs, entity_result, label_result
+from tfft.prediction import check_pairs, entity_result, sequence_result
 from tfft.words import WHITESPACE
 
 LABELS_ASSET = "labels.json"
@@ -65,7 +65,9 @@ class SavedModelPredictor:
         if self.task == TOKEN_CLASSIFICATION:
             return self._predict_entities(list(texts), self._serve)
         rows = self._serve_rows(self._serve, list(texts), None if text_pairs is None else list(text_pairs))
-        return [label_result(text, self.labels, row["probabilities"]) for text, row in zip(texts, rows)]
+        return [sequence_result(self.task, text, self.labels, row["value"][None] if "value" in row
+                                else row["probabilities"], row.get("predicted"))
+                for text, row in zip(texts, rows)]
 
     def predict_words(self, sentences: Sequence[Sequence[str]]) -> List[Dict]:
         """Sentences already split into words, through the ``serving_pretokenized`` signature (words

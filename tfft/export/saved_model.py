@@ -10,7 +10,12 @@ Signatures:
   (:class:`~tfft.export.tokenizer.InGraphBertTokenizer`), so a stock model server loads it.
 
   Sequence classification returns ``label`` (string ``[batch]``), ``label_id`` (int32)
-  and ``probabilities`` (float32 ``[batch, classes]``).
+  and ``probabilities`` (float32 ``[batch, classes]``). Multi-label classification returns
+  ``probabilities`` (float32 ``[batch, labels]``, one sigmoid each), ``predicted`` (bool
+  ``[batch, labels]``: at or above the label's decision threshold, tuned on validation data and
+  kept in the model card), ``labels`` (string ``[batch, labels]``: the predicted labels first, in
+  label order, padded with ``""``) and ``num_labels`` (int32). Regression returns ``value``
+  (float32 ``[batch]``, in the training targets' units).
 
   Token classification returns per word -- the text's words under the run's ``word_split``
   rule (:mod:`tfft.words`: ``natural`` splits punctuation, quotes and clitics off as in CoNLL
@@ -29,7 +34,8 @@ Signatures:
   joined by spaces: split at whitespace only, same outputs as ``serving_default``.
 
 * ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
-  ``[batch, length]``) to ``logits`` and ``probabilities``, for clients that tokenize.
+  ``[batch, length]``) to ``logits`` and ``probabilities`` (regression: ``value``), for clients
+  that tokenize.
 
 All run BERT models through :func:`tfft.lean_bert.lean_logits` (same weights and function,
 about half the graph ops of the transformers ``call``), which is what lets raw text in, with
@@ -47,10 +53,11 @@ from typing import Dict, List, Optional, Sequence, Union
 from tfft.backend import tf
 from tfft.export.graph_words import split_words, valid_utf8, viterbi_decode
 from tfft.export.tokenizer import InGraphBertTokenizer
-from tfft.data import TOKEN_CLASSIFICATION
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
 from tfft.config import EXPORT_PRECISIONS
 from tfft.errors import ConfigError
 from tfft.features import inference_length
+from tfft.heads import TARGET_SCALE, logits_to_outputs, thresholds_of
 from tfft.lean_bert import inference_logits
 from tfft.lora import merge_adapters
 from tfft.words import NATURAL, WHITESPACE
@@ -80,6 +87,7 @@ class ServingModule(tf.Module):
         self.max_length = int(max_length)
         self.with_pairs = with_pairs
         self.label_names = tf.constant(list(labels))
+        self.thresholds = tf.constant(thresholds_of(model.config, len(self.labels)), tf.float32)
         # Assets are copied into the SavedModel's assets/ directory and tracked by path.
         self.asset_files = {name: tf.saved_model.Asset(path) for name, path in assets.items()}
         prefixes, types, type_names = _label_structure(labels)
@@ -88,20 +96,34 @@ class ServingModule(tf.Module):
         self.type_names = tf.constant(type_names or [""])
 
     def probabilities(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        return tf.nn.softmax(tf.cast(inference_logits(self.model, features), tf.float32), axis=-1)
+        """The model's outputs (:func:`tfft.heads.logits_to_outputs`): probabilities, or regression values."""
+        return logits_to_outputs(self.model.config, inference_logits(self.model, features))
 
     def predict_ids(self, input_ids, attention_mask, token_type_ids):
         features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         logits = tf.cast(inference_logits(self.model, features), tf.float32)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+        outputs = logits_to_outputs(self.model.config, logits)
+        if self.task == REGRESSION:
+            return {"logits": logits, "value": outputs[:, 0]}
+        return {"logits": logits, "probabilities": outputs}
 
     def classify(self, text, text_pair=None):
         _check_text_length(text if text_pair is None else tf.strings.join([text, text_pair]))
         token_ids, _, _, _ = self.tokenizer.tokenize(text)
         pair_ids = None if text_pair is None else self.tokenizer.tokenize(text_pair)[0]
-        probabilities = self.probabilities(self.tokenizer.pack(token_ids, self.max_length, pair_ids))
-        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "probabilities": probabilities}
+        outputs = self.probabilities(self.tokenizer.pack(token_ids, self.max_length, pair_ids))
+        if self.task == REGRESSION:
+            return {"value": outputs[:, 0]}
+        if self.task == MULTI_LABEL_CLASSIFICATION:
+            predicted = outputs >= self.thresholds
+            # Predicted labels first (a stable sort keeps label order), then "" for the rest.
+            order = tf.argsort(tf.cast(~predicted, tf.int32), axis=-1, stable=True)
+            chosen = tf.gather(predicted, order, batch_dims=1)
+            return {"probabilities": outputs, "predicted": predicted,
+                    "labels": tf.where(chosen, tf.gather(self.label_names, order), ""),
+                    "num_labels": tf.reduce_sum(tf.cast(predicted, tf.int32), axis=-1)}
+        label_id = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+        return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "probabilities": outputs}
 
     def tag(self, text, word_split: str):
         """Tag each word (``word_split``) from its first subword, decode with constrained Viterbi.
@@ -312,7 +334,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     config, model, tokenizer = load_run(run_dir, precision=precision)
     merge_adapters(model)  # a LoRA run serves as a plain model: adapters folded into the kernels
     labels = list(label_map_of(model).labels)
-    card = {**model_card(run_dir, config, tokenizer, labels, name), "version": version, "precision": precision,
+    card = {**model_card(run_dir, config, tokenizer, labels, name, model.config), "version": version, "precision": precision,
             "served_context": "sentence" if config.task == TOKEN_CLASSIFICATION else None,
             "signatures": {"serving_default": "raw text in", "predict_ids": "token ids in",
                            **({PRETOKENIZED_SIGNATURE: "words joined by spaces in"}
@@ -347,11 +369,18 @@ def context_warning(config) -> Optional[str]:
             "a TFLite export serve document context)")
 
 
-def model_card(run_dir: Union[str, Path], config, tokenizer, labels: Sequence[str], name: str) -> Dict[str, object]:
-    """What every export records about the model it holds (the SavedModel's and the TFLite assets' card)."""
+def model_card(run_dir: Union[str, Path], config, tokenizer, labels: Sequence[str], name: str,
+               model_config) -> Dict[str, object]:
+    """What every export records about the model it holds (the SavedModel's and the TFLite assets' card),
+    ``model_config`` being the model's (a multi-label model's thresholds, a regression model's target scale)."""
     metrics_path = Path(run_dir) / "metrics.json"
+    head = {}
+    if config.task == MULTI_LABEL_CLASSIFICATION:
+        head["thresholds"] = dict(zip(labels, thresholds_of(model_config, len(labels))))
+    if config.task == REGRESSION:
+        head["target_scale"] = dict(zip(("mean", "std"), getattr(model_config, TARGET_SCALE)))
     return {
-        "name": name, "task": config.task, "labels": list(labels),
+        "name": name, "task": config.task, "labels": list(labels), **head,
         "base_model": config.model, "lora_rank": config.lora_rank,
         "max_length": inference_length(tokenizer, config.task, config.max_length),
         "word_split": config.word_split, "word_shapes": config.uses_word_shapes,

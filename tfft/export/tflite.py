@@ -60,9 +60,11 @@ def convert_to_tflite(model, quantize: str) -> bytes:
 
     The same function the SavedModel's ``predict_ids`` serves (:func:`tfft.lean_bert.inference_logits`
     in float32), with the batch and sequence length left free: the interpreter resizes its
-    inputs to each batch.
+    inputs to each batch. Its ``probabilities`` output is the head's output
+    (:func:`tfft.heads.logits_to_outputs`): a regression model's values, ``[batch, 1]``, come under that name.
     """
     from tfft.backend import tf
+    from tfft.heads import logits_to_outputs
     from tfft.lean_bert import inference_logits
     from tfft.pipeline import model_input_signature
 
@@ -74,7 +76,7 @@ def convert_to_tflite(model, quantize: str) -> bytes:
     def token_ids_to_probabilities(input_ids, attention_mask, token_type_ids):
         features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         logits = tf.cast(inference_logits(model, features), tf.float32)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+        return {"logits": logits, "probabilities": logits_to_outputs(model.config, logits)}
 
     function = token_ids_to_probabilities.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
@@ -128,7 +130,7 @@ def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
     merge_adapters(model)  # a LoRA run converts as a plain model: adapters folded into the kernels
     flatbuffer = convert_to_tflite(model, quantize)
     if not card_path.is_file():
-        card = {**model_card(run_dir, config, tokenizer, label_map_of(model).labels, name),
+        card = {**model_card(run_dir, config, tokenizer, label_map_of(model).labels, name, model.config),
                 "model_sha256": fingerprint, "inputs": TOKENIZATION_NOTE, "files": {}}
         try:
             with atomic_directory(assets, replace=False) as staging:

@@ -89,7 +89,9 @@ class TFLitePredictor(Predictor):
             raise ModelLoadError(f"{path}: the model has {classifier.num_labels} outputs but its card lists "
                                  f"{len(labels)} labels")
         config = TrainConfig.load(assets / CONFIG_ASSET)
-        return cls.from_config(config, classifier, load_tokenizer(str(assets / TOKENIZER_SUBDIR)), labels, batch_size)
+        thresholds = card.get("thresholds")  # a multi-label model's, by label
+        return cls.from_config(config, classifier, load_tokenizer(str(assets / TOKENIZER_SUBDIR)), labels, batch_size,
+                               thresholds=None if thresholds is None else [thresholds[label] for label in labels])
 
     def forward(self) -> Forward:
         return self.model

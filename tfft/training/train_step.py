@@ -5,8 +5,9 @@ over a batch's labelled tokens, so a replica (or micro-batch) holding few labell
 would weigh each of them more than one holding many. Here every replica divides its summed
 token loss by the **global** number of labelled tokens of the step (an all-reduce of the
 local counts), and the optimizer sums the replicas' gradients: the update is exactly the
-one a single device computes on the whole global batch. (Sequence tasks have one labelled
-position per example, so the same code weights examples.)
+one a single device computes on the whole global batch. The weights come from the task's loss
+(:mod:`tfft.training.losses`): labelled tokens, examples (sequence tasks), class-weighted
+examples, or examples x labels (multi-label).
 
 Gradient accumulation: each step receives ``micro_batches`` times the batch (one length
 bucket, so one padded length) and runs it as that many slices, one after the other in an
@@ -23,8 +24,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from tfft.backend import keras, tf
-from tfft.features import IGNORE_INDEX
-from tfft.training.losses import masked_loss_sum
+from tfft.training.losses import CrossEntropy, TaskLoss
 
 
 def needs_token_weighted_step(strategy: tf.distribute.Strategy, micro_batches: int) -> bool:
@@ -35,11 +35,12 @@ def needs_token_weighted_step(strategy: tf.distribute.Strategy, micro_batches: i
 class TokenWeightedTrainStep:
     """Installs itself as a compiled model's ``train_step`` (and loss metric); see the module docstring."""
 
-    def __init__(self, model, micro_batches: int = 1):
+    def __init__(self, model, micro_batches: int = 1, loss: Optional[TaskLoss] = None):
         if micro_batches < 1:
             raise ValueError(f"micro_batches must be at least 1; got {micro_batches}")
         self.model = model
         self.micro_batches = micro_batches
+        self.task_loss = loss or CrossEntropy()
         if not model.built:
             model(model.dummy_inputs, training=False)
         self.variables = list(model.trainable_variables)
@@ -59,8 +60,8 @@ class TokenWeightedTrainStep:
         model.distribute_reduction_method = "first"
 
     def train_step(self, data) -> Dict[str, tf.Tensor]:
-        features, labels = data[0], tf.cast(data[1], tf.int32)
-        local_weight = tf.reduce_sum(tf.cast(tf.not_equal(labels, IGNORE_INDEX), tf.float32))
+        features, labels = data[0], data[1]
+        local_weight = self.task_loss.weight(labels)
         context = tf.distribute.get_replica_context()
         global_weight = context.all_reduce(tf.distribute.ReduceOp.SUM, local_weight) if context else local_weight
         scale = 1.0 / tf.maximum(global_weight, 1.0)
@@ -107,7 +108,7 @@ class TokenWeightedTrainStep:
         with tf.GradientTape() as tape:
             logits = self.model({name: values[start:start + size] for name, values in features.items()},
                                 training=True).logits
-            loss_sum, _ = masked_loss_sum(labels[start:start + size], logits)
+            loss_sum, _ = self.task_loss.sum_and_weight(labels[start:start + size], logits)
             loss = loss_sum * scale
             if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
                 loss = optimizer.get_scaled_loss(loss)
@@ -128,9 +129,10 @@ class TokenWeightedTrainStep:
                                            tf.ones_like(gradient.indices, tf.bool))
 
 
-def install_train_step(model, strategy: tf.distribute.Strategy, micro_batches: int) -> Optional[TokenWeightedTrainStep]:
+def install_train_step(model, strategy: tf.distribute.Strategy, micro_batches: int,
+                       loss: Optional[TaskLoss] = None) -> Optional[TokenWeightedTrainStep]:
     """Give ``model`` tfft's step when Keras' own would not be exact (see :func:`needs_token_weighted_step`)."""
     if needs_token_weighted_step(strategy, micro_batches):
-        return TokenWeightedTrainStep(model, micro_batches)
+        return TokenWeightedTrainStep(model, micro_batches, loss)
     return None
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import numpy as np
 from tfft.backend import keras, tf
 from tfft.config import DEFAULT_MAX_LENGTH, TrainConfig
 from tfft.data.labels import LabelMap
@@ -42,7 +43,9 @@ from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
 from tfft.files import replace_directory, sha256_of, write_json
 from tfft.lora import LoraSettings, absolute_base_model, add_adapters, describe, save_adapters
-from tfft.models import TOKEN_CLASSIFICATION, build_model, load_tokenizer, precision_scope, word_shapes_by_default
+from tfft.heads import head_config
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
+from tfft.models import build_model, label_map_of, load_tokenizer, precision_scope, word_shapes_by_default
 from tfft.pipeline import make_dataset, worker_input_fn
 from tfft.recompute import recompute_encoder_layers
 from tfft.run_dir import (
@@ -52,7 +55,7 @@ from tfft.run_dir import (
 from tfft.training.callbacks import (
     BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, ValidationMetrics,
 )
-from tfft.training.losses import masked_sparse_categorical_crossentropy
+from tfft.training.losses import class_weights, target_scale, task_loss
 from tfft.training.optimization import create_optimizer
 from tfft.training.train_step import install_train_step
 
@@ -71,11 +74,12 @@ class TrainResult:
     seconds: float
 
 
-def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
-    """Attach tfft's optimizer and masked loss to a model built by ``build_model``, in the current strategy.
+def compile_model(model, config: TrainConfig, steps_per_epoch: int, targets: Optional[np.ndarray] = None) -> None:
+    """Attach tfft's optimizer and the task's loss to a model built by ``build_model``, in the current strategy.
 
     ``steps_per_epoch`` counts optimizer updates: with gradient accumulation a step takes
-    ``gradient_accumulation_steps`` micro-batches (see ``tfft.training.train_step``).
+    ``gradient_accumulation_steps`` micro-batches (see ``tfft.training.train_step``). ``targets``:
+    the training targets, which balanced class weights are computed from.
     """
     optimizer = create_optimizer(
         config.learning_rate,
@@ -85,8 +89,9 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
     )
     if config.precision == "fp16":  # float16 gradients underflow without loss scaling
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=masked_sparse_categorical_crossentropy, jit_compile=config.xla)
-    install_train_step(model, tf.distribute.get_strategy(), config.gradient_accumulation_steps)
+    loss = task_loss(config, label_map_of(model), model.config, targets)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=config.xla)
+    install_train_step(model, tf.distribute.get_strategy(), config.gradient_accumulation_steps, loss)
 
 
 @dataclass
@@ -98,6 +103,11 @@ class PreparedData:
     train_examples: list
     validation_examples: Optional[list]
     encoding: Encoding
+
+    @property
+    def targets(self) -> Optional[np.ndarray]:
+        """A sequence task's training targets, one per example (see :func:`tfft.features.text_targets`)."""
+        return None if self.encoding.word_index is not None else self.encoding.labels
 
     def train_dataset(self, config: TrainConfig):
         """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of the current
@@ -152,14 +162,35 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
     for choice in config.resolve_schedule(len(train_examples), replicas):
         print(f"Chose {choice}", flush=True)
     config.check_replica_split(replicas)
-    label_map = (LabelMap.from_token_examples(train_examples) if config.task == TOKEN_CLASSIFICATION
-                 else LabelMap.from_text_examples(train_examples))
+    label_map = label_map_for(config, train_examples)
     validation_examples = None
     if config.validation:
         validation_examples = read_config_examples(config, config.validation, config.max_validation_examples)
         label_map.check(validation_examples)
-    return PreparedData(tokenizer, label_map, train_examples, validation_examples,
+    data = PreparedData(tokenizer, label_map, train_examples, validation_examples,
                         encode_training_examples(config, tokenizer, train_examples, label_map))
+    if data.targets is not None and data.targets.dtype == np.int32:  # sequence classification: class ids
+        counts = np.bincount(data.targets, minlength=len(label_map))
+        chosen = config.choose_monitor(dict(zip(label_map.labels, counts.tolist())))
+        if chosen:
+            print(f"Chose {chosen}", flush=True)
+    weights = class_weights(config, label_map, data.targets)
+    if weights is not None:
+        kind = "positive weights" if config.task == MULTI_LABEL_CLASSIFICATION else "class weights"
+        print(f"Loss {kind}: " + ", ".join(f"{label}={w:.3g}" for label, w in zip(label_map.labels, weights)),
+              flush=True)
+    return data
+
+
+def label_map_for(config: TrainConfig, train_examples: list) -> LabelMap:
+    """The labels a model for ``config`` gets from its training examples."""
+    if config.task == TOKEN_CLASSIFICATION:
+        return LabelMap.from_token_examples(train_examples)
+    if config.task == MULTI_LABEL_CLASSIFICATION:
+        return LabelMap.from_label_sets(train_examples, config.label_column_list)
+    if config.task == REGRESSION:
+        return LabelMap.for_target(config.label_column)
+    return LabelMap.from_text_examples(train_examples)
 
 
 def encode_training_examples(config: TrainConfig, tokenizer, examples, label_map: LabelMap) -> Encoding:
@@ -168,20 +199,24 @@ def encode_training_examples(config: TrainConfig, tokenizer, examples, label_map
                                word_inputs=config.word_inputs)
 
 
-def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int):
+def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int,
+                 targets: Optional[np.ndarray] = None):
     """Build and compile the model (and optimizer) inside the current distribution strategy.
 
-    ``steps_per_epoch`` counts optimizer updates (see :func:`compile_model`)."""
+    ``steps_per_epoch`` counts optimizer updates (see :func:`compile_model`). ``targets``: the
+    training targets (:func:`tfft.features.text_targets`), from which a regression model's target
+    scale and balanced class weights are computed."""
     with precision_scope(config.precision), tf.distribute.get_strategy().scope():
         lora = LoraSettings.of(config)
+        scale = target_scale(targets) if config.task == REGRESSION and config.normalize_targets else None
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
-                            word_shapes=config.uses_word_shapes)
+                            word_shapes=config.uses_word_shapes, head=head_config(config.task, scale))
         if lora is not None:
             add_adapters(model, lora, word_shapes=config.uses_word_shapes)
         if config.gradient_checkpointing:  # after any adapters, whose dropouts must recompute their masks too
             recompute_encoder_layers(model)
         print(describe(model, lora), flush=True)
-        compile_model(model, config, steps_per_epoch)
+        compile_model(model, config, steps_per_epoch, targets)
     return model
 
 
@@ -196,10 +231,10 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
     """
     keras.utils.set_random_seed(config.seed)
     train_dataset, steps_per_epoch = data.train_dataset(config)
-    model = create_model(config, data.label_map, steps_per_epoch)
+    model = create_model(config, data.label_map, steps_per_epoch, data.targets)
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
-                                       mode=checkpoint_mode(config))
+                                       mode=config.monitor_mode)
     callbacks: List[keras.callbacks.Callback] = []
     backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
     validation_metrics = data.validation_metrics(config)
@@ -208,7 +243,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
             validation_metrics,
             checkpoint,
             # Its state lives with the backup (the chief's, which every worker resumes from).
-            EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=checkpoint_mode(config),
+            EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=config.monitor_mode,
                                        patience=config.patience, verbose=1,
                                        state_path=backup_dir / EARLY_STOPPING_STATE if backup else None,
                                        save_state=is_chief(tf.distribute.get_strategy())),
@@ -233,6 +268,14 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
               history: Dict[str, List[float]], started: float) -> TrainResult:
     """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory."""
     best_scores = scores_of_epoch(history, best_epoch)
+    report = None
+    if data.validation_examples is not None:  # first: it tunes a multi-label model's thresholds, saved with it
+        report = evaluate_examples(
+            model, data.tokenizer, data.validation_examples, data.label_map,
+            max_length=inference_length(data.tokenizer, config.task, config.max_length),
+            stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+            word_inputs=config.word_inputs, tune_thresholds=True,
+        )
     if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
         save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
     else:
@@ -248,13 +291,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
     })
     write_json(work_dir / "history.json", history)
     plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
-    if data.validation_examples is not None:
-        report = evaluate_examples(
-            model, data.tokenizer, data.validation_examples, data.label_map,
-            max_length=inference_length(data.tokenizer, config.task, config.max_length),
-            stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
-            word_inputs=config.word_inputs,
-        )
+    if report is not None:
         report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)
     shutil.rmtree(work_dir / BACKUP_SUBDIR, ignore_errors=True)
@@ -402,10 +439,6 @@ DATA_KEY = "data_sha256"
 def data_digest(path: str) -> Optional[str]:
     """SHA-256 of a data file's bytes (None for ``tfds:`` data, whose prepared files TFDS versions)."""
     return None if path.startswith("tfds:") else sha256_of(path)
-
-
-def checkpoint_mode(config: TrainConfig) -> str:
-    return "min" if config.monitor_metric.endswith("loss") else "max"
 
 
 def read_history(path: Path) -> Dict[str, List[float]]:

@@ -44,4 +44,4 @@ class TfftHyperModel(kt.HyperModel):
         """The compiled model (optimizer schedule sized for the trial's batch size and epochs)."""
         config = self.config_for(hp)
         _, steps_per_epoch = self.data.train_dataset(config)
-        return create_model(config, self.data.label_map, steps_per_epoch)
+        return create_model(config, self.data.label_map, steps_per_epoch, self.data.targets)

@@ -36,7 +36,7 @@ from tfft.errors import ConfigError
 from tfft.files import atomic_write, write_json
 from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.run_dir import BEST_WEIGHTS
-from tfft.training.trainer import PreparedData, checkpoint_mode, fit_model, prepare_data, read_history
+from tfft.training.trainer import PreparedData, fit_model, prepare_data, read_history
 from tfft.tuning.distributed import (
     CHIEF, DEFAULT_LEASE_SECONDS, WORKER, SearchStoppedError, TrialLease, lease_renewal, patient_client, search_role,
     serve_oracle,
@@ -302,7 +302,7 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
             raise ConfigError("Hyperband sets each trial's epochs itself, up to --epochs; drop the epochs search range.")
         space = dataclasses.replace(space, epochs=None)
     oracle = make_oracle(
-        tuner, kt.Objective(config.monitor_metric, checkpoint_mode(config)), max_trials=max_trials,
+        tuner, kt.Objective(config.monitor_metric, config.monitor_mode), max_trials=max_trials,
         max_epochs=config.epochs, hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
         seed=config.seed, hyperband_factor=hyperband_factor, max_consecutive_failed_trials=max_consecutive_failed_trials,
     )

@@ -1,0 +1,75 @@
+"""What a classifier's outputs mean, per task, recorded in the model's own config.
+
+A model's ``config.problem_type`` (the transformers field) says how its logits become outputs,
+and every path that runs a model -- training's validation, ``evaluate``, ``predict``, the
+SavedModel and TFLite exports -- applies :func:`logits_to_outputs`, so they cannot disagree:
+
+* token and single-label sequence classification: softmax probabilities;
+* multi-label classification: one sigmoid probability per label, a label being predicted when its
+  probability reaches that label's decision threshold (tuned on validation data, kept in the
+  config as :data:`THRESHOLDS`);
+* regression: the value, the model's output scaled back from normalised targets with the
+  mean and standard deviation of the training targets (:data:`TARGET_SCALE`).
+
+Keeping these in ``config.json`` (not beside it) means a model directory, a LoRA run's
+adapters and every export carry them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from tfft.backend import tf
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION
+
+PROBLEM_TYPES = {SEQUENCE_CLASSIFICATION: "single_label_classification",
+                 MULTI_LABEL_CLASSIFICATION: "multi_label_classification", REGRESSION: "regression"}
+TASK_OF_PROBLEM_TYPE = {problem: task for task, problem in PROBLEM_TYPES.items()}
+# Model config attributes tfft adds (saved in config.json with the standard ones).
+TARGET_SCALE = "tfft_target_scale"  # [mean, standard deviation] of the training targets
+THRESHOLDS = "tfft_thresholds"  # per label, the probability from which it is predicted
+DEFAULT_THRESHOLD = 0.5
+
+
+def head_config(task: str, target_scale: Optional[Tuple[float, float]] = None) -> Dict[str, object]:
+    """The config entries of a new model for ``task`` (none for token classification)."""
+    entries: Dict[str, object] = {}
+    if task in PROBLEM_TYPES:
+        entries["problem_type"] = PROBLEM_TYPES[task]
+    if task == REGRESSION:
+        entries[TARGET_SCALE] = [float(v) for v in (target_scale or (0.0, 1.0))]
+    return entries
+
+
+def saved_head_config(config) -> Dict[str, object]:
+    """The head entries of a saved model's config, to rebuild the same head (LoRA runs)."""
+    return {name: getattr(config, name) for name in ("problem_type", TARGET_SCALE, THRESHOLDS)
+            if getattr(config, name, None) is not None}
+
+
+def problem_type(config) -> Optional[str]:
+    return getattr(config, "problem_type", None)
+
+
+def logits_to_outputs(config, logits: tf.Tensor) -> tf.Tensor:
+    """float32 outputs from a model's logits: probabilities, or regression values (``[batch, 1]``)."""
+    logits = tf.cast(logits, tf.float32)
+    kind = problem_type(config)
+    if kind == PROBLEM_TYPES[MULTI_LABEL_CLASSIFICATION]:
+        return tf.sigmoid(logits)
+    if kind == PROBLEM_TYPES[REGRESSION]:
+        mean, scale = getattr(config, TARGET_SCALE, None) or (0.0, 1.0)
+        return logits * scale + mean
+    return tf.nn.softmax(logits, axis=-1)
+
+
+def thresholds_of(config, num_labels: int) -> List[float]:
+    """A multi-label model's decision thresholds (:data:`DEFAULT_THRESHOLD` for a model without tuned ones)."""
+    found = getattr(config, THRESHOLDS, None)
+    return [float(t) for t in found] if found else [DEFAULT_THRESHOLD] * num_labels
+
+
+def set_thresholds(config, thresholds: Sequence[float]) -> None:
+    """Keep a multi-label model's thresholds in its config (exact float32 values: not rounded, so a
+    probability at the threshold is decided alike everywhere)."""
+    setattr(config, THRESHOLDS, [float(t) for t in thresholds])
