@@ -71,13 +71,17 @@ class TrainResult:
     seconds: float
 
 
-def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
+def compile_model(model, config: TrainConfig, steps_per_epoch: int,
+                  optimizer: Optional[keras.optimizers.Optimizer] = None) -> None:
     """Attach tfft's optimizer and masked loss to a model built by ``build_model``, in the current strategy.
 
     ``steps_per_epoch`` counts optimizer updates: with gradient accumulation a step takes
     ``gradient_accumulation_steps`` micro-batches (see ``tfft.training.train_step``).
+    ``optimizer`` replaces tfft's AdamW (still wrapped for fp16): the step tests use SGD, whose
+    update is proportional to the gradient, where AdamW's first update (about the learning rate
+    times the gradient's sign) would hide a gradient of the wrong scale.
     """
-    optimizer = create_optimizer(
+    optimizer = optimizer or create_optimizer(
         config.learning_rate,
         total_steps=steps_per_epoch * config.epochs,
         warmup_fraction=config.warmup_fraction,
