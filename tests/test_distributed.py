@@ -57,9 +57,10 @@ class Processes:
         self.log_dir = log_dir
         self.started: List[subprocess.Popen] = []
 
-    def start(self, name: str, args: Sequence[str], env: Dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, args: Sequence[str], env: Dict[str, str],
+              program: Sequence[str] = ("-m", "tfft.cli")) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", "tfft.cli", *args], cwd=REPO, env=env, stdout=log,
+        process = subprocess.Popen([sys.executable, *program, *args], cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         process.name = name
         self.started.append(process)
@@ -192,6 +193,48 @@ def test_every_worker_exits_at_once_with_the_reason_the_chief_refused_to_start(d
     assert codes == [2, 2], "\n".join(log[-2000:] for log in logs)
     assert "already holds a finished run" in logs[0]
     assert "the chief refused to start" in logs[1] and "already holds a finished run" in logs[1]
+
+
+EARLY_STOPPING_SCRIPT = """
+import json
+import numpy as np
+from tfft.backend import keras, tf
+from tfft.distribution import create_strategy, is_chief
+from tfft.training.callbacks import EarlyStoppingAfterLearning, ValidationMetrics
+
+strategy = create_strategy("multi-worker")
+# The chief's score stops improving after epoch 2, so patience 1 ends the fit after epoch 3; the
+# other worker's own score improves every epoch and would never stop it.
+own_scores = iter([0.2, 0.5, 0.4, 0.3, 0.2, 0.1] if is_chief(strategy) else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+
+class ScriptedScores(ValidationMetrics):
+    def score(self):
+        return {"f1": next(own_scores)}
+
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)))
+with strategy.scope():
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+history = model.fit(data.batch(4).repeat().with_options(options), epochs=6, steps_per_epoch=2, verbose=0,
+                    callbacks=[ScriptedScores(None, [], None),
+                               EarlyStoppingAfterLearning(monitor="val_f1", mode="max", patience=1)])
+print("VAL_F1", json.dumps(history.history["val_f1"]), flush=True)
+"""
+
+
+def test_early_stopping_stops_every_worker_at_the_chief_epoch(tmp_path):
+    """Patience reached on the chief's scores ends the fit of every worker after the same epoch; a worker
+    going on alone would wait forever in the next step's all-reduce."""
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(f"worker{i}", [], env, program=("-c", EARLY_STOPPING_SCRIPT))
+                   for i, env in enumerate(cluster_environments(2, tmp_path))]
+        codes = processes.wait(workers, timeout=120)
+        logs = [processes.log(f"worker{i}") for i in range(2)]
+    assert codes == [0, 0], "\n".join(log[-2000:] for log in logs)
+    for log in logs:
+        assert re.findall(r"^VAL_F1 (.*)$", log, flags=re.M) == ["[0.2, 0.5, 0.4]"], log[-2000:]
 
 
 def test_a_chief_reason_reaches_the_workers_whole():
