@@ -1,4 +1,4 @@
-# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+# Two entry points (see README): `make demo` and `make test` (`make test-all` adds the slow tests). Both set up .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -34,6 +34,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Also the tests marked slow (deselected by setup.cfg's addopts): real processes killed and stopped.
+test-all: setup
+	$(PY) -m pytest -q -m ""
 
 # The README's and guides' <!-- docs-check --> snippets and the links between them (also part of `make test`).
 docs-check: setup

@@ -57,9 +57,10 @@ class Processes:
         self.log_dir = log_dir
         self.started: List[subprocess.Popen] = []
 
-    def start(self, name: str, args: Sequence[str], env: Dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, args: Sequence[str], env: Dict[str, str],
+              program: Sequence[str] = ("-m", "tfft.cli")) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", "tfft.cli", *args], cwd=REPO, env=env, stdout=log,
+        process = subprocess.Popen([sys.executable, *program, *args], cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         process.name = name
         self.started.append(process)
@@ -149,6 +150,7 @@ def test_two_workers_train_one_run_equal_to_one_process_with_the_same_global_bat
     assert history["loss"] == pytest.approx(json.loads((single / "history.json").read_text())["loss"], rel=1e-4)
 
 
+@pytest.mark.slow  # the resume logic runs in test_training's interrupted fits
 def test_a_killed_worker_resumes_from_the_last_finished_epoch(deterministic_model_dir, tmp_path):
     shared = tmp_path / "runs" / "ner"
     # Enough steps per epoch that the kill lands inside an epoch, not between two.
@@ -192,6 +194,48 @@ def test_every_worker_exits_at_once_with_the_reason_the_chief_refused_to_start(d
     assert codes == [2, 2], "\n".join(log[-2000:] for log in logs)
     assert "already holds a finished run" in logs[0]
     assert "the chief refused to start" in logs[1] and "already holds a finished run" in logs[1]
+
+
+EARLY_STOPPING_SCRIPT = """
+import json
+import numpy as np
+from tfft.backend import keras, tf
+from tfft.distribution import create_strategy, is_chief
+from tfft.training.callbacks import EarlyStoppingAfterLearning, ValidationMetrics
+
+strategy = create_strategy("multi-worker")
+# The chief's score stops improving after epoch 2, so patience 1 ends the fit after epoch 3; the
+# other worker's own score improves every epoch and would never stop it.
+own_scores = iter([0.2, 0.5, 0.4, 0.3, 0.2, 0.1] if is_chief(strategy) else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+
+class ScriptedScores(ValidationMetrics):
+    def score(self):
+        return {"f1": next(own_scores)}
+
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)))
+with strategy.scope():
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+history = model.fit(data.batch(4).repeat().with_options(options), epochs=6, steps_per_epoch=2, verbose=0,
+                    callbacks=[ScriptedScores(None, [], None),
+                               EarlyStoppingAfterLearning(monitor="val_f1", mode="max", patience=1)])
+print("VAL_F1", json.dumps(history.history["val_f1"]), flush=True)
+"""
+
+
+def test_early_stopping_stops_every_worker_at_the_chief_epoch(tmp_path):
+    """Patience reached on the chief's scores ends the fit of every worker after the same epoch; a worker
+    going on alone would wait forever in the next step's all-reduce."""
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(f"worker{i}", [], env, program=("-c", EARLY_STOPPING_SCRIPT))
+                   for i, env in enumerate(cluster_environments(2, tmp_path))]
+        codes = processes.wait(workers, timeout=120)
+        logs = [processes.log(f"worker{i}") for i in range(2)]
+    assert codes == [0, 0], "\n".join(log[-2000:] for log in logs)
+    for log in logs:
+        assert re.findall(r"^VAL_F1 (.*)$", log, flags=re.M) == ["[0.2, 0.5, 0.4]"], log[-2000:]
 
 
 def test_a_chief_reason_reaches_the_workers_whole():
@@ -267,6 +311,7 @@ def check_search_results(search_dir: Path) -> None:
         "trials.csv", "trials.json", "trials.png"]
 
 
+@pytest.mark.slow  # test_a_worker_killed_mid_trial_gives_its_trial_back runs this search, with a kill
 def test_a_chief_and_two_workers_run_every_trial_once(tiny_model_dir, tmp_path):
     directory = tmp_path / "search"
     roles = ["chief", "tuner0", "tuner1"]
@@ -303,6 +348,7 @@ def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path
     assert sorted(run_counts(directory).values()) == [1, 1, 1, 2]  # the killed worker's trial ran again
 
 
+@pytest.mark.slow  # in process: test_distributed_oracle's failing trials
 def test_a_search_whose_trials_all_fail_ends_with_the_reason_on_the_chief_and_every_worker(tiny_model_dir, tmp_path):
     import shutil
 
@@ -323,6 +369,7 @@ def test_a_search_whose_trials_all_fail_ends_with_the_reason_on_the_chief_and_ev
     assert "tfft tune: error: the chief stopped the search" in logs["tuner0"]
 
 
+@pytest.mark.slow  # in process: test_distributed_oracle's expired leases
 def test_a_worker_stopped_past_its_lease_is_refused_its_trial_and_the_search_goes_on(tiny_model_dir, tmp_path):
     directory = tmp_path / "search"
     roles = ["chief", "tuner0", "tuner1"]
@@ -348,6 +395,7 @@ def test_a_worker_stopped_past_its_lease_is_refused_its_trial_and_the_search_goe
     assert counts[stopped.group(1)] == 2 and sorted(counts.values()) == [1, 1, 1, 2]
 
 
+@pytest.mark.slow  # in process: test_distributed_oracle's retry limit
 def test_a_trial_that_kills_its_worker_on_every_attempt_fails_and_the_search_goes_on(tiny_model_dir, tmp_path):
     import csv
 
@@ -433,44 +481,11 @@ def test_the_kubernetes_search_survives_a_trial_that_oom_kills_its_worker_and_st
     assert actions[2] == "FailJob"  # tfft's own error: the search stopped, or the chief refused to start
 
 
-MIRRORED_TRIALS_SCRIPT = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from tfft.backend import keras, tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from conftest import SAMPLE_DATA
-from tfft.config import TrainConfig
-from tfft.tuning import tune
-
-class Replicas(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        print("replicas", self.model.distribute_strategy.num_replicas_in_sync, flush=True)
-
-config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
-                     validation=str(SAMPLE_DATA / "ner_valid.txt"), model=sys.argv[2], output_dir=sys.argv[3],
-                     epochs=1, batch_size=8, max_train_examples=32, max_validation_examples=16, tensorboard=False,
-                     strategy="mirrored")
-result = tune(config, max_trials=2, callbacks=[Replicas()])
-print("completed", len(result.report.completed), flush=True)
-"""
-
-
-def test_search_trials_run_under_a_strategy(tiny_model_dir, tmp_path):
-    # Two logical CPU devices stand for a worker's two GPUs.
-    process = subprocess.run([sys.executable, "-c", MIRRORED_TRIALS_SCRIPT, str(Path(__file__).parent),
-                              str(tiny_model_dir), str(tmp_path / "search")], capture_output=True, text=True,
-                             timeout=TIMEOUT, cwd=REPO)
-    assert process.returncode == 0, process.stderr[-3000:]
-    lines = process.stdout.splitlines()
-    assert lines.count("replicas 2") == 2 and "completed 2" in lines
-
-
 THREE_REPLICAS_SCRIPT = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tfft.backend import tf
+from tfft.backend import keras, tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 3)
 import yaml
@@ -495,7 +510,12 @@ run("default")
 run("tokens", "--batch-size", "8", "--batch-tokens", "240")
 run("odd_tokens", "--batch-tokens", "1000")
 
-# tune --retrain-on-all: the retraining fit runs under the trials' strategy.
+# tune --retrain-on-all: the trials, and the retraining fit, run under the strategy.
+trial_replicas = []
+class Replicas(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        trial_replicas.append(self.model.distribute_strategy.num_replicas_in_sync)
+
 replicas = []
 fit_model = search.fit_model
 def recording_fit(*args, **kwargs):
@@ -510,8 +530,9 @@ from tfft.tuning.options import SearchSpace, Dimension
 space = SearchSpace.default(config)
 import dataclasses
 space = dataclasses.replace(space, batch_size=Dimension(choices=(6,)), epochs=Dimension(choices=(1,)))
-result = tune(config, max_trials=1, space=space, retrain_on_all=True)
-print("RESULT", json.dumps({"name": "retrain", "replicas": replicas}), flush=True)
+result = tune(config, max_trials=1, space=space, retrain_on_all=True, callbacks=[Replicas()])
+print("RESULT", json.dumps({"name": "retrain", "replicas": replicas, "trial_replicas": trial_replicas,
+                            "completed": len(result.report.completed)}), flush=True)
 """
 
 
@@ -540,6 +561,11 @@ def test_the_batch_check_under_a_strategy_uses_the_option_that_sizes_the_batches
     assert refused["code"] == 2 and refused["left"] == []  # nothing written: no run, no work directory
     assert re.search(r"The 'batch_tokens' option .* 3 replicas; 1000 does not divide by 3 \(999 or 1002",
                      three_replica_results["stderr"])
+
+
+def test_search_trials_run_under_a_strategy(three_replica_results):
+    search = three_replica_results.get("retrain", {})
+    assert search.get("trial_replicas") == [3] and search["completed"] == 1, three_replica_results["stderr"][-3000:]
 
 
 def test_tune_retrains_on_all_data_under_the_trials_strategy(three_replica_results):

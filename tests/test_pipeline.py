@@ -2,6 +2,7 @@
 and inference outputs returned in the caller's order whatever the internal sorting."""
 
 import numpy as np
+import pytest
 
 from tfft.data.examples import TokenExample
 from tfft.data.labels import LabelMap
@@ -134,3 +135,26 @@ def test_each_worker_reads_its_own_shard_in_per_replica_batches_for_the_same_num
     shards = [set(rows[i::2]) for i in range(2)]
     for worker in range(2):
         assert set(seen[worker]) == shards[worker]  # its own rows, all of them, nothing of the other's
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19 item 9: a shard needing fewer batches than the largest one repeats "
+                                       "rows of its next pass to fill the epoch's steps")
+def test_an_epoch_is_one_pass_over_every_workers_shard(tiny_tokenizer):
+    import collections
+
+    import tensorflow as tf
+
+    from tfft.pipeline import worker_input_fn
+
+    encoding = encode_for_training(tiny_tokenizer, labelled(random_examples(101)), LABELS, max_length=64)
+    dataset_fn, steps = worker_input_fn(encoding, replicas=4, num_workers=2, batch_size=16, seed=3, num_buckets=3)
+    rows = [tuple(encoding.input_ids[s:s + n]) for s, n in zip(encoding.row_starts(), encoding.row_lengths)]
+    for worker in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=4)
+        epoch = collections.Counter()
+        for features, labels in dataset_fn(context).take(steps * 2):  # one epoch: `steps` steps of 2 replicas
+            # A row counts when it is trained on: padding rows with no labelled token would not.
+            for row, row_labels in zip(features["input_ids"].numpy(), labels.numpy()):
+                if (row_labels != IGNORE_INDEX).any():
+                    epoch[tuple(row[row != 0])] += 1
+        assert epoch == collections.Counter(rows[worker::2])  # each of its rows once, nothing of the next pass

@@ -262,8 +262,7 @@ def one_sgd_step(task: str, options: dict, micro_batches: int):
     config = TrainConfig(task=task, train="x", learning_rate=1e-2, warmup_fraction=0.0, epochs=1, batch_size=4,
                          gradient_accumulation_steps=micro_batches, **options).validate()
     model = tiny_sequence_model(task, labels, target_scale(targets) if task == REG else None)
-    compile_model(model, config, steps_per_epoch=1, targets=targets)
-    model.optimizer = keras.optimizers.SGD(learning_rate=1.0)
+    compile_model(model, config, steps_per_epoch=1, targets=targets, optimizer=keras.optimizers.SGD(learning_rate=1.0))
     history = model.fit(tf.data.Dataset.from_tensors((features, targets)), epochs=1, verbose=0).history
     return model, history["loss"][0]
 

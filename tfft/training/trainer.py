@@ -74,14 +74,18 @@ class TrainResult:
     seconds: float
 
 
-def compile_model(model, config: TrainConfig, steps_per_epoch: int, targets: Optional[np.ndarray] = None) -> None:
+def compile_model(model, config: TrainConfig, steps_per_epoch: int, targets: Optional[np.ndarray] = None,
+                  optimizer: Optional[keras.optimizers.Optimizer] = None) -> None:
     """Attach tfft's optimizer and the task's loss to a model built by ``build_model``, in the current strategy.
 
     ``steps_per_epoch`` counts optimizer updates: with gradient accumulation a step takes
     ``gradient_accumulation_steps`` micro-batches (see ``tfft.training.train_step``). ``targets``:
     the training targets, which balanced class weights are computed from.
+    ``optimizer`` replaces tfft's AdamW (still wrapped for fp16): the step tests use SGD, whose
+    update is proportional to the gradient, where AdamW's first update (about the learning rate
+    times the gradient's sign) would hide a gradient of the wrong scale.
     """
-    optimizer = create_optimizer(
+    optimizer = optimizer or create_optimizer(
         config.learning_rate,
         total_steps=steps_per_epoch * config.epochs,
         warmup_fraction=config.warmup_fraction,
