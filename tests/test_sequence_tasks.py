@@ -209,6 +209,19 @@ def test_regression_losses_compare_with_scaled_targets():
     assert target_scale(np.array([3.0, 3.0])) == (3.0, 1.0)
 
 
+def test_the_filler_rows_of_a_distributed_epoch_carry_no_loss():
+    from tfft.features import IGNORE_INDEX
+
+    logits = tf.constant([[2.0, -1.0], [0.5, 0.0]])
+    with_filler = tf.constant([[1.0, 0.0], [np.nan, np.nan]])
+    total, weight = BinaryCrossEntropy([2.0, 5.0]).sum_and_weight(with_filler, logits)
+    alone, alone_weight = BinaryCrossEntropy([2.0, 5.0]).sum_and_weight(with_filler[:1], logits[:1])
+    assert (float(total), float(weight)) == pytest.approx((float(alone), float(alone_weight))) and float(weight) == 2
+    targets, outputs = tf.constant([12.0, np.nan]), tf.constant([[1.0], [7.0]])
+    assert [float(v) for v in RegressionLoss("huber", 10.0, 2.0).sum_and_weight(targets, outputs)] == [0.0, 1.0]
+    assert float(CrossEntropy([1.0, 3.0]).weight(tf.constant([1, IGNORE_INDEX]))) == 3.0
+
+
 def test_balanced_weights_for_classes_and_for_label_positives():
     labels = LabelMap(["neg", "pos"])
     config = TrainConfig(task=SEQ, train="x", class_weight="balanced")

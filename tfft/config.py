@@ -35,13 +35,13 @@ DEFAULT_BATCH_SIZE = 32
 # Measured with the default model (all-MiniLM-L6-v2, batch 32, 3 epochs on CoNLL-2003: val F1
 # 0.8965 at 1e-4, 0.9062 at 2e-4); small distilled encoders want larger steps than BERT-base.
 # What ValidationMetrics puts into the logs, per task: the values --monitor may name.
-# The first of each is the default --monitor (sequence classification: val_macro_f1 on skewed labels,
-# see IMBALANCE_RATIO).
+# All of them (ValidationMetrics scores these, on the chief of a cluster); the first of each is the default
+# --monitor (sequence classification: val_macro_f1 on skewed labels, see IMBALANCE_RATIO).
 VALIDATION_METRICS = {
     TOKEN_CLASSIFICATION: ("val_f1", "val_precision", "val_recall", "val_accuracy", "val_loss"),
     SEQUENCE_CLASSIFICATION: ("val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall", "val_loss"),
     MULTI_LABEL_CLASSIFICATION: ("val_micro_f1", "val_macro_f1", "val_micro_precision", "val_micro_recall",
-                                 "val_loss"),
+                                 "val_macro_precision", "val_macro_recall", "val_loss"),
     REGRESSION: ("val_pearson", "val_spearman", "val_rmse", "val_mae", "val_loss"),
 }
 # Metrics where lower is better (early stopping and the best checkpoint minimise them).

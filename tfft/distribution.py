@@ -110,6 +110,16 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+    """This process's place among the cluster's workers: 0 for the chief (and a one-process run), then 1, 2, ...
+    in the order of the cluster spec's workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or worker_count(strategy) == 1 or resolver.task_type in (None, "chief"):
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return int(resolver.task_id) + int(has_chief)
+
+
 def chief_values(strategy: tf.distribute.Strategy, values: Sequence[float]) -> np.ndarray:
     """The chief's ``values`` on every worker (a collective: every worker must call it, in the same order)."""
     values = np.asarray(values, np.float64)

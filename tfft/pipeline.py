@@ -157,8 +157,11 @@ def worker_input_fn(
     (with the corpus inside it as constants) to shard it, which fails above protobuf's 2 GB
     limit; here each process only ever holds its shard in memory. Workers' shards differ in
     size, but every worker must run the same number of steps (a worker that runs out waits
-    forever for the others' collectives), so each shard repeats, and an epoch is as many
-    steps as the largest shard needs; the step count is computed identically everywhere.
+    forever for the others' collectives), so an epoch is as many steps as the largest shard
+    needs (computed identically everywhere), and a worker whose shard needs fewer batches
+    fills its epoch with batches that carry no label (:func:`unlabelled_batch`: their loss
+    weight is 0, so they change no update). An epoch is then one pass over every shard, with
+    nothing of the next pass and no row seen twice.
     """
     boundaries = fit_bucket_boundaries(encoding.row_lengths, num_buckets)
     per_replica_rows = batch_size // replicas
@@ -173,13 +176,30 @@ def worker_input_fn(
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         rows = encoding.take(np.arange(context.input_pipeline_id, encoding.num_rows, context.num_input_pipelines))
-        return make_dataset(
+        one_pass = make_dataset(
             rows, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
             shuffle=True, seed=None if seed is None else seed + context.input_pipeline_id,
             bucket_boundaries=boundaries,
-        ).repeat()
+        )
+        missing = steps * replicas_per_worker - int(one_pass.cardinality())
+        filler = tf.data.Dataset.from_tensors(unlabelled_batch(encoding, boundaries[0], pad_token_id)).repeat(missing)
+        return one_pass.concatenate(filler).repeat()
 
     return dataset_fn, steps
+
+
+def unlabelled_batch(encoding: Encoding, length: int, pad_token_id: int = 0):
+    """One row of ``length`` [PAD] tokens whose labels carry no loss: ``IGNORE_INDEX`` for class ids and
+    token labels, NaN for 0/1 label rows and regression targets (:mod:`tfft.training.losses` weighs
+    both 0). What fills a worker's epoch when its shard needs fewer batches than another's."""
+    ids = np.full((1, length), pad_token_id, np.int32)
+    features = {"input_ids": ids, "attention_mask": np.zeros_like(ids), "token_type_ids": np.zeros_like(ids)}
+    labels = encoding.labels
+    if len(labels) == len(encoding.input_ids):  # token labels
+        return features, np.full((1, length), IGNORE_INDEX, np.int32)
+    if labels.dtype.kind == "f":
+        return features, np.full((1,) + labels.shape[1:], np.nan, labels.dtype)
+    return features, np.full((1,), IGNORE_INDEX, labels.dtype)
 
 
 def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_sizes: Sequence[int]) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from tfft.backend import keras, tf
 from tfft.data.labels import LabelMap
-from tfft.distribution import chief_values
+from tfft.distribution import chief_values, is_chief
 from tfft.files import atomic_write
 from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
@@ -41,8 +41,12 @@ class ValidationMetrics(keras.callbacks.Callback):
     """
 
     def __init__(self, encoding: Encoding, true_labels: Sequence, label_map: LabelMap, *,
-                 batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False):
+                 batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False,
+                 names: Optional[Sequence[str]] = None):
         super().__init__()
+        # The scores' names (no "val_"), in the order the chief sends them: given, the other workers of a
+        # cluster skip scoring, whose result they would throw away for the chief's.
+        self.names = None if names is None else list(names)
         self.encoding = encoding
         self.true_labels = list(true_labels)
         self.label_map = label_map
@@ -96,9 +100,11 @@ class ValidationMetrics(keras.callbacks.Callback):
         return score_predictions(self.true_labels, probabilities, self.label_map)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        scores = self.score()
-        # Every worker of a cluster scores; all take the chief's figures, so they stop at the same epoch.
-        self.last_scores = dict(zip(scores, chief_values(tf.distribute.get_strategy(), list(scores.values()))))
+        strategy = tf.distribute.get_strategy()
+        scores = self.score() if self.names is None or is_chief(strategy) else dict.fromkeys(self.names, 0.0)
+        names = self.names or list(scores)
+        # Every worker of a cluster takes the chief's figures, so they all stop at the same epoch.
+        self.last_scores = dict(zip(names, chief_values(strategy, [scores[name] for name in names])))
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in self.last_scores.items()})
 

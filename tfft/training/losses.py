@@ -1,7 +1,8 @@
 """Losses of each task, as a weighted sum and its weight so that replicas and micro-batches can combine them.
 
-Every loss ignores what carries no label (padding, special tokens and continuation subwords in
-token tasks). The mean a loss returns is ``sum / weight``; tfft's data-parallel and accumulated
+Every loss ignores what carries no label: padding, special tokens and continuation subwords in
+token tasks (``IGNORE_INDEX``), and the filler rows of a distributed epoch (``IGNORE_INDEX``
+class ids, NaN label rows and targets; see :func:`tfft.pipeline.unlabelled_batch`). The mean a loss returns is ``sum / weight``; tfft's data-parallel and accumulated
 step (:mod:`tfft.training.train_step`) divides each replica's sum by the step's *global* weight
 instead, which makes the update the one a single device computes on the whole batch.
 """
@@ -78,14 +79,17 @@ class BinaryCrossEntropy(TaskLoss):
     def sum_and_weight(self, labels, logits):
         logits = tf.cast(logits, tf.float32)
         labels = tf.reshape(tf.cast(labels, tf.float32), tf.shape(logits))
+        scored = ~tf.math.is_nan(labels)  # a NaN row is a filler row of a distributed epoch
+        labels = tf.where(scored, labels, 0.0)
         if self.pos_weight is None:
             losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
         else:
             losses = tf.nn.weighted_cross_entropy_with_logits(labels, logits, tf.constant(self.pos_weight))
-        return tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32)
+        weights = tf.cast(scored, tf.float32)
+        return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
 
     def weight(self, labels):
-        return tf.cast(tf.size(labels), tf.float32)
+        return tf.reduce_sum(tf.cast(~tf.math.is_nan(tf.cast(labels, tf.float32)), tf.float32))
 
 
 class RegressionLoss(TaskLoss):
@@ -100,12 +104,13 @@ class RegressionLoss(TaskLoss):
     def sum_and_weight(self, labels, logits):
         predicted = tf.reshape(tf.cast(logits, tf.float32), [-1])
         target = (tf.reshape(tf.cast(labels, tf.float32), [-1]) - self.mean) / self.scale
-        error = tf.abs(predicted - target)
+        scored = ~tf.math.is_nan(target)  # a NaN target is a filler row of a distributed epoch
+        error = tf.abs(predicted - tf.where(scored, target, predicted))
         losses = tf.square(error) if self.kind == "mse" else tf.where(error <= 1.0, 0.5 * tf.square(error), error - 0.5)
-        return tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32)
+        return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(scored, tf.float32))
 
     def weight(self, labels):
-        return tf.cast(tf.size(labels), tf.float32)
+        return tf.reduce_sum(tf.cast(~tf.math.is_nan(tf.cast(labels, tf.float32)), tf.float32))
 
 
 def masked_sparse_categorical_crossentropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,10 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from tfft.backend import keras, tf
-from tfft.config import DEFAULT_MAX_LENGTH, TrainConfig
+from tfft.config import DEFAULT_MAX_LENGTH, VALIDATION_METRICS, TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.data.tfds import default_text_keys
-from tfft.distribution import barrier, broadcast_reason, create_strategy, is_chief, worker_count
+from tfft.distribution import barrier, broadcast_reason, create_strategy, is_chief, worker_count, worker_index
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.errors import ConfigError
@@ -137,6 +136,7 @@ class PreparedData:
             self.tokenizer, self.validation_examples, self.label_map,
             max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride,
             batch_size=config.eval_batch_size, jit_compile=config.xla, word_inputs=config.word_inputs,
+            names=[name[len("val_"):] for name in VALIDATION_METRICS[config.task]],
         )
 
 
@@ -224,7 +224,7 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int,
     return model
 
 
-def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup: bool = True,
+def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path], *, backup: bool = True,
               extra_callbacks: Sequence = (), backup_dir: Optional[Path] = None):
     """Seed, build, ``model.fit`` with tfft's callbacks, and restore the best epoch's weights.
 
@@ -232,40 +232,62 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Path, *, backup
     (with ``backup``) the ``BackupAndRestore`` state that lets a rerun resume, in
     ``backup_dir`` (default: ``work_dir/backup``; the chief's, on the other workers of a cluster).
     Runs in the current distribution strategy. Returns ``(model, best_epoch or None, history)``.
+
+    The other workers of a cluster (``work_dir`` None) write nothing of their own: they skip the
+    validation scoring (they take the chief's scores), the best checkpoint, the CSV and TensorBoard
+    logs, whose results only the chief keeps, and return the best epoch of the history ``fit``
+    returns. Every worker draws its own dropout masks (the seed is offset by the worker's index
+    once the model's initial weights, which the strategy takes from the chief, are built).
     """
+    strategy = tf.distribute.get_strategy()
+    writer = work_dir is not None
+    if not writer and is_chief(strategy):
+        raise ValueError("the chief of a run needs a work directory")
     keras.utils.set_random_seed(config.seed)
     train_dataset, steps_per_epoch = data.train_dataset(config)
     model = create_model(config, data.label_map, steps_per_epoch, data.targets)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
-                                       mode=config.monitor_mode)
+    keras.utils.set_random_seed(config.seed + worker_index(strategy))
     callbacks: List[keras.callbacks.Callback] = []
     backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
     validation_metrics = data.validation_metrics(config)
+    checkpoint = None
     if validation_metrics is not None:
-        callbacks += [
-            validation_metrics,
-            checkpoint,
-            # Its state lives with the backup (the chief's, which every worker resumes from).
-            EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=config.monitor_mode,
-                                       patience=config.patience, verbose=1,
-                                       state_path=backup_dir / EARLY_STOPPING_STATE if backup else None,
-                                       save_state=is_chief(tf.distribute.get_strategy())),
-        ]
+        callbacks.append(validation_metrics)
+        if writer:
+            checkpoint = BestWeightsCheckpoint(work_dir / BEST_WEIGHTS, monitor=config.monitor_metric,
+                                               mode=config.monitor_mode)
+            callbacks.append(checkpoint)
+        # Its state lives with the backup (the chief's, which every worker resumes from).
+        callbacks.append(EarlyStoppingAfterLearning(monitor=config.monitor_metric, mode=config.monitor_mode,
+                                                    patience=config.patience, verbose=1,
+                                                    state_path=backup_dir / EARLY_STOPPING_STATE if backup else None,
+                                                    save_state=is_chief(strategy)))
     callbacks += list(extra_callbacks)
-    callbacks.append(keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True))
-    if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
+    if writer:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True))
+        if config.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
     if backup:
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     interactive = os.isatty(1)
     if not interactive:
         # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
         callbacks.append(ProgressLog(data.encoding.num_rows / steps_per_epoch))
-    model.fit(train_dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-              verbose=1 if interactive else 2)
-    best_epoch = checkpoint.restore() if validation_metrics is not None else None
+    fitted = model.fit(train_dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                       verbose=1 if interactive else 2)
+    if not writer:
+        history = {name: [float(v) for v in values] for name, values in fitted.history.items()}
+        return model, best_epoch_of(history.get(config.monitor_metric), config.monitor_mode), history
+    best_epoch = checkpoint.restore() if checkpoint is not None else None
     return model, best_epoch, read_history(work_dir / "history.csv")
+
+
+def best_epoch_of(values: Optional[List[float]], mode: str) -> Optional[int]:
+    """The first epoch (0-based) with the best value, as the best checkpoint keeps it; None without values."""
+    if not values:
+        return None
+    return int(np.argmin(values) if mode == "min" else np.argmax(values))
 
 
 def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, best_epoch: Optional[int],
@@ -352,13 +374,8 @@ def _train_as_worker(config: TrainConfig, strategy: tf.distribute.Strategy, star
     refusal = broadcast_reason(strategy, None)
     if refusal is not None:
         raise ConfigError(f"the chief refused to start: {refusal}")
-    scratch = Path(tempfile.mkdtemp(prefix="tfft-worker-"))
-    try:
-        with strategy.scope():
-            _, best_epoch, history = fit_model(config, data, scratch,
-                                               backup_dir=work_dir_of(config.run_dir) / BACKUP_SUBDIR)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with strategy.scope():
+        _, best_epoch, history = fit_model(config, data, None, backup_dir=work_dir_of(config.run_dir) / BACKUP_SUBDIR)
     barrier(strategy)
     print(f"Worker done; the chief writes {config.run_dir}", flush=True)
     return TrainResult(config.run_dir, best_epoch, scores_of_epoch(history, best_epoch), history,
