@@ -24,7 +24,6 @@ from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFIC
 
 PROBLEM_TYPES = {SEQUENCE_CLASSIFICATION: "single_label_classification",
                  MULTI_LABEL_CLASSIFICATION: "multi_label_classification", REGRESSION: "regression"}
-TASK_OF_PROBLEM_TYPE = {problem: task for task, problem in PROBLEM_TYPES.items()}
 # Model config attributes tfft adds (saved in config.json with the standard ones).
 TARGET_SCALE = "tfft_target_scale"  # [mean, standard deviation] of the training targets
 THRESHOLDS = "tfft_thresholds"  # per label, the probability from which it is predicted
@@ -47,14 +46,10 @@ def saved_head_config(config) -> Dict[str, object]:
             if getattr(config, name, None) is not None}
 
 
-def problem_type(config) -> Optional[str]:
-    return getattr(config, "problem_type", None)
-
-
 def logits_to_outputs(config, logits: tf.Tensor) -> tf.Tensor:
     """float32 outputs from a model's logits: probabilities, or regression values (``[batch, 1]``)."""
     logits = tf.cast(logits, tf.float32)
-    kind = problem_type(config)
+    kind = getattr(config, "problem_type", None)
     if kind == PROBLEM_TYPES[MULTI_LABEL_CLASSIFICATION]:
         return tf.sigmoid(logits)
     if kind == PROBLEM_TYPES[REGRESSION]:

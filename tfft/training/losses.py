@@ -21,6 +21,11 @@ from tfft.features import IGNORE_INDEX
 from tfft.heads import TARGET_SCALE
 
 
+def _count_scored(labels: tf.Tensor) -> tf.Tensor:
+    """How many float labels (0/1 label entries, regression targets) carry a loss: all but the NaN filler."""
+    return tf.reduce_sum(tf.cast(~tf.math.is_nan(tf.cast(labels, tf.float32)), tf.float32))
+
+
 class TaskLoss:
     """A loss ``fn(labels, logits)`` (what ``model.compile`` takes) that can also give its parts."""
 
@@ -89,7 +94,7 @@ class BinaryCrossEntropy(TaskLoss):
         return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
 
     def weight(self, labels):
-        return tf.reduce_sum(tf.cast(~tf.math.is_nan(tf.cast(labels, tf.float32)), tf.float32))
+        return _count_scored(labels)
 
 
 class RegressionLoss(TaskLoss):
@@ -110,7 +115,7 @@ class RegressionLoss(TaskLoss):
         return tf.reduce_sum(losses), tf.reduce_sum(tf.cast(scored, tf.float32))
 
     def weight(self, labels):
-        return tf.reduce_sum(tf.cast(~tf.math.is_nan(tf.cast(labels, tf.float32)), tf.float32))
+        return _count_scored(labels)
 
 
 def masked_sparse_categorical_crossentropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
