@@ -35,7 +35,8 @@ from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.lora import ADAPTERS_FILE, save_adapters, trainable_count  # noqa: E402
 from tfft.models import load_tokenizer  # noqa: E402
-from tfft.training.trainer import PreparedData, create_model, encode_training_examples  # noqa: E402
+from tfft.training.data import PreparedData, encode_training_examples  # noqa: E402
+from tfft.training.model import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {

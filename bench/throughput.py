@@ -29,7 +29,7 @@ from tfft.models import build_model, load_tokenizer, set_precision  # noqa: E402
 from tfft.pipeline import make_dataset  # noqa: E402
 from tfft.prediction import Predictor  # noqa: E402
 from tfft.training.losses import masked_sparse_categorical_crossentropy  # noqa: E402
-from tfft.training.trainer import create_model  # noqa: E402
+from tfft.training.model import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {

@@ -130,7 +130,7 @@ def test_mocked_conll2003_gives_iob2_tag_names():
 
 def test_a_tfds_pair_dataset_is_recorded_as_pairs_for_export_and_predict(tiny_model_dir):
     from tfft.config import TrainConfig
-    from tfft.training.trainer import prepare_data
+    from tfft.training.data import prepare_data
 
     config = TrainConfig(task="sequence-classification", train="tfds:glue/mrpc:train", model=str(tiny_model_dir))
     with tfds.testing.mock_data(num_examples=6):

@@ -200,13 +200,13 @@ EARLY_STOPPING_SCRIPT = """
 import json
 import numpy as np
 from tfft.backend import keras, tf
-from tfft.distribution import create_strategy, is_chief
+from tfft.distribution import Cluster
 from tfft.training.callbacks import EarlyStoppingAfterLearning, ValidationMetrics
 
-strategy = create_strategy("multi-worker")
+cluster = Cluster.create("multi-worker")
 # The chief's score stops improving after epoch 2, so patience 1 ends the fit after epoch 3; the
 # other worker's own score improves every epoch and would never stop it.
-own_scores = iter([0.2, 0.5, 0.4, 0.3, 0.2, 0.1] if is_chief(strategy) else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+own_scores = iter([0.2, 0.5, 0.4, 0.3, 0.2, 0.1] if cluster.is_chief else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
 
 class ScriptedScores(ValidationMetrics):
     def score(self):
@@ -215,7 +215,7 @@ class ScriptedScores(ValidationMetrics):
 options = tf.data.Options()
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
 data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)))
-with strategy.scope():
+with cluster.scope():
     model = keras.Sequential([keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
 history = model.fit(data.batch(4).repeat().with_options(options), epochs=6, steps_per_epoch=2, verbose=0,
@@ -239,13 +239,13 @@ def test_early_stopping_stops_every_worker_at_the_chief_epoch(tmp_path):
 
 
 def test_a_chief_reason_reaches_the_workers_whole():
-    from tfft.distribution import broadcast_reason, create_strategy
+    from tfft.distribution import Cluster
 
-    strategy = create_strategy("auto")  # one process: what the chief sends is what every worker gets
-    assert broadcast_reason(strategy, None) is None
-    assert broadcast_reason(strategy, "runs/ner already holds a finished run; pass --overwrite ünïcode") == (
+    cluster = Cluster.create("auto")  # one process: what the chief sends is what every worker gets
+    assert cluster.broadcast_reason(None) is None
+    assert cluster.broadcast_reason("runs/ner already holds a finished run; pass --overwrite ünïcode") == (
         "runs/ner already holds a finished run; pass --overwrite ünïcode")
-    assert broadcast_reason(strategy, "x" * 5000).endswith("...")  # long reasons are cut, not lost
+    assert cluster.broadcast_reason("x" * 5000).endswith("...")  # long reasons are cut, not lost
 
 
 def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, capsys, monkeypatch):
@@ -492,7 +492,6 @@ import yaml
 from conftest import SAMPLE_DATA
 from tfft.cli import main
 from tfft.config import TrainConfig
-from tfft.training import trainer
 from tfft.tuning import search, tune
 
 model, out = sys.argv[2], Path(sys.argv[3])
@@ -518,9 +517,9 @@ class Replicas(keras.callbacks.Callback):
 
 replicas = []
 fit_model = search.fit_model
-def recording_fit(*args, **kwargs):
-    replicas.append(tf.distribute.get_strategy().num_replicas_in_sync)
-    return fit_model(*args, **kwargs)
+def recording_fit(*args, cluster, **kwargs):
+    replicas.append(cluster.replicas)
+    return fit_model(*args, cluster=cluster, **kwargs)
 search.fit_model = recording_fit
 config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
                      validation=str(SAMPLE_DATA / "ner_valid.txt"), model=model, output_dir=str(out / "search"),

@@ -111,7 +111,8 @@ def test_with_dropout_the_gradient_is_that_of_the_forward_pass():
 
 def test_a_model_trained_with_checkpointing_saves_weights_a_plain_model_loads(tiny_model_dir, tmp_path):
     """Also with gradient accumulation, whose train step calls the checkpointed layers the same way."""
-    from tfft.training.trainer import fit_model, prepare_data
+    from tfft.training.data import prepare_data
+    from tfft.training.fit import fit_model
 
     config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
                          model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), epochs=1, batch_size=16,

@@ -91,7 +91,8 @@ def lora_config(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("options", [dict(), dict(precision="bf16", gradient_accumulation_steps=2),
                                      dict(gradient_checkpointing=True)])
 def test_a_training_step_moves_adapters_and_head_and_nothing_frozen(lora_config, options):
-    from tfft.training.trainer import create_model, prepare_data
+    from tfft.training.data import prepare_data
+    from tfft.training.model import create_model
 
     config = TrainConfig(**{**lora_config.to_dict(), **options})
     data = prepare_data(config)

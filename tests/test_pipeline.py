@@ -117,10 +117,13 @@ def test_each_worker_reads_its_own_shard_in_per_replica_batches_for_the_same_num
 
     examples = labelled(random_examples(101))
     encoding = encode_for_training(tiny_tokenizer, examples, LABELS, max_length=64)
-    # 2 workers with 2 replicas each: a global batch of 16 is 4 rows per replica.
-    dataset_fn, steps = worker_input_fn(encoding, replicas=4, num_workers=2, batch_size=16, seed=3, num_buckets=3)
-    seen = []
+    seen, all_steps = [], set()
     for worker in range(2):
+        # 2 workers with 2 replicas each: a global batch of 16 is 4 rows per replica. A worker holds its shard alone.
+        dataset_fn, steps = worker_input_fn(shard_of(encoding, worker, 2), all_row_lengths=encoding.row_lengths,
+                                            replicas=4, worker=worker, num_workers=2, batch_size=16, seed=3,
+                                            num_buckets=3)
+        all_steps.add(steps)
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=4)
         dataset = dataset_fn(context)
         assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY  # repeats: every worker runs `steps` steps
@@ -135,6 +138,25 @@ def test_each_worker_reads_its_own_shard_in_per_replica_batches_for_the_same_num
     shards = [set(rows[i::2]) for i in range(2)]
     for worker in range(2):
         assert set(seen[worker]) == shards[worker]  # its own rows, all of them, nothing of the other's
+    assert len(all_steps) == 1  # the same number of steps on every worker
+
+
+def shard_of(encoding, worker, workers):
+    return encoding.take(np.arange(worker, encoding.num_rows, workers))
+
+
+def test_a_worker_refuses_a_shard_or_a_pipeline_that_is_not_its_own(tiny_tokenizer):
+    import tensorflow as tf
+
+    from tfft.pipeline import worker_input_fn
+
+    encoding = encode_for_training(tiny_tokenizer, labelled(random_examples(40)), LABELS, max_length=64)
+    options = dict(all_row_lengths=encoding.row_lengths, replicas=2, num_workers=2, batch_size=4)
+    with pytest.raises(ValueError, match="not rows 1::2"):
+        worker_input_fn(shard_of(encoding, 0, 2), worker=1, **options)
+    dataset_fn, _ = worker_input_fn(shard_of(encoding, 1, 2), worker=1, **options)
+    with pytest.raises(ValueError, match="worker 1 of 2 was asked for the pipeline 0 of 2"):
+        dataset_fn(tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0, num_replicas_in_sync=2))
 
 
 def test_an_epoch_is_one_pass_over_every_workers_shard(tiny_tokenizer):
@@ -145,9 +167,11 @@ def test_an_epoch_is_one_pass_over_every_workers_shard(tiny_tokenizer):
     from tfft.pipeline import worker_input_fn
 
     encoding = encode_for_training(tiny_tokenizer, labelled(random_examples(101)), LABELS, max_length=64)
-    dataset_fn, steps = worker_input_fn(encoding, replicas=4, num_workers=2, batch_size=16, seed=3, num_buckets=3)
     rows = [tuple(encoding.input_ids[s:s + n]) for s, n in zip(encoding.row_starts(), encoding.row_lengths)]
     for worker in range(2):
+        dataset_fn, steps = worker_input_fn(shard_of(encoding, worker, 2), all_row_lengths=encoding.row_lengths,
+                                            replicas=4, worker=worker, num_workers=2, batch_size=16, seed=3,
+                                            num_buckets=3)
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=4)
         epoch = collections.Counter()
         for features, labels in dataset_fn(context).take(steps * 2):  # one epoch: `steps` steps of 2 replicas

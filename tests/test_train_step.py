@@ -153,7 +153,7 @@ def test_token_budget_batches_accumulate_to_the_update_of_one_batch(tiny_tokeniz
     """--batch-tokens with --gradient-accumulation-steps: a step holds K token budgets of rows,
     straight from the training pipeline, and weighs every labelled token alike."""
     from tfft.data import read_conll
-    from tfft.training.trainer import PreparedData, encode_training_examples
+    from tfft.training.data import PreparedData, encode_training_examples
 
     examples = read_conll(SAMPLE_DATA / "ner_train.txt")[:48]
     labels = LabelMap.from_token_examples(examples)
@@ -192,6 +192,20 @@ from tfft.config import TrainConfig
 from tfft.distribution import create_strategy
 from tfft.training import compile_model
 
+def spy_on_embedding_gradient(model, embedding):
+    # When the step is traced: the kind of gradient the optimizer gets for the embedding matrix,
+    # and which ops of the step's graph make a tensor of that matrix's shape (a dense buffer).
+    seen, apply = {}, model.optimizer.apply_gradients
+    def apply_gradients(grads_and_vars, *args, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        seen["embedding_gradient"] = [type(g).__name__ for g, v in grads_and_vars if v is embedding]
+        graph = tf.compat.v1.get_default_graph()
+        seen["embedding_shaped_ops"] = sorted({op.type for op in graph.get_operations() for t in op.outputs
+                                               if t.shape.rank == 2 and t.shape.as_list() == embedding.shape})
+        return apply(grads_and_vars, *args, **kwargs)
+    model.optimizer.apply_gradients = apply_gradients
+    return seen
+
 out = {}
 for task in ("token-classification", "sequence-classification"):
     features, labels = merged(batches(task))
@@ -218,7 +232,9 @@ for task in ("token-classification", "sequence-classification"):
                 compile_model(adamw, replace(config, gradient_accumulation_steps=micro_batches), steps_per_epoch=1)
                 [embedding] = [i for i, v in enumerate(adamw.weights) if "word_embeddings" in v.name]
                 before = adamw.get_weights()[embedding][unused]
+                seen = spy_on_embedding_gradient(adamw, adamw.weights[embedding])
                 adamw.fit(tf.data.Dataset.from_tensors((features, labels)), epochs=1, verbose=0)
+            results[name].update(seen)
             results[name]["unused_rows_changed"] = bool(np.any(adamw.get_weights()[embedding][unused] != before))
     # Prediction under the strategy shares each batch (5 rows: padded to 6) among the replicas.
     from tfft.features import Encoding
@@ -261,6 +277,19 @@ def test_two_replicas_give_the_gradient_and_log_the_loss_of_one_device(replica_r
 @pytest.mark.parametrize("variant", ["mirrored", "mirrored_accumulated"])
 def test_two_replicas_update_only_the_embedding_rows_they_used(replica_results, variant):
     assert not replica_results["token-classification"][variant]["unused_rows_changed"]
+
+
+def test_two_replicas_hand_the_sparse_embedding_gradient_to_the_optimizer_without_a_dense_buffer(replica_results):
+    results = replica_results["token-classification"]["mirrored"]
+    assert results["embedding_gradient"] == ["IndexedSlices"]
+    assert results["embedding_shaped_ops"] == ["ReadVariableOp"]  # the lookup's read, no vocab x hidden buffer
+
+
+def test_accumulation_sums_the_embedding_gradient_in_a_dense_buffer(replica_results):
+    # What the test above would see if the step built a buffer (accumulation needs one: slices' rows differ).
+    results = replica_results["token-classification"]["mirrored_accumulated"]
+    assert results["embedding_gradient"] == ["IndexedSlices"]
+    assert "TensorScatterAdd" in results["embedding_shaped_ops"]
 
 
 @pytest.mark.parametrize("task", ["token-classification", "sequence-classification"])

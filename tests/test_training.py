@@ -14,7 +14,10 @@ from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.models import build_model
 from tfft.training import BestWeightsCheckpoint
-from tfft.training.trainer import fit_model, prepare_data, train, work_dir_of
+from tfft.run_dir import work_dir_of
+from tfft.training.data import prepare_data
+from tfft.training.fit import fit_model
+from tfft.training.trainer import train
 
 from conftest import SAMPLE_DATA
 
@@ -263,7 +266,7 @@ def write_config(config) -> str:
 
 def test_an_unfinished_run_resumes_only_with_the_same_options(ner_config, tmp_path):
     from tfft.errors import ConfigError
-    from tfft.training.trainer import claim_work_dir
+    from tfft.training.lifecycle import claim_work_dir
 
     work_dir = tmp_path / ".run.partial"
     claim_work_dir(work_dir, ner_config, overwrite=False)
@@ -283,7 +286,7 @@ def test_an_unfinished_run_resumes_only_with_the_same_options(ner_config, tmp_pa
 
 def test_two_processes_cannot_write_one_run_directory(tmp_path):
     from tfft.errors import ConfigError
-    from tfft.training.trainer import run_lock
+    from tfft.training.lifecycle import run_lock
 
     with run_lock(tmp_path / "run"):
         with pytest.raises(ConfigError, match=r"being written by another tfft process"):
@@ -295,7 +298,7 @@ def test_two_processes_cannot_write_one_run_directory(tmp_path):
 
 
 def test_history_is_read_by_epoch_when_a_resumed_epoch_was_logged_twice(tmp_path):
-    from tfft.training.trainer import read_history
+    from tfft.training.fit import read_history
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,val_f1\n0,1.0,0.1\n1,0.8,0.3\n1,0.7,0.4\n2,0.5,0.5\n")
@@ -350,7 +353,8 @@ def test_document_context_trains_evaluates_and_predicts_from_the_cli(tiny_model_
 
 
 def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(ner_config, capsys):
-    from tfft.training.trainer import create_model, prepare_data
+    from tfft.training.data import prepare_data
+    from tfft.training.model import create_model
 
     config = replace(ner_config, gradient_accumulation_steps=2)
     assert main(["train", "--config", write_config(config), "--no-tensorboard"]) == 0

@@ -8,42 +8,39 @@ import numpy as np
 import pytest
 
 from tfft.config import TrainConfig
-from tfft.distribution import is_chief, worker_index
+from tfft.distribution import Cluster
 
 from conftest import SAMPLE_DATA
 
 
-def fake_strategy(task_type, task_id, spec):
+def fake_cluster(task_type, task_id, spec):
     resolver = SimpleNamespace(task_type=task_type, task_id=task_id,
                                cluster_spec=lambda: SimpleNamespace(as_dict=lambda: spec))
-    return SimpleNamespace(cluster_resolver=resolver)
+    return Cluster(SimpleNamespace(cluster_resolver=resolver))
 
 
 def test_worker_index_numbers_the_chief_first_then_the_workers():
     with_chief = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
-    assert [worker_index(fake_strategy(t, i, with_chief)) for t, i in (("chief", 0), ("worker", 0), ("worker", 1))] \
+    assert [fake_cluster(t, i, with_chief).index for t, i in (("chief", 0), ("worker", 0), ("worker", 1))] \
         == [0, 1, 2]
     workers_only = {"worker": ["a:1", "b:1", "c:1"]}
-    assert [worker_index(fake_strategy("worker", i, workers_only)) for i in range(3)] == [0, 1, 2]
-    assert is_chief(fake_strategy("worker", 0, workers_only)) and not is_chief(fake_strategy("worker", 0, with_chief))
-    assert worker_index(SimpleNamespace()) == 0  # one process, no cluster
+    assert [fake_cluster("worker", i, workers_only).index for i in range(3)] == [0, 1, 2]
+    assert fake_cluster("worker", 0, workers_only).is_chief and not fake_cluster("worker", 0, with_chief).is_chief
+    assert fake_cluster("chief", 0, with_chief).workers == 3
+    assert Cluster(SimpleNamespace()).index == 0 and Cluster(SimpleNamespace()).is_chief  # one process, no cluster
 
 
 @pytest.fixture
 def as_second_worker(monkeypatch):
     """This process plays worker 1 of 2: not the chief, dropout seeded one further."""
-    import tfft.training.callbacks as callbacks
-    import tfft.training.trainer as trainer
-
-    monkeypatch.setattr(trainer, "is_chief", lambda strategy: False)
-    monkeypatch.setattr(trainer, "worker_index", lambda strategy: 1)
-    monkeypatch.setattr(callbacks, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(Cluster, "index", property(lambda self: 1))
 
 
 def test_another_worker_trains_without_scoring_checkpoints_or_logs_and_writes_nothing(
         as_second_worker, tiny_model_dir, tmp_path, monkeypatch):
     from tfft.training.callbacks import ValidationMetrics
-    from tfft.training.trainer import fit_model, prepare_data
+    from tfft.training.data import prepare_data
+    from tfft.training.fit import fit_model
 
     def never(self):
         raise AssertionError("a worker scored the validation set, whose result only the chief's counts")
@@ -56,10 +53,10 @@ def test_another_worker_trains_without_scoring_checkpoints_or_logs_and_writes_no
                          output_dir=str(tmp_path / "run"))
     data = prepare_data(config)
     seeds = []
-    import tfft.training.trainer as trainer
+    import tfft.training.fit as fit
 
-    real_seed = trainer.keras.utils.set_random_seed
-    monkeypatch.setattr(trainer.keras.utils, "set_random_seed", lambda seed: (seeds.append(seed), real_seed(seed)))
+    real_seed = fit.keras.utils.set_random_seed
+    monkeypatch.setattr(fit.keras.utils, "set_random_seed", lambda seed: (seeds.append(seed), real_seed(seed)))
     before = {name for name in os.listdir("/tmp") if name.startswith("tfft-worker-")}
     model, best_epoch, history = fit_model(config, data, None, backup_dir=tmp_path / "chief-backup")
     assert seeds == [config.seed, config.seed + 1]  # the same initial weights, its own dropout masks
@@ -71,7 +68,28 @@ def test_another_worker_trains_without_scoring_checkpoints_or_logs_and_writes_no
 
 
 def test_fit_model_refuses_a_chief_without_a_work_directory(tiny_model_dir, tmp_path):
-    from tfft.training.trainer import fit_model
+    from tfft.training.fit import fit_model
 
     with pytest.raises(ValueError, match="the chief of a run needs a work directory"):
         fit_model(TrainConfig(task="sequence-classification", train="x"), None, None)
+
+
+def test_a_worker_keeps_only_its_share_of_the_rows_and_what_every_worker_needs(tiny_model_dir):
+    from tfft.training.data import prepare_data
+
+    config = TrainConfig(task="sequence-classification", train=str(SAMPLE_DATA / "sentiment_train.tsv"),
+                         model=str(tiny_model_dir), batch_size=8, max_train_examples=25)
+    whole = prepare_data(config)
+    second = fake_cluster("worker", 1, {"worker": ["a:1", "b:1"]})
+    share = whole.worker_share(second)
+    assert share.share == (1, 2) and share.encoding.num_rows == 12
+    rows = [tuple(whole.encoding.take([i]).input_ids) for i in range(1, 25, 2)]
+    assert [tuple(share.encoding.take([i]).input_ids) for i in range(12)] == rows  # rows 1, 3, 5, ...
+    assert share.train_examples == whole.train_examples[1::2]
+    # Every worker computes the same bucket boundaries, steps per epoch, class weights and target scale.
+    assert np.array_equal(share.row_lengths, whole.encoding.row_lengths)
+    assert np.array_equal(share.targets, whole.targets) and len(share.targets) == 25
+    assert share.encoding.num_truncated == whole.encoding.num_truncated  # the run's count, not the share's
+    assert share.worker_share(second) is share
+    with pytest.raises(ValueError, match="cannot be shared again"):
+        share.worker_share(fake_cluster("worker", 0, {"worker": ["a:1", "b:1"]}))

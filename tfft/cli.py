@@ -268,7 +268,7 @@ def _export(args) -> int:
 
 
 def _tune(args) -> int:
-    from tfft.training.trainer import prepare_data
+    from tfft.training.data import prepare_data
     from tfft.tuning import search_space_from_args, tune
 
     config = config_from_args(args)

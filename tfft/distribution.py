@@ -2,16 +2,19 @@
 
 tfft scales with TensorFlow's own engines: the strategy is created once per process, before
 any model, and everything that creates variables (model, optimizer, metrics) is created in
-its scope. In a multi-worker cluster every worker runs the same command; only the chief
-writes the run directory, the others write to temporary directories they remove (the
-Keras multi-worker convention), and values that decide control flow (validation scores,
-hence early stopping) are taken from the chief so that all workers stop at the same epoch.
+its scope. A run builds one :class:`Cluster` around its strategy and passes it down. In a
+multi-worker cluster every worker runs the same command; only the chief writes the run
+directory, the others write nothing that outlives them, and values that decide control flow
+(validation scores, hence early stopping; the chief's refusal to start) are taken from the
+chief so that all workers stop together.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +22,7 @@ import numpy as np
 from tfft.backend import tf
 from tfft.config import STRATEGIES
 from tfft.errors import ConfigError
+from tfft.run_dir import BACKUP_SUBDIR, work_dir_of
 
 _created: Dict[Tuple, tf.distribute.Strategy] = {}
 
@@ -90,70 +94,105 @@ def check_tf_config() -> None:
         raise ConfigError(f"TF_CONFIG: task {task_type}:{index} is not in its cluster {workers}")
 
 
-def worker_count(strategy: tf.distribute.Strategy) -> int:
-    """The number of processes (input pipelines) that train together under ``strategy``."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
-        return 1
-    spec = resolver.cluster_spec().as_dict()
-    return max(1, len(spec.get("chief", [])) + len(spec.get("worker", [])))
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the run: the ``chief`` task, else worker 0 (Keras' convention)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or worker_count(strategy) == 1:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type in (None, "chief"):
-        return True
-    return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-
-
-def worker_index(strategy: tf.distribute.Strategy) -> int:
-    """This process's place among the cluster's workers: 0 for the chief (and a one-process run), then 1, 2, ...
-    in the order of the cluster spec's workers."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or worker_count(strategy) == 1 or resolver.task_type in (None, "chief"):
-        return 0
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return int(resolver.task_id) + int(has_chief)
-
-
-def chief_values(strategy: tf.distribute.Strategy, values: Sequence[float]) -> np.ndarray:
-    """The chief's ``values`` on every worker (a collective: every worker must call it, in the same order)."""
-    values = np.asarray(values, np.float64)
-    if worker_count(strategy) == 1:
-        return values
-    own = tf.constant(values)
-    per_replica = strategy.experimental_distribute_values_from_function(
-        lambda context: own if context.replica_id_in_sync_group == 0 else tf.zeros_like(own))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
-
-
 REASON_BYTES = 2048
 
 
-def broadcast_reason(strategy: tf.distribute.Strategy, reason: Optional[str]) -> Optional[str]:
-    """The chief's ``reason`` (None: no objection) on every worker; the others pass anything.
+@dataclass(frozen=True)
+class Cluster:
+    """The one place that knows where this process trains, built once per run and passed down.
 
-    A collective, so also a barrier. How the chief's refusal to start a run (a finished run,
-    a held lock, changed options) reaches the workers at once, instead of leaving them
-    waiting at a barrier the chief will never reach. Reasons longer than ``REASON_BYTES``
-    UTF-8 bytes are cut, ending in "...".
+    It holds the run's strategy and answers what the rest of tfft asks of a cluster: how many
+    replicas and workers there are, this process's role (the chief writes the run, every
+    worker trains), the collectives that keep the workers in step (a barrier, the chief's
+    values and decisions on every worker), and the paths each process writes and reads.
+    Collectives must be called by every worker, in the same order.
     """
-    data = (reason or "").encode("utf-8")
-    if len(data) > REASON_BYTES:
-        data = data[:REASON_BYTES - 3] + b"..."
-    values = np.zeros(REASON_BYTES + 1)
-    values[0] = reason is not None
-    values[1:1 + len(data)] = np.frombuffer(data, np.uint8)
-    received = chief_values(strategy, values)
-    if not received[0]:
-        return None
-    return bytes(received[1:].astype(np.uint8)).rstrip(b"\0").decode("utf-8", "ignore")
 
+    strategy: tf.distribute.Strategy
 
-def barrier(strategy: tf.distribute.Strategy) -> None:
-    """Wait until every worker has reached this point (no-op in one process)."""
-    chief_values(strategy, [0.0])
+    @classmethod
+    def create(cls, name: str = "auto", cluster_resolver: str = "tf-config", tpu: Optional[str] = None
+               ) -> "Cluster":
+        """The cluster of the strategy called ``name`` (see :func:`create_strategy`)."""
+        return cls(create_strategy(name, cluster_resolver, tpu))
+
+    @classmethod
+    def current(cls) -> "Cluster":
+        """The cluster of the strategy in scope (one device outside any scope): for the library's callers
+        that build models in a scope of their own."""
+        return cls(tf.distribute.get_strategy())
+
+    def scope(self):
+        """The strategy's scope, in which variables (model, optimizer, metrics) must be created."""
+        return self.strategy.scope()
+
+    @property
+    def replicas(self) -> int:
+        """Replicas that train together, over all workers."""
+        return self.strategy.num_replicas_in_sync
+
+    @property
+    def workers(self) -> int:
+        """The number of processes (input pipelines) that train together."""
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or isinstance(self.strategy, tf.distribute.TPUStrategy):
+            return 1
+        spec = resolver.cluster_spec().as_dict()
+        return max(1, len(spec.get("chief", [])) + len(spec.get("worker", [])))
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run: the ``chief`` task, else worker 0 (Keras' convention)."""
+        return self.index == 0
+
+    @property
+    def index(self) -> int:
+        """This process's place among the workers: 0 for the chief (and a one-process run), then 1, 2, ...
+        in the order of the cluster spec's workers (the order of ``InputContext.input_pipeline_id``)."""
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or self.workers == 1 or resolver.task_type in (None, "chief"):
+            return 0
+        has_chief = "chief" in resolver.cluster_spec().as_dict()
+        return int(resolver.task_id) + int(has_chief)
+
+    def work_dir(self, run_dir: Path) -> Optional[Path]:
+        """Where this process builds the run: the chief's hidden sibling of ``run_dir`` (see
+        :func:`tfft.run_dir.work_dir_of`); None on the other workers, which write nothing that outlives them."""
+        return work_dir_of(Path(run_dir)) if self.is_chief else None
+
+    def backup_dir(self, run_dir: Path) -> Path:
+        """The ``BackupAndRestore`` state every process resumes from: the chief's, which only it writes."""
+        return work_dir_of(Path(run_dir)) / BACKUP_SUBDIR
+
+    def chief_values(self, values: Sequence[float]) -> np.ndarray:
+        """The chief's ``values`` on every worker (a collective)."""
+        values = np.asarray(values, np.float64)
+        if self.workers == 1:
+            return values
+        own = tf.constant(values)
+        per_replica = self.strategy.experimental_distribute_values_from_function(
+            lambda context: own if context.replica_id_in_sync_group == 0 else tf.zeros_like(own))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+    def broadcast_reason(self, reason: Optional[str]) -> Optional[str]:
+        """The chief's ``reason`` (None: no objection) on every worker; the others pass anything.
+
+        A collective, so also a barrier. How the chief's refusal to start a run (a finished run,
+        a held lock, changed options) reaches the workers at once, instead of leaving them
+        waiting at a barrier the chief will never reach. Reasons longer than ``REASON_BYTES``
+        UTF-8 bytes are cut, ending in "...".
+        """
+        data = (reason or "").encode("utf-8")
+        if len(data) > REASON_BYTES:
+            data = data[:REASON_BYTES - 3] + b"..."
+        values = np.zeros(REASON_BYTES + 1)
+        values[0] = reason is not None
+        values[1:1 + len(data)] = np.frombuffer(data, np.uint8)
+        received = self.chief_values(values)
+        if not received[0]:
+            return None
+        return bytes(received[1:].astype(np.uint8)).rstrip(b"\0").decode("utf-8", "ignore")
+
+    def barrier(self) -> None:
+        """Wait until every worker has reached this point (no-op in one process)."""
+        self.chief_values([0.0])

@@ -276,14 +276,14 @@ def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,
     a one-process ``tf.distribute`` strategy (see ``tfft.distribution``) whose replicas share
     each prediction batch; evaluation is not spread over several processes.
     """
-    from tfft.distribution import create_strategy
+    from tfft.distribution import Cluster
     from tfft.models import label_map_of
     from tfft.run_dir import REPORTS_SUBDIR, load_run, read_config_examples
 
     if strategy == "multi-worker":
         raise ConfigError("tfft evaluate runs in one process: use --strategy mirrored (every local GPU) or tpu, "
                           "not multi-worker")
-    with create_strategy(strategy, tpu=tpu).scope():
+    with Cluster.create(strategy, tpu=tpu).scope():
         config, model, tokenizer = load_run(run_dir)
         if max_examples is None and config.validation and _same_file(data, config.validation):
             max_examples = config.max_validation_examples

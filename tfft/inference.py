@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from tfft.backend import tf
-from tfft.distribution import worker_count
+from tfft.distribution import Cluster
 from tfft.features import NO_WORD, Encoding
 from tfft.heads import logits_to_outputs
 from tfft.lean_bert import inference_logits
@@ -78,16 +78,16 @@ def row_probabilities(forward: Forward, encoding: Encoding, *, batch_size: int =
     return sorted_output[positions]
 
 
-def replicated(forward: Forward) -> Forward:
-    """``forward`` over a batch whose rows are shared out among the current strategy's replicas
-    (unchanged outside a one-process strategy with several replicas).
+def replicated(forward: Forward, cluster: Optional[Cluster] = None) -> Forward:
+    """``forward`` over a batch whose rows are shared out among the replicas of ``cluster`` (default:
+    the strategy in scope); unchanged outside a one-process strategy with several replicas.
 
     The batch is padded to a multiple of the replica count with copies of its last row, so
     every replica gets the same shape; the padding rows' outputs are dropped.
     """
-    strategy = tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if replicas == 1 or worker_count(strategy) > 1:
+    cluster = cluster or Cluster.current()
+    strategy, replicas = cluster.strategy, cluster.replicas
+    if replicas == 1 or cluster.workers > 1:
         return forward
 
     def run(features):
@@ -155,12 +155,13 @@ def word_probabilities(encoding: Encoding, token_probabilities: np.ndarray, word
 
 
 def predict_encoded(model, encoding: Encoding, *, words_per_example: Optional[List[int]] = None,
-                    batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False):
+                    batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False,
+                    cluster: Optional[Cluster] = None):
     """Class probabilities per example: a ``[words, classes]`` array per sentence for
     token tasks (``words_per_example`` required), one ``[examples, classes]`` array for
-    sequence tasks."""
-    return predict_with(replicated(forward_function(model, jit_compile)), encoding, words_per_example=words_per_example,
-                        batch_size=batch_size, pad_token_id=pad_token_id)
+    sequence tasks. ``cluster``: whose replicas share each batch (default: the strategy in scope)."""
+    return predict_with(replicated(forward_function(model, jit_compile), cluster), encoding,
+                        words_per_example=words_per_example, batch_size=batch_size, pad_token_id=pad_token_id)
 
 
 def predict_with(forward: Forward, encoding: Encoding, *, words_per_example: Optional[List[int]] = None,

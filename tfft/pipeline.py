@@ -133,9 +133,11 @@ def make_dataset(
 
 
 def worker_input_fn(
-    encoding: Encoding,
+    shard: Encoding,
     *,
+    all_row_lengths: np.ndarray,
     replicas: int,
+    worker: int,
     num_workers: int,
     batch_size: int,
     batch_tokens: Optional[int] = None,
@@ -143,15 +145,17 @@ def worker_input_fn(
     seed: Optional[int] = None,
     num_buckets: int = 8,
 ) -> Tuple[Callable[[tf.distribute.InputContext], tf.data.Dataset], int]:
-    """The training pipeline of :func:`make_dataset` for each worker of a strategy with ``replicas``
-    replicas over ``num_workers`` processes: ``(dataset_fn, steps per epoch)``, for
+    """The training pipeline of :func:`make_dataset` for worker ``worker`` of ``num_workers`` processes that
+    train with ``replicas`` replicas in all: ``(dataset_fn, steps per epoch)``, for
     ``strategy.distribute_datasets_from_function(dataset_fn)``.
 
+    ``shard``: this worker's rows, ``i, i + W, i + 2W, ...`` of the whole data for worker ``i`` of
+    ``W``; ``all_row_lengths``: the lengths of the whole data's rows, which every worker has, so
+    the bucket boundaries and the steps per epoch come out the same everywhere.
     ``batch_size`` (or ``batch_tokens``) is the **global** batch of one step: each replica
     gets ``batch_size / replicas`` rows.
 
-    Each worker builds its own pipeline, in its own process, from its own shard of the rows
-    (rows ``i, i + W, i + 2W, ...`` for worker ``i`` of ``W``), through
+    Each worker builds its own pipeline, in its own process, from its own shard, through
     ``distribute_datasets_from_function``. The corpus arrays are therefore never serialised
     into a graph: ``experimental_distribute_dataset`` would have to serialise the dataset
     (with the corpus inside it as constants) to shard it, which fails above protobuf's 2 GB
@@ -163,7 +167,10 @@ def worker_input_fn(
     weight is 0, so they change no update). An epoch is then one pass over every shard, with
     nothing of the next pass and no row seen twice.
     """
-    boundaries = fit_bucket_boundaries(encoding.row_lengths, num_buckets)
+    all_row_lengths = np.asarray(all_row_lengths)
+    if not np.array_equal(shard.row_lengths, all_row_lengths[worker::num_workers]):
+        raise ValueError(f"the shard given is not rows {worker}::{num_workers} of the data whose lengths are given")
+    boundaries = fit_bucket_boundaries(all_row_lengths, num_buckets)
     per_replica_rows = batch_size // replicas
     per_replica_tokens = None if batch_tokens is None else max(1, batch_tokens // replicas)
     batch_sizes = ([per_replica_rows] * len(boundaries) if per_replica_tokens is None
@@ -171,18 +178,19 @@ def worker_input_fn(
 
     replicas_per_worker = max(1, replicas // num_workers)
     # Worker i's rows are i, i + W, ...: its batch count needs only their lengths.
-    steps = max(-(-_count_bucketed_batches(encoding.row_lengths[i::num_workers], boundaries, batch_sizes)
+    steps = max(-(-_count_bucketed_batches(all_row_lengths[i::num_workers], boundaries, batch_sizes)
                   // replicas_per_worker) for i in range(num_workers))
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        rows = encoding.take(np.arange(context.input_pipeline_id, encoding.num_rows, context.num_input_pipelines))
+        if (context.input_pipeline_id, context.num_input_pipelines) != (worker, num_workers):
+            raise ValueError(f"worker {worker} of {num_workers} was asked for the pipeline "
+                             f"{context.input_pipeline_id} of {context.num_input_pipelines}")
         one_pass = make_dataset(
-            rows, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
-            shuffle=True, seed=None if seed is None else seed + context.input_pipeline_id,
-            bucket_boundaries=boundaries,
+            shard, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
+            shuffle=True, seed=None if seed is None else seed + worker, bucket_boundaries=boundaries,
         )
         missing = steps * replicas_per_worker - int(one_pass.cardinality())
-        filler = tf.data.Dataset.from_tensors(unlabelled_batch(encoding, boundaries[0], pad_token_id)).repeat(missing)
+        filler = tf.data.Dataset.from_tensors(unlabelled_batch(shard, boundaries[0], pad_token_id)).repeat(missing)
         return one_pass.concatenate(filler).repeat()
 
     return dataset_fn, steps

@@ -32,6 +32,11 @@ BACKUP_SUBDIR = "backup"
 EARLY_STOPPING_STATE = "early_stopping.json"
 
 
+def work_dir_of(run_dir: Path) -> Path:
+    """The hidden sibling a run is built in; a rerun of the same command resumes from it."""
+    return run_dir.parent / f".{run_dir.name}.partial"
+
+
 def load_run_config(run_dir: Union[str, Path]) -> TrainConfig:
     """Read a run directory's config, with a clear error when it is not a run."""
     path = Path(run_dir)

@@ -173,7 +173,7 @@ def _natural_rewrites() -> Tuple[Tuple[str, str], ...]:
         (f"([^ {b}{s}{e}.])\\.({after})", f"\\1{b}.\\2"),  # Paris.  (not an ellipsis)
     ]
     return (
-        (f"(\u2014|\u2015|--+|\\.\\.\\.+|\u2026)", f"{b}\\1{b}"),  # dashes and ellipses between words
+        ("(\u2014|\u2015|--+|\\.\\.\\.+|\u2026)", f"{b}\\1{b}"),  # dashes and ellipses between words
         (f"({before})['\u2019]((?:{'|'.join(_CLITICS)})(?:{after}))", f"\\1{k}\\2"),  # a lone 's stays whole
         (f"({before})({isolated}+)({inside})", f"\\1\\2{b}\\3"),  # (Reuters "Apple $5
         (f"([{_CURRENCY}])([0-9])", f"\\1{b}\\2"),  # C$100, US$5

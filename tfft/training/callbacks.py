@@ -16,9 +16,9 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from tfft.backend import keras, tf
+from tfft.backend import keras
 from tfft.data.labels import LabelMap
-from tfft.distribution import chief_values, is_chief
+from tfft.distribution import Cluster
 from tfft.files import atomic_write
 from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
@@ -37,13 +37,14 @@ class ValidationMetrics(keras.callbacks.Callback):
     classification: ``val_accuracy``, ``val_macro_f1``, ``val_macro_precision``,
     ``val_macro_recall`` and ``val_loss``. Long examples are scored over sliding
     windows, exactly as ``evaluate`` and ``predict`` do. Under a multi-worker strategy the
-    chief's scores are given to every worker (see :func:`tfft.distribution.chief_values`).
+    chief's scores are given to every worker (see :meth:`tfft.distribution.Cluster.chief_values`).
     """
 
     def __init__(self, encoding: Encoding, true_labels: Sequence, label_map: LabelMap, *,
                  batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False,
-                 names: Optional[Sequence[str]] = None):
+                 names: Optional[Sequence[str]] = None, cluster: Optional[Cluster] = None):
         super().__init__()
+        self._cluster = cluster
         # The scores' names (no "val_"), in the order the chief sends them: given, the other workers of a
         # cluster skip scoring, whose result they would throw away for the chief's.
         self.names = None if names is None else list(names)
@@ -83,6 +84,11 @@ class ValidationMetrics(keras.callbacks.Callback):
         metrics._encode, metrics._word_inputs, metrics._encoded_with = encode, word_inputs, word_inputs or WordInputs()
         return metrics
 
+    @property
+    def cluster(self) -> Cluster:
+        """The run's cluster, as given; else the strategy in scope when Keras calls the callback."""
+        return self._cluster or Cluster.current()
+
     def set_model(self, model) -> None:
         super().set_model(model)
         if self._encode is not None:
@@ -95,16 +101,15 @@ class ValidationMetrics(keras.callbacks.Callback):
         words_per_example = [len(t) for t in self.true_labels] if self.encoding.word_index is not None else None
         probabilities = predict_encoded(
             self.model, self.encoding, words_per_example=words_per_example, batch_size=self.batch_size,
-            pad_token_id=self.pad_token_id, jit_compile=self.jit_compile,
+            pad_token_id=self.pad_token_id, jit_compile=self.jit_compile, cluster=self.cluster,
         )
         return score_predictions(self.true_labels, probabilities, self.label_map)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        strategy = tf.distribute.get_strategy()
-        scores = self.score() if self.names is None or is_chief(strategy) else dict.fromkeys(self.names, 0.0)
+        scores = self.score() if self.names is None or self.cluster.is_chief else dict.fromkeys(self.names, 0.0)
         names = self.names or list(scores)
         # Every worker of a cluster takes the chief's figures, so they all stop at the same epoch.
-        self.last_scores = dict(zip(names, chief_values(strategy, [scores[name] for name in names])))
+        self.last_scores = dict(zip(names, self.cluster.chief_values([scores[name] for name in names])))
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in self.last_scores.items()})
 

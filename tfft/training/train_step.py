@@ -16,7 +16,9 @@ summed and the optimizer makes one update. The whole update happens inside the s
 conditional around it, which is what lets it run under a ``tf.distribute`` strategy (an
 optimizer update inside ``tf.cond`` cannot synchronise replicas). The embedding matrix keeps
 its sparse update: the summed gradient goes to the optimizer as ``IndexedSlices`` of the
-rows that the slices used.
+rows that the slices used. Without accumulation the tape's ``IndexedSlices`` go to the
+optimizer (and the replicas' all-reduce) as they are: no dense vocab x hidden buffer per
+replica per step.
 """
 
 from __future__ import annotations
@@ -69,31 +71,10 @@ class TokenWeightedTrainStep:
         rows = tf.shape(labels)[0]
         size = tf.maximum(-(-rows // self.micro_batches), 1)
         loss_sum, gradients = self._slice_gradients(features, labels, 0, size, scale)
-        # Known when tracing: which variables get sparse gradients, and which none (left alone, as Keras does).
-        kinds = [None if g is None else isinstance(g, tf.IndexedSlices) for g in gradients]
-        totals = [self._dense(g, v) for g, v in zip(gradients, self.variables) if g is not None]
-        touched = [self._rows(g, v) for g, v in zip(gradients, self.variables) if isinstance(g, tf.IndexedSlices)]
         if self.micro_batches > 1:
-            def body(start, loss_sum, totals, touched):
-                loss, gradients = self._slice_gradients(features, labels, start, size, scale)
-                present = [(g, v) for g, v, kind in zip(gradients, self.variables, kinds) if kind is not None]
-                totals = [t + self._dense(g, v) for t, (g, v) in zip(totals, present)]
-                sparse = [(g, v) for g, v in present if isinstance(g, tf.IndexedSlices)]
-                touched = [r | self._rows(g, v) for r, (g, v) in zip(touched, sparse)]
-                return start + size, loss_sum + loss, totals, touched
-
-            _, loss_sum, totals, touched = tf.while_loop(
-                lambda start, *_: start < rows, body, (size, loss_sum, totals, touched),
-                parallel_iterations=1)  # one slice's activations alive at a time
-        updates, totals, touched = [], iter(totals), iter(touched)
-        for variable, kind in zip(self.variables, kinds):
-            if kind is None:
-                continue
-            total = next(totals)
-            if kind:
-                used = tf.where(next(touched))[:, 0]
-                total = tf.IndexedSlices(tf.gather(total, used), used, tf.shape(total, out_type=tf.int64))
-            updates.append((total, variable))
+            loss_sum, gradients = self._accumulate(features, labels, size, scale, loss_sum, gradients)
+        # Variables with no gradient are left alone, as Keras does.
+        updates = [(g, v) for g, v in zip(gradients, self.variables) if g is not None]
         optimizer = self.model.optimizer
         if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
             unscaled = optimizer.get_unscaled_gradients([g for g, _ in updates])
@@ -101,6 +82,40 @@ class TokenWeightedTrainStep:
         optimizer.apply_gradients(updates)
         self.loss.update_state(loss_sum / tf.maximum(local_weight, 1.0), sample_weight=local_weight)
         return {"loss": self.loss.result()}
+
+    def _accumulate(self, features, labels, size, scale, loss_sum, gradients):
+        """Add the gradients of the slices after the first (``gradients``) in an in-graph loop.
+
+        A sparse gradient is summed in a dense buffer (plus a mask of the rows it touched), since
+        the slices' row sets differ and a loop carries fixed shapes; it leaves as ``IndexedSlices``
+        of the touched rows, so the optimizer still updates only those. Without accumulation no
+        buffer exists: the step hands the tape's ``IndexedSlices`` straight to the optimizer.
+        """
+        rows = tf.shape(labels)[0]
+        # Known when tracing: which variables get sparse gradients, and which none.
+        kinds = [None if g is None else isinstance(g, tf.IndexedSlices) for g in gradients]
+        totals = [self._dense(g, v) for g, v in zip(gradients, self.variables) if g is not None]
+        touched = [self._rows(g, v) for g, v in zip(gradients, self.variables) if isinstance(g, tf.IndexedSlices)]
+
+        def body(start, loss_sum, totals, touched):
+            loss, gradients = self._slice_gradients(features, labels, start, size, scale)
+            present = [(g, v) for g, v, kind in zip(gradients, self.variables, kinds) if kind is not None]
+            totals = [t + self._dense(g, v) for t, (g, v) in zip(totals, present)]
+            sparse = [(g, v) for g, v in present if isinstance(g, tf.IndexedSlices)]
+            touched = [r | self._rows(g, v) for r, (g, v) in zip(touched, sparse)]
+            return start + size, loss_sum + loss, totals, touched
+
+        _, loss_sum, totals, touched = tf.while_loop(
+            lambda start, *_: start < rows, body, (size, loss_sum, totals, touched),
+            parallel_iterations=1)  # one slice's activations alive at a time
+        summed, totals, touched = [], iter(totals), iter(touched)
+        for kind in kinds:
+            total = None if kind is None else next(totals)
+            if kind:
+                used = tf.where(next(touched))[:, 0]
+                total = tf.IndexedSlices(tf.gather(total, used), used, tf.shape(total, out_type=tf.int64))
+            summed.append(total)
+        return loss_sum, summed
 
     def _slice_gradients(self, features, labels, start, size, scale):
         """The summed loss of rows ``start:start+size`` and the gradients of that sum times ``scale``."""

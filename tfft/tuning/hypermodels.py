@@ -13,7 +13,8 @@ from typing import Optional
 import keras_tuner as kt
 
 from tfft.config import TrainConfig
-from tfft.training.trainer import PreparedData, create_model
+from tfft.training.data import PreparedData
+from tfft.training.model import create_model
 from tfft.tuning.options import SearchSpace
 
 

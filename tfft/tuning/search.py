@@ -3,7 +3,7 @@
     DIR/search/         KerasTuner's project (see tfft.tuning.tuner); rerunning resumes it
     DIR/trials.csv      every trial, best first (also .json, and .png plots)
     DIR/best/           the best trial as a ``tfft train`` run directory, written by
-                        ``trainer.write_run``, so ``tfft evaluate`` and ``tfft predict`` take it
+                        ``training.artifacts.write_run``, so ``tfft evaluate`` and ``tfft predict`` take it
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import List, Optional, Sequence
 import keras_tuner as kt
 
 from tfft.config import TrainConfig
-from tfft.distribution import create_strategy
-from tfft.training.trainer import (
-    PreparedData, TrainResult, encode_training_examples, fit_model, read_history, work_dir_of, write_run,
-)
+from tfft.distribution import Cluster
+from tfft.run_dir import work_dir_of
+from tfft.training.artifacts import TrainResult, write_run
+from tfft.training.data import PreparedData, encode_training_examples
+from tfft.training.fit import fit_model, read_history
 from tfft.tuning.distributed import CHIEF, DEFAULT_LEASE_SECONDS, refuse_workers, search_role
 from tfft.tuning.options import SearchSpace
 from tfft.tuning.results import SearchReport
@@ -75,7 +76,7 @@ def tune(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10, sp
 
 
 def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -> TrainResult:
-    """Write the best trial as a run directory with ``trainer.write_run``.
+    """Write the best trial as a run directory with :func:`tfft.training.artifacts.write_run`.
 
     By default that is the trial's own model (best-epoch weights) and history. With
     ``retrain_on_all`` its configuration is retrained on train+validation data (no
@@ -95,9 +96,9 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
         config = dataclasses.replace(config, validation=None)
         print(f"Retraining trial {trial.trial_id}'s configuration on {len(examples)} train+validation examples",
               flush=True)
-        with create_strategy(config.strategy, config.cluster_resolver, config.tpu).scope():  # the trials' strategy
-            model, best_epoch, history = fit_model(config, data, work_dir, backup=False,
-                                                   extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
+        model, best_epoch, history = fit_model(  # under the trials' strategy
+            config, data, work_dir, cluster=Cluster.create(config.strategy, config.cluster_resolver, config.tpu),
+            backup=False, extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
         return write_run(config, data, model, work_dir, best_epoch, history, started)
     shutil.copytree(tuner.fit_dir(trial.trial_id), work_dir)
     model = tuner.load_model(trial)

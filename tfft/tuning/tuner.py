@@ -3,7 +3,7 @@
 KerasTuner 1.4.8 works with Keras 3 and rejects the tf-keras models tfft trains, and its
 callbacks cannot be given to a tf-keras ``fit``. ``TfftTuner`` therefore overrides the
 extension points KerasTuner provides for custom training: ``run_trial`` fits with
-``trainer.fit_model`` (tfft's validation metrics, early stopping and best-epoch restore)
+``tfft.training.fit.fit_model`` (tfft's validation metrics, early stopping and best-epoch restore)
 and returns the best epoch's metrics; ``save_model``/``load_model`` keep each trial's best
 weights. Everything else (oracles, resuming a project, ``results_summary``,
 ``get_best_hyperparameters``, ``get_best_models``) is KerasTuner's own.
@@ -31,12 +31,13 @@ import keras_tuner as kt
 
 from tfft.backend import keras
 from tfft.config import TrainConfig
-from tfft.distribution import create_strategy
+from tfft.distribution import Cluster
 from tfft.errors import ConfigError
 from tfft.files import atomic_write, write_json
 from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.run_dir import BEST_WEIGHTS
-from tfft.training.trainer import PreparedData, fit_model, prepare_data, read_history
+from tfft.training.data import PreparedData, prepare_data
+from tfft.training.fit import fit_model, read_history
 from tfft.tuning.distributed import (
     CHIEF, DEFAULT_LEASE_SECONDS, WORKER, SearchStoppedError, TrialLease, lease_renewal, patient_client, search_role,
     serve_oracle,
@@ -208,10 +209,10 @@ class TfftTuner(kt.Tuner):
             keras.backend.clear_session()  # free the previous trial's graphs
             if self.role == WORKER:
                 print(f"{self.tuner_id}: running trial {trial.trial_id}", flush=True)
-            strategy = create_strategy(config.strategy, config.cluster_resolver, config.tpu)
-            with strategy.scope():
-                model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir,
-                                                       extra_callbacks=guard + copy.deepcopy(list(callbacks)) + segment)
+            model, best_epoch, history = fit_model(
+                config, self.hypermodel.data, fit_dir,
+                cluster=Cluster.create(config.strategy, config.cluster_resolver, config.tpu),
+                extra_callbacks=guard + copy.deepcopy(list(callbacks)) + segment)
             if lease is not None:
                 lease.check()
             self.save_model(trial.trial_id, model, step=best_epoch)

@@ -1,0 +1,78 @@
+"""What a finished run leaves: the model, tokenizer, config, labels, metrics, history and reports.
+
+Written into the work directory, which then replaces the run directory in one move.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from tfft.config import TrainConfig
+from tfft.evaluation import evaluate_examples, plot_training_curves
+from tfft.features import inference_length
+from tfft.files import replace_directory, write_json
+from tfft.lora import save_adapters
+from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE
+from tfft.training.callbacks import BestWeightsCheckpoint
+from tfft.training.data import PreparedData
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    best_epoch: Optional[int]
+    best_scores: Dict[str, float]
+    history: Dict[str, List[float]]
+    num_truncated: int
+    seconds: float
+
+
+def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, best_epoch: Optional[int],
+              history: Dict[str, List[float]], started: float) -> TrainResult:
+    """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory."""
+    best_scores = scores_of_epoch(history, best_epoch)
+    report = None
+    if data.validation_examples is not None:  # first: it tunes a multi-label model's thresholds, saved with it
+        report = evaluate_examples(
+            model, data.tokenizer, data.validation_examples, data.label_map,
+            max_length=inference_length(data.tokenizer, config.task, config.max_length),
+            stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+            word_inputs=config.word_inputs, tune_thresholds=True,
+        )
+    if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
+        save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
+    else:
+        model.save_pretrained(str(work_dir / MODEL_SUBDIR))
+    data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
+    config.save(work_dir / CONFIG_FILE)
+    write_json(work_dir / "labels.json", data.label_map.to_dict())
+    write_json(work_dir / "metrics.json", {
+        "best_epoch": None if best_epoch is None else best_epoch + 1,
+        "monitor": config.monitor_metric,
+        "best": best_scores,
+        "truncated_training_examples": data.encoding.num_truncated,
+    })
+    write_json(work_dir / "history.json", history)
+    plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
+    if report is not None:
+        report.write(work_dir / REPORTS_SUBDIR, "validation")
+        print(report.text, flush=True)
+    shutil.rmtree(work_dir / BACKUP_SUBDIR, ignore_errors=True)
+    BestWeightsCheckpoint.discard(work_dir / BEST_WEIGHTS)
+    (work_dir / RUN_KEY_FILE).unlink(missing_ok=True)
+    replace_directory(work_dir, config.run_dir)
+    return TrainResult(config.run_dir, best_epoch, best_scores, history, data.encoding.num_truncated,
+                       time.time() - started)
+
+
+def scores_of_epoch(history: Dict[str, List[float]], epoch: Optional[int]) -> Dict[str, float]:
+    """The validation scores of ``epoch`` (0-based) in ``history``; none without an epoch."""
+    if epoch is None:
+        return {}
+    return {k: v[epoch] for k, v in history.items() if k.startswith("val_") and len(v) > epoch}

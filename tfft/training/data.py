@@ -1,0 +1,159 @@
+"""Training data, read, checked and encoded once: what a fit (or every tuner trial) trains on.
+
+Everything here fails before anything is written: bad options, bad labels, a validation
+label never seen in training. Under a multi-worker cluster each process then keeps only its
+share of the encoded rows (:meth:`PreparedData.worker_share`), plus what must be the same
+everywhere: every row's length (bucket boundaries, steps per epoch) and the targets (a
+regression model's target scale, balanced class weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+import numpy as np
+
+from tfft.config import DEFAULT_MAX_LENGTH, VALIDATION_METRICS, TrainConfig
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
+from tfft.data.labels import LabelMap
+from tfft.data.tfds import default_text_keys
+from tfft.distribution import Cluster
+from tfft.errors import ConfigError
+from tfft.features import Encoding, encode_for_training, inference_length
+from tfft.lora import absolute_base_model
+from tfft.models import load_tokenizer, word_shapes_by_default
+from tfft.pipeline import make_dataset, worker_input_fn
+from tfft.run_dir import read_config_examples
+from tfft.training.callbacks import ValidationMetrics
+from tfft.training.losses import class_weights
+
+
+@dataclass
+class PreparedData:
+    """Everything read and encoded from the data once, reusable across fits (and tuner trials).
+
+    ``encoding`` and ``train_examples``: this process's rows, ``share`` = ``(i, W)``: rows ``i, i + W,
+    ...`` (all of them, ``(0, 1)``, except on a worker of a multi-worker cluster). ``row_lengths`` and
+    ``targets``: those of every training row.
+    """
+
+    tokenizer: object
+    label_map: LabelMap
+    train_examples: list
+    validation_examples: Optional[list]
+    encoding: Encoding
+    row_lengths: Optional[np.ndarray] = None
+    targets: Optional[np.ndarray] = None
+    share: Tuple[int, int] = (0, 1)
+
+    def __post_init__(self):
+        if self.row_lengths is None:
+            self.row_lengths = self.encoding.row_lengths
+        if self.targets is None and self.encoding.word_index is None:
+            # A sequence task's training targets, one per example (see tfft.features.text_targets).
+            self.targets = self.encoding.labels
+
+    def worker_share(self, cluster: Cluster) -> "PreparedData":
+        """This worker's rows of a multi-worker cluster: rows ``i, i + W, ...`` for worker ``i`` of ``W``
+        (all of them outside one). The rest can then be freed: only the share is trained on here."""
+        share = (cluster.index, cluster.workers)
+        if share == self.share:
+            return self
+        if self.share != (0, 1):
+            raise ValueError(f"data shared out as rows {self.share[0]}::{self.share[1]} cannot be shared again")
+        encoding = self.encoding.take(np.arange(cluster.index, self.encoding.num_rows, cluster.workers))
+        return replace(self, encoding=encoding, train_examples=[self.train_examples[i] for i in encoding.example_index],
+                       row_lengths=self.row_lengths, targets=self.targets, share=share)
+
+    def train_dataset(self, config: TrainConfig, cluster: Optional[Cluster] = None):
+        """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of ``cluster``
+        (default: the strategy in scope), whose steps each take ``gradient_accumulation_steps`` batches of
+        ``config.batch_size`` (the global batch, split among the replicas)."""
+        cluster = cluster or Cluster.current()
+        micro_batches = config.gradient_accumulation_steps
+        options = dict(batch_size=config.batch_size * micro_batches, pad_token_id=self.tokenizer.pad_token_id,
+                       seed=config.seed, num_buckets=config.num_buckets,
+                       batch_tokens=config.batch_tokens and config.batch_tokens * micro_batches)
+        if cluster.replicas == 1:
+            dataset = make_dataset(self.encoding, shuffle=True, **options)
+            return dataset, int(dataset.cardinality())
+        config.check_replica_split(cluster.replicas)  # a tuner trial's batch size reaches here unchecked
+        dataset_fn, steps = worker_input_fn(self.worker_share(cluster).encoding, all_row_lengths=self.row_lengths,
+                                            replicas=cluster.replicas, worker=cluster.index,
+                                            num_workers=cluster.workers, **options)
+        return cluster.strategy.distribute_datasets_from_function(dataset_fn), steps
+
+    def validation_metrics(self, config: TrainConfig, cluster: Optional[Cluster] = None
+                           ) -> Optional[ValidationMetrics]:
+        if self.validation_examples is None:
+            return None
+        return ValidationMetrics.from_examples(
+            self.tokenizer, self.validation_examples, self.label_map,
+            max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride,
+            batch_size=config.eval_batch_size, jit_compile=config.xla, word_inputs=config.word_inputs,
+            names=[name[len("val_"):] for name in VALIDATION_METRICS[config.task]], cluster=cluster,
+        )
+
+
+def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> PreparedData:
+    """Read, check and encode the data of ``config``, to be trained by ``replicas`` replicas
+    (default: those of the strategy in scope); fails before anything is written."""
+    config.validate()
+    replicas = replicas or Cluster.current().replicas
+    tokenizer = load_tokenizer(config.model)
+    window = inference_length(tokenizer)
+    if config.max_length > window:
+        if config.max_length != DEFAULT_MAX_LENGTH:
+            raise ConfigError(f"The 'max_length' option must be at most {window} for this model, whose inputs hold "
+                              f"at most {window} tokens (its position window). Got {config.max_length!r} instead.")
+        config.max_length = window  # the default, for a model with a shorter window (recorded in config.yaml)
+    if config.task == TOKEN_CLASSIFICATION and not config.stride < window - 3:
+        raise ConfigError(f"The 'stride' option must be below {window - 3} for this model, whose windows hold "
+                          f"{window} tokens. Got {config.stride!r} instead.")
+    if config.lora_rank:  # the run loads its base again, from wherever it is used
+        config.model = absolute_base_model(config.model)
+    if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
+        config.word_shapes = word_shapes_by_default(config.model, tokenizer)
+    train_examples = read_config_examples(config, config.train, config.max_train_examples)
+    if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
+        # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
+        config.text_pair_column = default_text_keys(config.train, config.tfds_data_dir)[1]
+    for choice in config.resolve_schedule(len(train_examples), replicas):
+        print(f"Chose {choice}", flush=True)
+    config.check_replica_split(replicas)
+    label_map = label_map_for(config, train_examples)
+    validation_examples = None
+    if config.validation:
+        validation_examples = read_config_examples(config, config.validation, config.max_validation_examples)
+        label_map.check(validation_examples)
+    data = PreparedData(tokenizer, label_map, train_examples, validation_examples,
+                        encode_training_examples(config, tokenizer, train_examples, label_map))
+    if data.targets is not None and data.targets.dtype == np.int32:  # sequence classification: class ids
+        counts = np.bincount(data.targets, minlength=len(label_map))
+        chosen = config.choose_monitor(dict(zip(label_map.labels, counts.tolist())))
+        if chosen:
+            print(f"Chose {chosen}", flush=True)
+    weights = class_weights(config, label_map, data.targets)
+    if weights is not None:
+        kind = "positive weights" if config.task == MULTI_LABEL_CLASSIFICATION else "class weights"
+        print(f"Loss {kind}: " + ", ".join(f"{label}={w:.3g}" for label, w in zip(label_map.labels, weights)),
+              flush=True)
+    return data
+
+
+def label_map_for(config: TrainConfig, train_examples: list) -> LabelMap:
+    """The labels a model for ``config`` gets from its training examples."""
+    if config.task == TOKEN_CLASSIFICATION:
+        return LabelMap.from_token_examples(train_examples)
+    if config.task == MULTI_LABEL_CLASSIFICATION:
+        return LabelMap.from_label_sets(train_examples, config.label_column_list)
+    if config.task == REGRESSION:
+        return LabelMap.for_target(config.label_column)
+    return LabelMap.from_text_examples(train_examples)
+
+
+def encode_training_examples(config: TrainConfig, tokenizer, examples, label_map: LabelMap) -> Encoding:
+    """``encode_for_training`` with the options of ``config``."""
+    return encode_for_training(tokenizer, examples, label_map, config.max_length, config.label_all_subwords,
+                               word_inputs=config.word_inputs)
