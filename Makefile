@@ -32,12 +32,16 @@ demo: setup
 	$(TFFT) predict --saved-model $$(ls -d saved_models/demo-ner/* | sort -t/ -k3 -n | tail -1) \
 		--input examples/data/ner_predict.txt
 
+# Test files run in parallel, one per core (at most 4 processes: each holds a TensorFlow); a file's tests
+# stay in one process, so its module fixtures (trained runs, exports) are made once.
+PYTEST := $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # Also the tests marked slow (deselected by setup.cfg's addopts): real processes killed and stopped.
 test-all: setup
-	$(PY) -m pytest -q -m ""
+	$(PYTEST) -m ""
 
 # The README's and guides' <!-- docs-check --> snippets and the links between them (also part of `make test`).
 docs-check: setup

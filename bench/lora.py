@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from tfft.backend import keras  # noqa: E402
 from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
+from tfft.distribution import Cluster  # noqa: E402
 from tfft.lora import ADAPTERS_FILE, save_adapters, trainable_count  # noqa: E402
 from tfft.models import load_tokenizer  # noqa: E402
 from tfft.training.data import PreparedData, encode_training_examples  # noqa: E402
@@ -57,7 +58,7 @@ def measure(name: str, rank: int, args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(config.model)
     data = PreparedData(tokenizer, labels, examples, None, encode_training_examples(config, tokenizer, examples, labels))
     keras.utils.set_random_seed(0)
-    dataset, steps_per_epoch = data.train_dataset(config)
+    dataset, steps_per_epoch = data.train_dataset(config, Cluster.current())
     model = create_model(config, labels, steps_per_epoch)
     rows_per_step = data.encoding.num_rows / steps_per_epoch
 

@@ -112,13 +112,14 @@ def test_with_dropout_the_gradient_is_that_of_the_forward_pass():
 def test_a_model_trained_with_checkpointing_saves_weights_a_plain_model_loads(tiny_model_dir, tmp_path):
     """Also with gradient accumulation, whose train step calls the checkpointed layers the same way."""
     from tfft.training.data import prepare_data
+    from tfft.distribution import Cluster
     from tfft.training.fit import fit_model
 
     config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
                          model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), epochs=1, batch_size=16,
                          max_train_examples=32, learning_rate=1e-3, tensorboard=False, gradient_checkpointing=True,
                          gradient_accumulation_steps=2)
-    model, _, history = fit_model(config, prepare_data(config), tmp_path / "work", backup=False)
+    model, _, history = fit_model(config, prepare_data(config), tmp_path / "work", cluster=Cluster.current(), backup=False)
     assert np.isfinite(history["loss"][0]) and int(model.optimizer.iterations) == 1  # 2 batches, 1 update
     model.save_pretrained(str(tmp_path / "saved"))
     plain = load_trained_model(config.task, tmp_path / "saved")

@@ -91,12 +91,13 @@ def lora_config(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("options", [dict(), dict(precision="bf16", gradient_accumulation_steps=2),
                                      dict(gradient_checkpointing=True)])
 def test_a_training_step_moves_adapters_and_head_and_nothing_frozen(lora_config, options):
+    from tfft.distribution import Cluster
     from tfft.training.data import prepare_data
     from tfft.training.model import create_model
 
     config = TrainConfig(**{**lora_config.to_dict(), **options})
     data = prepare_data(config)
-    dataset, steps_per_epoch = data.train_dataset(config)
+    dataset, steps_per_epoch = data.train_dataset(config, Cluster.current())
     model = create_model(config, data.label_map, steps_per_epoch)
     frozen = [v.numpy().copy() for v in model.non_trainable_variables]
     trained = [v.numpy().copy() for v in model.trainable_variables]

@@ -153,6 +153,7 @@ def test_token_budget_batches_accumulate_to_the_update_of_one_batch(tiny_tokeniz
     """--batch-tokens with --gradient-accumulation-steps: a step holds K token budgets of rows,
     straight from the training pipeline, and weighs every labelled token alike."""
     from tfft.data import read_conll
+    from tfft.distribution import Cluster
     from tfft.training.data import PreparedData, encode_training_examples
 
     examples = read_conll(SAMPLE_DATA / "ner_train.txt")[:48]
@@ -162,8 +163,8 @@ def test_token_budget_batches_accumulate_to_the_update_of_one_batch(tiny_tokeniz
     data = PreparedData(tiny_tokenizer, labels, examples, None,
                         encode_training_examples(config, tiny_tokenizer, examples, labels))
     accumulated = replace(config, gradient_accumulation_steps=2)
-    single_steps = data.train_dataset(config)[1]
-    dataset, steps = data.train_dataset(accumulated)
+    single_steps = data.train_dataset(config, Cluster.current())[1]
+    dataset, steps = data.train_dataset(accumulated, Cluster.current())
     assert steps < single_steps
     features, targets = next(iter(dataset))
     assert int(tf.size(features["input_ids"])) <= 2 * 96 and int(features["input_ids"].shape[0]) > 1
@@ -195,10 +196,15 @@ from tfft.training import compile_model
 def spy_on_embedding_gradient(model, embedding):
     # When the step is traced: the kind of gradient the optimizer gets for the embedding matrix,
     # and which ops of the step's graph make a tensor of that matrix's shape (a dense buffer).
+    # When it runs: the sparse gradient holds each row once (the replicas' all-reduce gathers them all).
     seen, apply = {}, model.optimizer.apply_gradients
     def apply_gradients(grads_and_vars, *args, **kwargs):
         grads_and_vars = list(grads_and_vars)
         seen["embedding_gradient"] = [type(g).__name__ for g, v in grads_and_vars if v is embedding]
+        for g, v in grads_and_vars:
+            if v is embedding and isinstance(g, tf.IndexedSlices):
+                tf.debugging.assert_equal(tf.size(tf.unique(g.indices)[0]), tf.size(g.indices),
+                                          message="the embedding gradient repeats rows")
         graph = tf.compat.v1.get_default_graph()
         seen["embedding_shaped_ops"] = sorted({op.type for op in graph.get_operations() for t in op.outputs
                                                if t.shape.rank == 2 and t.shape.as_list() == embedding.shape})
@@ -236,6 +242,16 @@ for task in ("token-classification", "sequence-classification"):
                 adamw.fit(tf.data.Dataset.from_tensors((features, labels)), epochs=1, verbose=0)
             results[name].update(seen)
             results[name]["unused_rows_changed"] = bool(np.any(adamw.get_weights()[embedding][unused] != before))
+    if task == "token-classification":  # float16: the replicas' sparse gradients are unscaled too
+        from tfft.models import precision_scope
+        fp16 = replace(config, precision="fp16")
+        with precision_scope("fp16"):
+            one_fp16, _ = sgd_step(tiny_model(task), fp16, features, labels)
+            with strategy.scope():
+                scaled = tiny_model(task)
+                updates, _ = sgd_step(scaled, fp16, features, labels)
+        results["mirrored_fp16"] = {"gradient_difference": update_difference(one_fp16, updates),
+                                    "loss_scale": float(scaled.optimizer.loss_scale)}
     # Prediction under the strategy shares each batch (5 rows: padded to 6) among the replicas.
     from tfft.features import Encoding
     from tfft.inference import forward_function, replicated, row_probabilities
@@ -277,6 +293,12 @@ def test_two_replicas_give_the_gradient_and_log_the_loss_of_one_device(replica_r
 @pytest.mark.parametrize("variant", ["mirrored", "mirrored_accumulated"])
 def test_two_replicas_update_only_the_embedding_rows_they_used(replica_results, variant):
     assert not replica_results["token-classification"][variant]["unused_rows_changed"]
+
+
+def test_two_replicas_in_float16_apply_the_unscaled_gradient_of_one_device(replica_results):
+    results = replica_results["token-classification"]["mirrored_fp16"]
+    assert results["loss_scale"] == 2.0 ** 15  # finite gradients: applied, scale kept
+    assert results["gradient_difference"] < 1e-2  # float16 activations; a scaled update is 2**15 times off
 
 
 def test_two_replicas_hand_the_sparse_embedding_gradient_to_the_optimizer_without_a_dense_buffer(replica_results):

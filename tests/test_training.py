@@ -14,6 +14,7 @@ from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
 from tfft.models import build_model
 from tfft.training import BestWeightsCheckpoint
+from tfft.distribution import Cluster
 from tfft.run_dir import work_dir_of
 from tfft.training.data import prepare_data
 from tfft.training.fit import fit_model
@@ -139,9 +140,9 @@ def interrupted_and_resumed(config, data, work_dir, at: int):
     """Fit until epoch ``at`` begins, interrupt, fit again: the epochs the resumed fit ran, its best
     epoch and its history."""
     with pytest.raises(KeyboardInterrupt):
-        fit_model(config, data, work_dir, extra_callbacks=[InterruptAt(at)])
+        fit_model(config, data, work_dir, cluster=Cluster.current(), extra_callbacks=[InterruptAt(at)])
     recorder = EpochRecorder()
-    _, best_epoch, history = fit_model(config, data, work_dir, extra_callbacks=[recorder])
+    _, best_epoch, history = fit_model(config, data, work_dir, cluster=Cluster.current(), extra_callbacks=[recorder])
     return recorder.epochs, best_epoch, history
 
 
@@ -362,10 +363,10 @@ def test_gradient_accumulation_trains_from_the_cli_with_the_schedule_in_updates(
     assert len(history["val_f1"]) == 2 and all(0 <= f <= 1 for f in history["val_f1"])
     # A step takes 2 micro-batches of 16 (the same length bucket); the schedule counts those steps.
     data = prepare_data(replace(config))
-    dataset, steps = data.train_dataset(config)
+    dataset, steps = data.train_dataset(config, Cluster.current())
     rows = [int(features["input_ids"].shape[0]) for features, _ in dataset]
     assert len(rows) == steps and max(rows) == 32 and sum(rows) == 64
-    assert steps < data.train_dataset(replace(config, gradient_accumulation_steps=1))[1]
+    assert steps < data.train_dataset(replace(config, gradient_accumulation_steps=1), Cluster.current())[1]
     schedule = create_model(config, data.label_map, steps).optimizer.get_config()["learning_rate"]["config"]
     assert schedule["total_steps"] == steps * config.epochs
 
@@ -398,7 +399,7 @@ def test_a_resumed_fit_stops_early_at_the_epoch_of_an_uninterrupted_one(ner_conf
     scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.58, 0.59, 0.9])
     config = replace(ner_config, epochs=6, patience=2)
     data = prepare_data(config)
-    _, whole_best, whole = fit_model(config, data, tmp_path / "whole")
+    _, whole_best, whole = fit_model(config, data, tmp_path / "whole", cluster=Cluster.current())
     assert len(whole["val_f1"]) == 4
     resumed_epochs, best_epoch, history = interrupted_and_resumed(config, data, tmp_path / "work", 3)
     assert resumed_epochs == [3]

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import ContextManager, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class Cluster:
         that build models in a scope of their own."""
         return cls(tf.distribute.get_strategy())
 
-    def scope(self):
+    def scope(self) -> ContextManager[tf.distribute.Strategy]:
         """The strategy's scope, in which variables (model, optimizer, metrics) must be created."""
         return self.strategy.scope()
 

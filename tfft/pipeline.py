@@ -183,8 +183,10 @@ def worker_input_fn(
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         if (context.input_pipeline_id, context.num_input_pipelines) != (worker, num_workers):
-            raise ValueError(f"worker {worker} of {num_workers} was asked for the pipeline "
-                             f"{context.input_pipeline_id} of {context.num_input_pipelines}")
+            # Not a cluster of tfft's workers: a TPU with several hosts (one pipeline per host) is one.
+            raise ValueError(f"worker {worker} of {num_workers} holds the rows of input pipeline {worker}, but the "
+                             f"strategy asked it for pipeline {context.input_pipeline_id} of "
+                             f"{context.num_input_pipelines} (a TPU with several hosts is not supported)")
         one_pass = make_dataset(
             shard, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
             shuffle=True, seed=None if seed is None else seed + worker, bucket_boundaries=boundaries,

@@ -18,12 +18,15 @@ from typing import Optional, Union
 from tfft.config import DEFAULT_LABEL_SEPARATOR, TrainConfig
 from tfft.data import TOKEN_CLASSIFICATION, read_examples
 from tfft.errors import ModelLoadError
-from tfft.lora import LoraSettings, load_adapted_model
-from tfft.models import load_tokenizer, load_trained_model, precision_scope
 
 MODEL_SUBDIR = "model"
 CONFIG_FILE = "config.yaml"
+LABELS_FILE = "labels.json"
+HISTORY_FILE = "history.json"
+HISTORY_CSV = "history.csv"
+METRICS_FILE = "metrics.json"
 REPORTS_SUBDIR = "reports"
+LOGS_SUBDIR = "logs"
 # Kept in the hidden work directory while a run trains, removed before it becomes the run directory.
 BEST_WEIGHTS = "best_weights.h5"
 RUN_KEY_FILE = "run_key.json"
@@ -67,6 +70,10 @@ def read_config_examples(config: TrainConfig, path: str, limit: Optional[int] = 
 def load_run(run_dir: Union[str, Path], precision: Optional[str] = None):
     """Return ``(config, model, tokenizer)`` of a finished run, the model built in
     ``precision`` (default: the precision the run was trained in)."""
+    # Imported here: the layout above is read by modules below the model code (tfft.distribution).
+    from tfft.lora import LoraSettings, load_adapted_model
+    from tfft.models import load_tokenizer, load_trained_model, precision_scope
+
     config = load_run_config(run_dir)
     model_dir = Path(run_dir) / MODEL_SUBDIR
     lora = LoraSettings.of(config)

@@ -60,6 +60,7 @@ from tfft.features import inference_length
 from tfft.heads import TARGET_SCALE, logits_to_outputs, thresholds_of
 from tfft.lean_bert import inference_logits
 from tfft.lora import merge_adapters
+from tfft.run_dir import METRICS_FILE, MODEL_SUBDIR, load_run, load_run_config
 from tfft.words import NATURAL, WHITESPACE
 from tfft.files import atomic_directory
 
@@ -313,7 +314,6 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     AMX, more sentences per second in batches, slower for a single sentence (docs/results.md).
     """
     from tfft.models import label_map_of
-    from tfft.run_dir import MODEL_SUBDIR, load_run, load_run_config
 
     if precision not in EXPORT_PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(EXPORT_PRECISIONS)} for an export; got {precision!r}")
@@ -373,7 +373,7 @@ def model_card(run_dir: Union[str, Path], config, tokenizer, labels: Sequence[st
                model_config) -> Dict[str, object]:
     """What every export records about the model it holds (the SavedModel's and the TFLite assets' card),
     ``model_config`` being the model's (a multi-label model's thresholds, a regression model's target scale)."""
-    metrics_path = Path(run_dir) / "metrics.json"
+    metrics_path = Path(run_dir) / METRICS_FILE
     head = {}
     if config.task == MULTI_LABEL_CLASSIFICATION:
         head["thresholds"] = dict(zip(labels, thresholds_of(model_config, len(labels))))

@@ -16,7 +16,10 @@ from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import inference_length
 from tfft.files import replace_directory, write_json
 from tfft.lora import save_adapters
-from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, MODEL_SUBDIR, REPORTS_SUBDIR, RUN_KEY_FILE
+from tfft.run_dir import (
+    BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_SUBDIR, REPORTS_SUBDIR,
+    RUN_KEY_FILE,
+)
 from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.training.data import PreparedData
 
@@ -51,14 +54,14 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         model.save_pretrained(str(work_dir / MODEL_SUBDIR))
     data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
     config.save(work_dir / CONFIG_FILE)
-    write_json(work_dir / "labels.json", data.label_map.to_dict())
-    write_json(work_dir / "metrics.json", {
+    write_json(work_dir / LABELS_FILE, data.label_map.to_dict())
+    write_json(work_dir / METRICS_FILE, {
         "best_epoch": None if best_epoch is None else best_epoch + 1,
         "monitor": config.monitor_metric,
         "best": best_scores,
         "truncated_training_examples": data.encoding.num_truncated,
     })
-    write_json(work_dir / "history.json", history)
+    write_json(work_dir / HISTORY_FILE, history)
     plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
     if report is not None:
         report.write(work_dir / REPORTS_SUBDIR, "validation")

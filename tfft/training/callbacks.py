@@ -40,13 +40,13 @@ class ValidationMetrics(keras.callbacks.Callback):
     chief's scores are given to every worker (see :meth:`tfft.distribution.Cluster.chief_values`).
     """
 
-    def __init__(self, encoding: Encoding, true_labels: Sequence, label_map: LabelMap, *,
+    def __init__(self, encoding: Optional[Encoding], true_labels: Sequence, label_map: LabelMap, *,
                  batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False,
                  names: Optional[Sequence[str]] = None, cluster: Optional[Cluster] = None):
         super().__init__()
         self._cluster = cluster
         # The scores' names (no "val_"), in the order the chief sends them: given, the other workers of a
-        # cluster skip scoring, whose result they would throw away for the chief's.
+        # cluster skip scoring, whose result they would throw away for the chief's (and need no encoding).
         self.names = None if names is None else list(names)
         self.encoding = encoding
         self.true_labels = list(true_labels)

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from tfft.backend import tf
 from tfft.config import DEFAULT_MAX_LENGTH, VALIDATION_METRICS, TrainConfig
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
@@ -63,14 +64,15 @@ class PreparedData:
         if self.share != (0, 1):
             raise ValueError(f"data shared out as rows {self.share[0]}::{self.share[1]} cannot be shared again")
         encoding = self.encoding.take(np.arange(cluster.index, self.encoding.num_rows, cluster.workers))
-        return replace(self, encoding=encoding, train_examples=[self.train_examples[i] for i in encoding.example_index],
-                       row_lengths=self.row_lengths, targets=self.targets, share=share)
+        examples = [self.train_examples[i] for i in encoding.example_index]
+        encoding = replace(encoding, example_index=np.arange(len(examples)))  # rows of the share's examples
+        return replace(self, encoding=encoding, train_examples=examples, row_lengths=self.row_lengths,
+                       targets=self.targets, share=share)
 
-    def train_dataset(self, config: TrainConfig, cluster: Optional[Cluster] = None):
-        """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of ``cluster``
-        (default: the strategy in scope), whose steps each take ``gradient_accumulation_steps`` batches of
-        ``config.batch_size`` (the global batch, split among the replicas)."""
-        cluster = cluster or Cluster.current()
+    def train_dataset(self, config: TrainConfig, cluster: Cluster) -> Tuple[tf.data.Dataset, int]:
+        """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of ``cluster``,
+        whose steps each take ``gradient_accumulation_steps`` batches of ``config.batch_size`` (the global
+        batch, split among the replicas)."""
         micro_batches = config.gradient_accumulation_steps
         options = dict(batch_size=config.batch_size * micro_batches, pad_token_id=self.tokenizer.pad_token_id,
                        seed=config.seed, num_buckets=config.num_buckets,
@@ -84,15 +86,22 @@ class PreparedData:
                                             num_workers=cluster.workers, **options)
         return cluster.strategy.distribute_datasets_from_function(dataset_fn), steps
 
-    def validation_metrics(self, config: TrainConfig, cluster: Optional[Cluster] = None
-                           ) -> Optional[ValidationMetrics]:
+    def validation_metrics(self, config: TrainConfig, cluster: Cluster) -> Optional[ValidationMetrics]:
+        """The callback that adds the validation scores to each epoch's logs (None without validation data).
+
+        The chief encodes the validation set once and scores it; the other workers of a cluster, which
+        take the chief's scores, get a callback that knows only the scores' names and encodes nothing.
+        """
         if self.validation_examples is None:
             return None
+        names = [name[len("val_"):] for name in VALIDATION_METRICS[config.task]]
+        if not cluster.is_chief:
+            return ValidationMetrics(None, [], self.label_map, names=names, cluster=cluster)
         return ValidationMetrics.from_examples(
             self.tokenizer, self.validation_examples, self.label_map,
             max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride,
             batch_size=config.eval_batch_size, jit_compile=config.xla, word_inputs=config.word_inputs,
-            names=[name[len("val_"):] for name in VALIDATION_METRICS[config.task]], cluster=cluster,
+            names=names, cluster=cluster,
         )
 
 

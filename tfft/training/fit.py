@@ -9,28 +9,28 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfft.backend import keras
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
-from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, EARLY_STOPPING_STATE
+from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, EARLY_STOPPING_STATE, HISTORY_CSV, LOGS_SUBDIR
 from tfft.training.callbacks import BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog
 from tfft.training.data import PreparedData
 from tfft.training.model import create_model
 
 
-def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path], *, backup_dir: Optional[Path] = None,
-              cluster: Optional[Cluster] = None, backup: bool = True, extra_callbacks: Sequence = ()):
+def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path], *, cluster: Cluster,
+              backup_dir: Optional[Path] = None, backup: bool = True, extra_callbacks: Sequence = ()
+              ) -> Tuple[keras.Model, Optional[int], Dict[str, List[float]]]:
     """Seed, build, ``model.fit`` with tfft's callbacks, and restore the best epoch's weights.
 
     ``work_dir`` receives the best checkpoint, ``history.csv``, TensorBoard logs and
     (with ``backup``) the ``BackupAndRestore`` state that lets a rerun resume, in
     ``backup_dir`` (default: ``work_dir/backup``; the chief's, on the other workers of a cluster).
-    Runs in ``cluster``'s strategy (default: the strategy in scope).
-    Returns ``(model, best_epoch or None, history)``.
+    Runs in ``cluster``'s strategy. Returns ``(model, best_epoch or None, history)``.
 
     The other workers of a cluster (``work_dir`` None) write nothing of their own: they skip the
     validation scoring (they take the chief's scores), the best checkpoint, the CSV and TensorBoard
@@ -38,7 +38,6 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     returns. Every worker draws its own dropout masks (the seed is offset by the worker's index
     once the model's initial weights, which the strategy takes from the chief, are built).
     """
-    cluster = cluster or Cluster.current()
     writer = work_dir is not None
     if not writer and cluster.is_chief:
         raise ValueError("the chief of a run needs a work directory")
@@ -64,15 +63,15 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     callbacks += list(extra_callbacks)
     if writer:
         work_dir.mkdir(parents=True, exist_ok=True)
-        callbacks.append(keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True))
+        callbacks.append(keras.callbacks.CSVLogger(str(work_dir / HISTORY_CSV), append=True))
         if config.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / "logs"), update_freq="epoch"))
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work_dir / LOGS_SUBDIR), update_freq="epoch"))
     if backup:
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     interactive = os.isatty(1)
     if not interactive:
         # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
-        callbacks.append(ProgressLog(data.encoding.num_rows / steps_per_epoch))
+        callbacks.append(ProgressLog(len(data.row_lengths) / steps_per_epoch))  # every worker's rows
     with cluster.scope():
         fitted = model.fit(train_dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                            callbacks=callbacks, verbose=1 if interactive else 2)
@@ -80,7 +79,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
         history = {name: [float(v) for v in values] for name, values in fitted.history.items()}
         return model, best_epoch_of(history.get(config.monitor_metric), config.monitor_mode), history
     best_epoch = checkpoint.restore() if checkpoint is not None else None
-    return model, best_epoch, read_history(work_dir / "history.csv")
+    return model, best_epoch, read_history(work_dir / HISTORY_CSV)
 
 
 def best_epoch_of(values: Optional[List[float]], mode: str) -> Optional[int]:

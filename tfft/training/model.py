@@ -51,7 +51,7 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int, targets: Opt
 
 
 def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int,
-                 targets: Optional[np.ndarray] = None, cluster: Optional[Cluster] = None):
+                 targets: Optional[np.ndarray] = None, cluster: Optional[Cluster] = None) -> keras.Model:
     """Build and compile the model (and optimizer) in ``cluster``'s strategy (default: the strategy in scope).
 
     ``steps_per_epoch`` counts optimizer updates (see :func:`compile_model`). ``targets``: the

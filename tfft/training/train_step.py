@@ -16,9 +16,9 @@ summed and the optimizer makes one update. The whole update happens inside the s
 conditional around it, which is what lets it run under a ``tf.distribute`` strategy (an
 optimizer update inside ``tf.cond`` cannot synchronise replicas). The embedding matrix keeps
 its sparse update: the summed gradient goes to the optimizer as ``IndexedSlices`` of the
-rows that the slices used. Without accumulation the tape's ``IndexedSlices`` go to the
-optimizer (and the replicas' all-reduce) as they are: no dense vocab x hidden buffer per
-replica per step.
+rows that the slices used. Without accumulation the tape's ``IndexedSlices``, summed per
+row, go to the optimizer (and the replicas' all-reduce, which gathers them): no dense vocab x
+hidden buffer per replica per step.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ class TokenWeightedTrainStep:
         loss_sum, gradients = self._slice_gradients(features, labels, 0, size, scale)
         if self.micro_batches > 1:
             loss_sum, gradients = self._accumulate(features, labels, size, scale, loss_sum, gradients)
+        else:
+            gradients = [self._unique_rows(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         # Variables with no gradient are left alone, as Keras does.
         updates = [(g, v) for g, v in zip(gradients, self.variables) if g is not None]
         optimizer = self.model.optimizer
@@ -89,7 +91,7 @@ class TokenWeightedTrainStep:
         A sparse gradient is summed in a dense buffer (plus a mask of the rows it touched), since
         the slices' row sets differ and a loop carries fixed shapes; it leaves as ``IndexedSlices``
         of the touched rows, so the optimizer still updates only those. Without accumulation no
-        buffer exists: the step hands the tape's ``IndexedSlices`` straight to the optimizer.
+        buffer exists: the step hands the tape's ``IndexedSlices`` (summed per row) to the optimizer.
         """
         rows = tf.shape(labels)[0]
         # Known when tracing: which variables get sparse gradients, and which none.
@@ -128,6 +130,15 @@ class TokenWeightedTrainStep:
             if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
                 loss = optimizer.get_scaled_loss(loss)
         return loss_sum, tape.gradient(loss, self.variables)
+
+    @staticmethod
+    def _unique_rows(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
+        """A sparse gradient with one row per embedding row: the tape gives one per token. Replicas
+        all-reduce sparse gradients by gathering them, so duplicates would travel and be stored
+        once per replica."""
+        rows, positions = tf.unique(gradient.indices)
+        values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+        return tf.IndexedSlices(values, rows, gradient.dense_shape)
 
     @staticmethod
     def _dense(gradient, variable) -> tf.Tensor:

@@ -13,6 +13,7 @@ from typing import Optional
 import keras_tuner as kt
 
 from tfft.config import TrainConfig
+from tfft.distribution import Cluster
 from tfft.training.data import PreparedData
 from tfft.training.model import create_model
 from tfft.tuning.options import SearchSpace
@@ -44,5 +45,6 @@ class TfftHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters):
         """The compiled model (optimizer schedule sized for the trial's batch size and epochs)."""
         config = self.config_for(hp)
-        _, steps_per_epoch = self.data.train_dataset(config)
-        return create_model(config, self.data.label_map, steps_per_epoch, self.data.targets)
+        cluster = Cluster.create(config.strategy, config.cluster_resolver, config.tpu)  # the trials' strategy
+        _, steps_per_epoch = self.data.train_dataset(config, cluster)
+        return create_model(config, self.data.label_map, steps_per_epoch, self.data.targets, cluster)

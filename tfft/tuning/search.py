@@ -19,7 +19,7 @@ import keras_tuner as kt
 
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
-from tfft.run_dir import work_dir_of
+from tfft.run_dir import HISTORY_CSV, work_dir_of
 from tfft.training.artifacts import TrainResult, write_run
 from tfft.training.data import PreparedData, encode_training_examples
 from tfft.training.fit import fit_model, read_history
@@ -103,4 +103,4 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
     shutil.copytree(tuner.fit_dir(trial.trial_id), work_dir)
     model = tuner.load_model(trial)
     return write_run(config, data, model, work_dir, tuner.trial_info(trial.trial_id)["best_epoch"],
-                     read_history(work_dir / "history.csv"), started)
+                     read_history(work_dir / HISTORY_CSV), started)

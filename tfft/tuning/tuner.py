@@ -35,7 +35,7 @@ from tfft.distribution import Cluster
 from tfft.errors import ConfigError
 from tfft.files import atomic_write, write_json
 from tfft.training.callbacks import BestWeightsCheckpoint
-from tfft.run_dir import BEST_WEIGHTS
+from tfft.run_dir import BEST_WEIGHTS, HISTORY_CSV
 from tfft.training.data import PreparedData, prepare_data
 from tfft.training.fit import fit_model, read_history
 from tfft.tuning.distributed import (
@@ -223,7 +223,7 @@ class TfftTuner(kt.Tuner):
         finally:
             if lease is None or not lease.lost:
                 info["seconds"] += time.monotonic() - started
-                info["epochs_run"] = max(map(len, read_history(fit_dir / "history.csv").values()), default=0)
+                info["epochs_run"] = max(map(len, read_history(fit_dir / HISTORY_CSV).values()), default=0)
                 write_json(self.trial_dir(trial.trial_id) / TRIAL_INFO_FILE, info)
             else:
                 print(f"{self.tuner_id}: stopped trial {trial.trial_id}: {lease.refusal}", flush=True)
