@@ -358,7 +358,8 @@ def test_a_search_whose_trials_all_fail_ends_with_the_reason_on_the_chief_and_ev
     directory = tmp_path / "search"
     roles = ["chief", "tuner0", "tuner1"]
     with Processes(tmp_path) as processes:
-        started = [processes.start(role, tune_args(broken, directory, "--max-trials", "8"), env)
+        # A lease of 20s: the chief serves the reason that long after the failure, for workers that start late.
+        started = [processes.start(role, tune_args(broken, directory, "--max-trials", "8", "--trial-lease", "20"), env)
                    for role, env in zip(roles, search_environments(roles))]
         codes = processes.wait(started, timeout=TIMEOUT)
         logs = {role: processes.log(role) for role in roles}

@@ -162,7 +162,25 @@ def test_a_worker_that_ends_the_last_allowed_failure_stops_the_search_without_a_
     with pytest.raises(Refused) as told:
         run_bounded(worker.create_trial, 5)
     assert told.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert not servicer.workers_waiting()  # both workers have been told: the chief may exit
+    assert not servicer.workers_waiting()  # both workers have been told
+
+
+def test_a_worker_that_starts_after_the_search_failed_is_still_told_why(tmp_path):
+    clock = FakeClock()
+    servicer = make_servicer(tmp_path, clock=clock, max_trials=5)
+    worker = Worker(servicer, "tuner0")
+    for attempt in range(3):
+        worker.end(worker.create_trial(), TrialStatus.FAILED, f"ValueError: bad {attempt}\n")
+    with pytest.raises(Refused):
+        worker.create_trial()
+    assert not servicer.workers_waiting()  # every worker the chief has seen knows ...
+    assert servicer.late_workers_may_come()  # ... but the chief serves on, for one lease
+    clock.now += LEASE / 2
+    with pytest.raises(Refused) as told:
+        Worker(servicer, "tuner1").create_trial()  # slower to start than the three failing trials
+    assert "3 trials failed in a row" in told.value.details
+    clock.now += LEASE / 2
+    assert not servicer.late_workers_may_come()  # then the chief may exit
 
 
 def test_an_expired_lease_is_refused_to_its_first_worker_and_the_new_one_reports(tmp_path):

@@ -27,7 +27,8 @@ KerasTuner's failure modes, and what tfft does about each:
   itself (released whatever happens), checks the limit after the trial is saved, and then
   refuses every call (``FAILED_PRECONDITION``) with a message naming the failing trials and the
   last error: each worker exits non-zero with it (running trials stop at their next renewal),
-  and the chief, once every live worker has been told, raises it.
+  and the chief, once every live worker has been told and one lease has passed (for workers
+  that start late), raises it.
 * **A chief that cannot start** (``tune`` fails before serving, e.g. an unreadable project)
   answers every worker's call with its reason for ``lease_seconds`` (``refuse_workers``), so the
   workers exit at once with it.
@@ -151,6 +152,7 @@ class LeasedOracleServicer(OracleServicer):
         self.tuner_seen: Dict[str, float] = {}
         self.told_stopped: Set[str] = set()
         self.failure: Optional[str] = None  # why the search stopped, once too many trials failed
+        self.failed_at: Optional[float] = None
 
     # --- gRPC methods ---------------------------------------------------------------------
 
@@ -238,6 +240,12 @@ class LeasedOracleServicer(OracleServicer):
     def search_over(self) -> bool:
         return self.failure is not None or (self.stop_triggered and not self.oracle.ongoing_trials)
 
+    def late_workers_may_come(self) -> bool:
+        """Whether the search stopped (trials failed) less than a lease ago: a worker slower to start
+        than the failing trials, which the chief has never seen, may still call, and must be told why
+        rather than wait ``CONNECT_SECONDS`` for a chief that has gone."""
+        return self.failed_at is not None and self.clock() - self.failed_at < self.lease_seconds
+
     def workers_waiting(self) -> bool:
         """Whether a live worker has not yet been told that the search is over."""
         now = self.clock()
@@ -299,6 +307,7 @@ class LeasedOracleServicer(OracleServicer):
             self.failure = (f"{len(failed)} trials failed in a row "
                             f"(max_consecutive_failed_trials {limit}): trials {', '.join(failed)}; last error: "
                             f"{last[-1] if last else 'unknown'}")
+            self.failed_at = self.clock()
             print(self.failure, flush=True)
 
 
@@ -343,7 +352,7 @@ def serve_oracle(oracle: kt.Oracle, lease_seconds: float = DEFAULT_LEASE_SECONDS
         while not servicer.search_over():
             time.sleep(0.5)
             servicer.expire_leases()
-        while servicer.workers_waiting():
+        while servicer.workers_waiting() or servicer.late_workers_may_come():
             time.sleep(0.5)
     finally:
         server.stop(grace=2)
