@@ -125,8 +125,7 @@ def install_dense_buffer_step(model) -> None:
                           for g, v in zip(gradients, self.variables)]
 
         def _through_buffer(self, gradient, variable):
-            buffer, used = self._dense(gradient, variable), tf.where(self._rows(gradient, variable))[:, 0]
-            return tf.IndexedSlices(tf.gather(buffer, used), used, tf.shape(buffer, out_type=tf.int64))
+            return self._touched_rows(self._dense(gradient, variable), self._rows(gradient, variable))
 
     DenseBufferStep(model, micro_batches=1, loss=model.loss)
 

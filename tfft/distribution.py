@@ -20,7 +20,7 @@ from typing import ContextManager, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from tfft.backend import tf
-from tfft.config import STRATEGIES
+from tfft.config import STRATEGIES, TrainConfig
 from tfft.errors import ConfigError
 from tfft.run_dir import BACKUP_SUBDIR, work_dir_of
 
@@ -115,6 +115,11 @@ class Cluster:
                ) -> "Cluster":
         """The cluster of the strategy called ``name`` (see :func:`create_strategy`)."""
         return cls(create_strategy(name, cluster_resolver, tpu))
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> "Cluster":
+        """The cluster a run of ``config`` (or a search's trials) trains on: its strategy options."""
+        return cls.create(config.strategy, config.cluster_resolver, config.tpu)
 
     @classmethod
     def current(cls) -> "Cluster":

@@ -66,8 +66,7 @@ class PreparedData:
         encoding = self.encoding.take(np.arange(cluster.index, self.encoding.num_rows, cluster.workers))
         examples = [self.train_examples[i] for i in encoding.example_index]
         encoding = replace(encoding, example_index=np.arange(len(examples)))  # rows of the share's examples
-        return replace(self, encoding=encoding, train_examples=examples, row_lengths=self.row_lengths,
-                       targets=self.targets, share=share)
+        return replace(self, encoding=encoding, train_examples=examples, share=share)
 
     def train_dataset(self, config: TrainConfig, cluster: Cluster) -> Tuple[tf.data.Dataset, int]:
         """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of ``cluster``,

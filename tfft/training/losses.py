@@ -2,7 +2,8 @@
 
 Every loss ignores what carries no label: padding, special tokens and continuation subwords in
 token tasks (``IGNORE_INDEX``), and the filler rows of a distributed epoch (``IGNORE_INDEX``
-class ids, NaN label rows and targets; see :func:`tfft.pipeline.unlabelled_batch`). The mean a loss returns is ``sum / weight``; tfft's data-parallel and accumulated
+class ids, NaN label rows and targets; see :func:`tfft.pipeline.unlabelled_batch`). The mean a
+loss returns is ``sum / weight``; tfft's data-parallel and accumulated
 step (:mod:`tfft.training.train_step`) divides each replica's sum by the step's *global* weight
 instead, which makes the update the one a single device computes on the whole batch.
 """

@@ -76,8 +76,8 @@ class SparseAwareAdamW(keras.optimizers.AdamW):
                 epsilon=tf.cast(self.epsilon, dtype), grad=gradient)
         alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
 
-        rows, positions = tf.unique(gradient.indices)
-        grad = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+        # One value per row: Keras' apply_gradients sums duplicate rows (_deduplicate_sparse_grad) first.
+        rows, grad = gradient.indices, gradient.values
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * grad
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(grad)
         values = tf.gather(variable, rows)

@@ -73,8 +73,8 @@ class TokenWeightedTrainStep:
         loss_sum, gradients = self._slice_gradients(features, labels, 0, size, scale)
         if self.micro_batches > 1:
             loss_sum, gradients = self._accumulate(features, labels, size, scale, loss_sum, gradients)
-        else:
-            gradients = [self._unique_rows(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+        else:  # one row per embedding row, not per token: the replicas' all-reduce gathers sparse gradients
+            gradients = self.model.optimizer._deduplicate_sparse_grad(gradients)
         # Variables with no gradient are left alone, as Keras does.
         updates = [(g, v) for g, v in zip(gradients, self.variables) if g is not None]
         optimizer = self.model.optimizer
@@ -113,10 +113,7 @@ class TokenWeightedTrainStep:
         summed, totals, touched = [], iter(totals), iter(touched)
         for kind in kinds:
             total = None if kind is None else next(totals)
-            if kind:
-                used = tf.where(next(touched))[:, 0]
-                total = tf.IndexedSlices(tf.gather(total, used), used, tf.shape(total, out_type=tf.int64))
-            summed.append(total)
+            summed.append(self._touched_rows(total, next(touched)) if kind else total)
         return loss_sum, summed
 
     def _slice_gradients(self, features, labels, start, size, scale):
@@ -132,20 +129,17 @@ class TokenWeightedTrainStep:
         return loss_sum, tape.gradient(loss, self.variables)
 
     @staticmethod
-    def _unique_rows(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
-        """A sparse gradient with one row per embedding row: the tape gives one per token. Replicas
-        all-reduce sparse gradients by gathering them, so duplicates would travel and be stored
-        once per replica."""
-        rows, positions = tf.unique(gradient.indices)
-        values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
-        return tf.IndexedSlices(values, rows, gradient.dense_shape)
-
-    @staticmethod
     def _dense(gradient, variable) -> tf.Tensor:
         if isinstance(gradient, tf.IndexedSlices):
             return tf.tensor_scatter_nd_add(tf.zeros(variable.shape, gradient.values.dtype),
                                             tf.expand_dims(gradient.indices, 1), gradient.values)
         return gradient
+
+    @staticmethod
+    def _touched_rows(buffer: tf.Tensor, touched: tf.Tensor) -> tf.IndexedSlices:
+        """The rows of a dense gradient ``buffer`` that the mask ``touched`` marks, as ``IndexedSlices``."""
+        used = tf.where(touched)[:, 0]
+        return tf.IndexedSlices(tf.gather(buffer, used), used, tf.shape(buffer, out_type=tf.int64))
 
     @staticmethod
     def _rows(gradient: tf.IndexedSlices, variable) -> tf.Tensor:

@@ -42,7 +42,7 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     """
     started = time.time()
     config.validate()
-    cluster = Cluster.create(config.strategy, config.cluster_resolver, config.tpu)
+    cluster = Cluster.of(config)
     with contextlib.ExitStack() as claimed:
         try:
             if cluster.is_chief:

@@ -45,6 +45,6 @@ class TfftHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters):
         """The compiled model (optimizer schedule sized for the trial's batch size and epochs)."""
         config = self.config_for(hp)
-        cluster = Cluster.create(config.strategy, config.cluster_resolver, config.tpu)  # the trials' strategy
+        cluster = Cluster.of(config)  # the trials' strategy
         _, steps_per_epoch = self.data.train_dataset(config, cluster)
         return create_model(config, self.data.label_map, steps_per_epoch, self.data.targets, cluster)

@@ -97,8 +97,8 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
         print(f"Retraining trial {trial.trial_id}'s configuration on {len(examples)} train+validation examples",
               flush=True)
         model, best_epoch, history = fit_model(  # under the trials' strategy
-            config, data, work_dir, cluster=Cluster.create(config.strategy, config.cluster_resolver, config.tpu),
-            backup=False, extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
+            config, data, work_dir, cluster=Cluster.of(config), backup=False,
+            extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
         return write_run(config, data, model, work_dir, best_epoch, history, started)
     shutil.copytree(tuner.fit_dir(trial.trial_id), work_dir)
     model = tuner.load_model(trial)

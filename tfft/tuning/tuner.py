@@ -209,10 +209,8 @@ class TfftTuner(kt.Tuner):
             keras.backend.clear_session()  # free the previous trial's graphs
             if self.role == WORKER:
                 print(f"{self.tuner_id}: running trial {trial.trial_id}", flush=True)
-            model, best_epoch, history = fit_model(
-                config, self.hypermodel.data, fit_dir,
-                cluster=Cluster.create(config.strategy, config.cluster_resolver, config.tpu),
-                extra_callbacks=guard + copy.deepcopy(list(callbacks)) + segment)
+            model, best_epoch, history = fit_model(config, self.hypermodel.data, fit_dir, cluster=Cluster.of(config),
+                                                   extra_callbacks=guard + copy.deepcopy(list(callbacks)) + segment)
             if lease is not None:
                 lease.check()
             self.save_model(trial.trial_id, model, step=best_epoch)
