@@ -1,11 +1,23 @@
-"""Side-by-side throughput benchmark: the plain padded-to-128 pipeline vs tfft's, in one run.
+"""Training-step throughput: tfft against the plain pipelines users write, side by side in one run.
 
-    python bench/throughput.py                 # both tasks, fp32 and bf16, prediction, memory
-    python bench/throughput.py --steps 20 --tasks ner
+    python bench/throughput.py                              # NER and SST-2, fp32 (+ bf16 where supported)
+    python bench/throughput.py --tasks ner --variants tfft,tfft+xla --steps 20
 
-Prints a table and one JSON line (prefix ``BENCH_JSON``). Training throughput is measured
-over ``--steps`` optimizer steps after ``--warmup`` steps, same model, same data, same
-batch size for both pipelines. Useful FLOP/s counts only real (non-padding) tokens.
+Every variant trains the same default model on the same sampled rows with batch 32 (tfft's
+token-budget variants: about as many sentences per step) for ``--warmup`` untimed steps then
+``--steps`` timed ones. The baselines come from ``bench/plain_pipeline.py``, which uses no tfft
+code: ``plain-bucketed`` (length buckets, the model's own step and loss) and ``plain-padded``
+(every row padded to 128, the seed articles' pipeline). For each it prints sentences/s, real
+(non-padding) tokens/s, useful GFLOP/s (6 x the matmul parameters per real token: forward 2,
+backward 4; attention scores and embedding lookups left out), the fraction of a large
+``tf.matmul``'s FLOP/s measured in this run, and the ratio to ``plain-bucketed`` at the same
+precision. Prints a table and one JSON line (prefix ``BENCH_JSON``).
+
+Variants (``--variants``): ``tfft`` (what ``tfft train`` does by default), ``+xla`` (XLA-compiled
+step, every bucket shape compiled before timing), ``+no-attention-dropout``
+(``attention_probs_dropout_prob=0``). bf16 runs only where the hardware has bf16 matmuls
+(AVX-512 BF16 / AMX on CPUs, compute capability 8 on GPUs); elsewhere it is emulated and the
+figure would say nothing.
 """
 
 from __future__ import annotations
@@ -16,19 +28,21 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Dict, List
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import plain_pipeline as plain  # noqa: E402
 
 from tfft.backend import keras, tf  # noqa: E402
 from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
-from tfft.models import build_model, load_tokenizer, set_precision  # noqa: E402
+from tfft.models import default_model_dir, load_tokenizer, set_precision  # noqa: E402
 from tfft.pipeline import make_dataset  # noqa: E402
-from tfft.prediction import Predictor  # noqa: E402
-from tfft.training.losses import masked_sparse_categorical_crossentropy  # noqa: E402
 from tfft.training.model import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -39,7 +53,7 @@ TASKS = {
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Wall time of the steps after warm-up, and the real tokens they processed."""
+    """Wall time of the steps after warm-up."""
 
     def __init__(self, warmup: int):
         super().__init__()
@@ -57,8 +71,7 @@ class StepTimer(keras.callbacks.Callback):
 
 def matmul_peak(dtype, size: int = 2048, repeats: int = 10) -> float:
     """FLOP/s of a large square matmul, the hardware reference for the useful FLOP/s."""
-    a = tf.random.normal((size, size), dtype=tf.float32)
-    a = tf.cast(a, dtype)
+    a = tf.cast(tf.random.normal((size, size), dtype=tf.float32), dtype)
     matmul = tf.function(lambda x: tf.matmul(x, x))
     matmul(a).numpy()
     start = time.perf_counter()
@@ -68,151 +81,164 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 10) -> float:
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
-def model_flops_per_token(model) -> float:
-    """Training FLOPs per real token: 6 x parameters used in matmuls (forward 2, backward 4).
+def bf16_matmuls_in_hardware() -> bool:
+    """True where bf16 matmuls run natively: a GPU of compute capability 8+, or a CPU with AVX-512 BF16 / AMX."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        if tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))[0] >= 8:
+            return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
-    Embedding lookups are not matmuls and are left out; attention scores are counted at
-    the average sequence length separately by the caller's token count (small here).
-    """
+
+def model_flops_per_token(model) -> float:
+    """Training FLOPs per real token: 6 x parameters used in matmuls (forward 2, backward 4)."""
     matmul_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables
                         if len(v.shape) == 2 and "embeddings" not in v.name)
     return 6.0 * matmul_params
 
 
-def plain_dataset(tokenizer, examples, labels, batch_size, seed):
-    """The seed-style pipeline: every example padded to 128 tokens, shuffled, batched."""
-    encoding = encode_for_training(tokenizer, examples, labels, max_length=128)
-    return make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed, pad_to_length=128), encoding
+def counted_batches(dataset: tf.data.Dataset, count: int, cls_id: int, pad_id: int) -> Dict[str, float]:
+    """Sentences ([CLS] tokens) and real tokens in the first ``count`` batches the dataset yields."""
+    sentences = tokens = 0
+    for batch in dataset.take(count):
+        features = batch[0] if isinstance(batch, tuple) else batch
+        ids = features["input_ids"].numpy()
+        sentences += int((ids == cls_id).sum())
+        tokens += int((ids != pad_id).sum())
+    return {"sentences": sentences, "tokens": tokens}
 
 
-def measure_training(task, examples, labels, tokenizer, *, pipeline, precision, batch_size, steps, warmup, seed=0,
-                     batch_tokens=None, xla=False):
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
-                         learning_rate=5e-5, batch_tokens=batch_tokens, xla=xla)
-    if pipeline == "plain":
-        set_precision("fp32")
-        dataset, encoding = plain_dataset(tokenizer, examples, labels, batch_size, seed)
-        model = build_model(task, labels, "default")
-        model.compile(optimizer=keras.optimizers.AdamW(5e-5, weight_decay=0.01),
-                      loss=masked_sparse_categorical_crossentropy)
-    else:
-        encoding = encode_for_training(tokenizer, examples, labels, max_length=256)
-        dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed, batch_tokens=batch_tokens)
-        model = create_model(config, labels, int(dataset.cardinality()))
-        if batch_tokens:  # rows per step vary: count them from the pipeline's real batch sizes
-            batch_size = len(encoding.row_lengths) / int(dataset.cardinality())
-        if xla:  # compile every batch shape before timing (a bounded set, thanks to the buckets)
+def timed_fit(model, dataset: tf.data.Dataset, warmup: int, steps: int, cls_id: int, pad_id: int) -> Dict[str, float]:
+    """Train ``warmup + steps`` steps; rates over the last ``steps``, counted from the batches they trained on."""
+    total = warmup + steps
+    counts = counted_batches(dataset.skip(warmup), steps, cls_id, pad_id)
+    timer = StepTimer(warmup)
+    model.fit(dataset.take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
+    seconds = timer.finished - timer.started
+    return {
+        "sentences_per_s": counts["sentences"] / seconds,
+        "real_tokens_per_s": counts["tokens"] / seconds,
+        "useful_flops": counts["tokens"] * model_flops_per_token(model) / seconds,
+    }
+
+
+def plain_variant(bucketed: bool) -> Callable:
+    def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, **_):
+        model_dir = str(default_model_dir())
+        tokenizer = plain.tokenizer(model_dir)
+        if task == "token-classification":
+            tags = sorted({tag for e in sample for tag in e.tags})
+            ids, labels = plain.encode_tagged(tokenizer, [e.tokens for e in sample],
+                                              [[tags.index(t) for t in e.tags] for e in sample])
+            num_labels = len(tags)
+        else:
+            classes = sorted({e.label for e in sample})
+            ids, labels = plain.encode_texts(tokenizer, [e.text for e in sample],
+                                             [classes.index(e.label) for e in sample])
+            num_labels = len(classes)
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+        model = plain.model(model_dir, task, num_labels)
+        data = plain.dataset(ids, labels, batch_size=batch_size, bucketed=bucketed, seed=seed)
+        return timed_fit(model, data, warmup, steps, tokenizer.cls_token_id, tokenizer.pad_token_id)
+    return measure
+
+
+def tfft_variant(*levers: str) -> Callable:
+    """tfft's own pipeline and step (as ``tfft train`` builds them), with ``levers`` switched on."""
+    def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, tokenizer, labels):
+        config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
+                             xla="xla" in levers)
+        encoding = encode_for_training(tokenizer, sample, labels, max_length=256)
+        dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed,
+                               pad_token_id=tokenizer.pad_token_id).repeat()
+        model = create_model(config, labels, len(sample) // batch_size)
+        if "no-attention-dropout" in levers:
+            for layer in model.bert.encoder.layer:
+                layer.attention.self_attention.dropout.rate = 0.0
+        if "xla" in levers:  # compile every bucket's shape before timing
             seen = set()
-            for features, targets in dataset:
+            for features, targets in dataset.take(200):
                 shape = tuple(features["input_ids"].shape)
                 if shape not in seen:
                     seen.add(shape)
                     model.train_on_batch(features, targets)
-    total = warmup + steps
-    timer = StepTimer(warmup)
-    model.fit(dataset.repeat().take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
-    seconds = timer.finished - timer.started
-    set_precision("fp32")
-    # Batches are uniform samples of the data, so real tokens per sentence is the data's mean length.
-    real_tokens = steps * batch_size * float(encoding.row_lengths.mean())
-    return {
-        "sentences_per_s": steps * batch_size / seconds,
-        "real_tokens_per_s": real_tokens / seconds,
-        "useful_flops": real_tokens * model_flops_per_token(model) / seconds,
-    }
+        return timed_fit(model, dataset, warmup, steps, tokenizer.cls_token_id, tokenizer.pad_token_id)
+    return measure
 
 
-def measure_prediction(tokenizer, labels, sentences, precision, batch_size=64, single=100):
-    """``Predictor`` (what ``tfft predict`` runs) on raw sentences: batched rate and single-sentence latency.
-
-    The model is the untrained default classifier: speed does not depend on the weights.
-    """
-    set_precision(precision)
-    predictor = Predictor(build_model("token-classification", labels, "default"), tokenizer,
-                          "token-classification", labels, batch_size=batch_size)
-    predictor.predict(sentences[:batch_size])
-    start = time.perf_counter()
-    predictor.predict(sentences)
-    batch_rate = len(sentences) / (time.perf_counter() - start)
-    latencies = []
-    for sentence in sentences[:single]:
-        start = time.perf_counter()
-        predictor.predict([sentence])
-        latencies.append((time.perf_counter() - start) * 1000)
-    set_precision("fp32")
-    return {"precision": precision, "batch_sentences_per_s": batch_rate,
-            "latency_p50_ms": float(np.percentile(latencies, 50)),
-            "latency_p95_ms": float(np.percentile(latencies, 95))}
+VARIANTS = {
+    "plain-bucketed": plain_variant(bucketed=True),
+    "plain-padded": plain_variant(bucketed=False),
+    "tfft": tfft_variant(),
+    "tfft+xla": tfft_variant("xla"),
+    "tfft+no-attention-dropout": tfft_variant("no-attention-dropout"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="ner,sst2")
-    parser.add_argument("--precisions", default="fp32,bf16",
-                        help="tfft pipeline variants to measure: fp32, bf16, and either with +xla (e.g. fp32+xla)")
-    parser.add_argument("--batch-tokens", type=int, default=0,
-                        help="also measure tfft bf16 with token-budget batches of this many tokens (0: skip)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="bf16 is skipped where the hardware lacks it")
+    parser.add_argument("--variants", default="tfft", help=f"tfft variants besides the plain baselines: "
+                                                           f"{', '.join(v for v in VARIANTS if v.startswith('tfft'))}")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--examples", type=int, default=4000, help="training examples sampled from each file")
-    parser.add_argument("--skip-prediction", action="store_true", help="skip the prediction figures")
     args = parser.parse_args()
 
+    precisions = args.precisions.split(",")
+    peaks = {"fp32": matmul_peak(tf.float32)}
+    if "bf16" in precisions:
+        if bf16_matmuls_in_hardware():
+            peaks["bf16"] = matmul_peak(tf.bfloat16)
+        else:
+            print("bf16: skipped, this machine has no bf16 matmul hardware (no AVX-512 BF16 / AMX, no GPU of "
+                  "compute capability 8+)")
+            precisions.remove("bf16")
     tokenizer = load_tokenizer("default")
-    results = {"batch_size": args.batch_size, "steps": args.steps,
-               "matmul_peak_fp32": matmul_peak(tf.float32), "matmul_peak_bf16": matmul_peak(tf.bfloat16)}
-    rows = []
     rng = np.random.default_rng(0)
+    rows: List[Dict[str, object]] = []
     for name in args.tasks.split(","):
         task, path = TASKS[name]
         if not path.is_file():
             print(f"skip {name}: {path} not found")
             continue
         examples = read_conll(path) if task == "token-classification" else read_table(path, text_column="sentence")
-        examples = [examples[i] for i in sorted(rng.choice(len(examples), min(args.examples, len(examples)), replace=False))]
-        labels = (LabelMap.from_token_examples(examples) if task == "token-classification"
-                  else LabelMap.from_text_examples(examples))
-        common = dict(batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
-        plain = measure_training(task, examples, labels, tokenizer, pipeline="plain", precision="fp32", **common)
-        rows.append((name, "plain padded-128 fp32", plain, 1.0))
-        for variant in args.precisions.split(","):
-            precision, _, xla = variant.partition("+")
-            fast = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision=precision,
-                                    xla=xla == "xla", **common)
-            rows.append((name, f"tfft bucketed {variant}", fast, fast["sentences_per_s"] / plain["sentences_per_s"]))
-        if args.batch_tokens:
-            budget = measure_training(task, examples, labels, tokenizer, pipeline="tfft", precision="bf16",
-                                      batch_tokens=args.batch_tokens, **common)
-            rows.append((name, f"tfft bf16 {args.batch_tokens} tok/batch", budget,
-                         budget["sentences_per_s"] / plain["sentences_per_s"]))
-    results["training"] = [
-        {"task": t, "pipeline": p, **{k: round(v, 2) for k, v in m.items()}, "ratio_vs_plain": round(r, 2)}
-        for t, p, m, r in rows
-    ]
-    conll_valid = SHARED / "conll2003" / "valid.txt"
-    if not args.skip_prediction and conll_valid.is_file():
-        valid = read_conll(conll_valid)
-        sentences = [" ".join(e.tokens) for e in valid]
-        labels = LabelMap.from_token_examples(valid)
-        results["prediction"] = [measure_prediction(tokenizer, labels, sentences, precision)
-                                 for precision in dict.fromkeys(v.partition("+")[0] for v in args.precisions.split(","))]
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        sample = [examples[i] for i in sorted(rng.choice(len(examples), min(args.examples, len(examples)),
+                                                         replace=False))]
+        labels = (LabelMap.from_token_examples(sample) if task == "token-classification"
+                  else LabelMap.from_text_examples(sample))
+        common = dict(warmup=args.warmup, steps=args.steps, batch_size=args.batch_size, tokenizer=tokenizer,
+                      labels=labels)
+        for precision in precisions:
+            baseline = None
+            names = ["plain-bucketed"] + (["plain-padded"] if precision == "fp32" else []) + args.variants.split(",")
+            for variant in names:
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(0)
+                measured = VARIANTS[variant](task, sample, precision=precision, **common)
+                set_precision("fp32")
+                baseline = baseline or measured
+                rows.append({"task": name, "variant": variant, "precision": precision,
+                             **{k: round(v, 2) for k, v in measured.items()},
+                             "of_peak": round(measured["useful_flops"] / peaks[precision], 3),
+                             "ratio_vs_plain_bucketed": round(measured["sentences_per_s"]
+                                                              / baseline["sentences_per_s"], 2)})
+                print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\nmatmul peak: fp32 {results['matmul_peak_fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {results['matmul_peak_bf16'] / 1e9:.0f} GFLOP/s")
-    print(f"{'task':6} {'pipeline':26} {'sent/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'of peak':>8} {'ratio':>6}")
-    for t, p, m, r in rows:
-        peak = results["matmul_peak_bf16"] if "bf16" in p else results["matmul_peak_fp32"]
-        print(f"{t:6} {p:26} {m['sentences_per_s']:8.1f} {m['real_tokens_per_s']:9.0f} "
-              f"{m['useful_flops'] / 1e9:8.0f} {m['useful_flops'] / peak:8.2f} {r:6.2f}")
-    for p in results.get("prediction", []):
-        print(f"tfft predict {p['precision']} on {len(sentences)} CoNLL sentences: {p['batch_sentences_per_s']:.0f} "
-              f"sentences/s batched (length-sorted, batch 64); single sentence p50 {p['latency_p50_ms']:.1f} ms, "
-              f"p95 {p['latency_p95_ms']:.1f} ms")
-    print(f"peak resident memory: {results['peak_rss_mb']:.0f} MB")
+    print("\nmatmul peak: " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
+    print(f"{'task':6} {'variant':28} {'prec':5} {'sent/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'of peak':>8} "
+          f"{'vs plain':>8}")
+    for r in rows:
+        print(f"{r['task']:6} {r['variant']:28} {r['precision']:5} {r['sentences_per_s']:8.1f} "
+              f"{r['real_tokens_per_s']:9.0f} {r['useful_flops'] / 1e9:8.0f} {r['of_peak']:8.2f} "
+              f"{r['ratio_vs_plain_bucketed']:8.2f}")
+    results = {"batch_size": args.batch_size, "steps": args.steps, "matmul_peaks": peaks, "training": rows,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print("BENCH_JSON " + json.dumps(results))
 
 

@@ -135,6 +135,9 @@ class TrainConfig:
                                      "recent GPUs); fp16 (mixed_float16 with dynamic loss scaling: GPUs)",
                              choices=PRECISIONS)
     xla: bool = _option(False, "compile training and prediction steps with XLA")
+    packing: Optional[bool] = _option(None, "token classification: train on rows that pack several sentences, "
+                                            "each attending only to itself (no padding in batches; the same "
+                                            "function as unpacked rows). Default: on for BERT encoders")
     strategy: str = _option("auto", "tf.distribute strategy: auto (mirrored when this process sees more than one "
                                     "GPU, else one device), one-device, mirrored (all local GPUs), multi-worker "
                                     "(MultiWorkerMirroredStrategy; every worker runs the same command, see "
@@ -301,9 +304,9 @@ class TrainConfig:
             raise ConfigError(f"The 'lora_alpha' option must be > 0. Got {self.lora_alpha!r} instead.")
         if self.learning_rate is None or not self.learning_rate > 0:
             raise ConfigError(f"The 'learning_rate' option must be > 0. Got {self.learning_rate!r} instead.")
-        if self.task != TOKEN_CLASSIFICATION and (self.word_shapes or self.context_window):
-            raise ConfigError("The 'word_shapes' and 'context_window' options are for token classification; "
-                              f"remove them for {self.task}.")
+        if self.task != TOKEN_CLASSIFICATION and (self.word_shapes or self.context_window or self.packing):
+            raise ConfigError("The 'word_shapes', 'context_window' and 'packing' options are for token "
+                              f"classification; remove them for {self.task}.")
         self._validate_task_options()
         if self.tpu is not None and self.strategy != "tpu":
             raise ConfigError(f"The 'tpu' option is for --strategy tpu (the strategy is {self.strategy!r}).")

@@ -51,11 +51,19 @@ def inference_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """Inference logits of a BERT classifier, equal (to float rounding) to ``model(features).logits``.
+    """Inference logits of a BERT classifier, equal (to float rounding) to ``model(features).logits``
+    wherever ``attention_mask`` is 1 (and at every row's first token).
 
     ``features`` holds ``input_ids``, ``attention_mask`` and ``token_type_ids`` of shape
-    ``[batch, length]``. Returns ``[batch, length, labels]`` for token classifiers and
-    ``[batch, labels]`` for sequence classifiers, in the model's compute dtype.
+    ``[batch, length]``. Returns ``[batch, length, labels]`` for token classifiers (zeros where
+    the mask is 0) and ``[batch, labels]`` for sequence classifiers, in the model's compute dtype.
+
+    Padding is dropped before the first layer: the embeddings, every ``Dense``, layer norm and
+    GELU run on the ``[tokens, hidden]`` rows of real tokens only, and only attention sees the
+    ``[batch, heads, length, head_size]`` layout (its gathers send padding to a zero row). A
+    batch of ragged sentences then costs what its tokens cost, not ``batch x longest``. A
+    sequence classifier's last layer computes only the first token's query, attention output and
+    feed-forward block, the one row its head reads.
     """
     config = model.config
     bert = model.bert
@@ -64,55 +72,71 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     batch, length = shape[0], shape[1]
     heads = config.num_attention_heads
     head_size = config.hidden_size // heads
+    sequence_classifier = getattr(bert, "pooler", None) is not None and _is_sequence_classifier(model)
+
+    attended = tf.cast(features["attention_mask"], tf.bool)
+    # Every row's first token is computed even if masked: the sequence head reads it.
+    kept = tf.logical_or(attended, tf.range(length)[None, :] == 0)
+    where = tf.cast(tf.where(kept), tf.int32)  # [tokens, 2], row-major: each row's first token leads it
+    flat = where[:, 0] * length + where[:, 1]
+    tokens = tf.shape(flat)[0]
+    # slot[b, t]: the row of token (b, t) among the kept ones; `tokens` (a zero row) if it was dropped.
+    kept_count = tf.cast(kept, tf.int32)
+    slot = tf.where(kept, tf.reshape(tf.cumsum(tf.reshape(kept_count, [-1]), exclusive=True), shape), tokens)
 
     embeddings = bert.embeddings
     hidden = (
-        tf.gather(embeddings.weight, tf.reshape(input_ids, [-1]))
-        + tf.gather(embeddings.token_type_embeddings, tf.reshape(tf.cast(features["token_type_ids"], tf.int32), [-1]))
-        + tf.tile(embeddings.position_embeddings[:length], [batch, 1])
+        tf.gather(embeddings.weight, tf.gather(tf.reshape(input_ids, [-1]), flat))
+        + tf.gather(embeddings.token_type_embeddings,
+                    tf.gather(tf.reshape(tf.cast(features["token_type_ids"], tf.int32), [-1]), flat))
+        + tf.gather(embeddings.position_embeddings, where[:, 1])
     )
     compute_dtype = embeddings.compute_dtype
-    hidden = _layer_norm(embeddings.LayerNorm, tf.cast(hidden, compute_dtype))  # [batch * length, hidden]
+    hidden = _layer_norm(embeddings.LayerNorm, tf.cast(hidden, compute_dtype))  # [tokens, hidden]
     # HF's additive mask: 0 where attended, -10000 on padding; [batch, 1, 1, length].
-    mask_bias = (1.0 - tf.cast(features["attention_mask"], compute_dtype)) * -10000.0
+    mask_bias = (1.0 - tf.cast(attended, compute_dtype)) * -10000.0
     mask_bias = tf.reshape(mask_bias, [batch, 1, 1, length])
-    # Head split and merge as row gathers: oneDNN's Transpose costs ~40 us per call on these
-    # small tensors (24 per forward pass), a GatherV2 of the same rows a few.
-    head_major, token_major = _head_permutations(batch, length, heads)
+    # Head split and merge as row gathers (oneDNN's Transpose costs ~40 us per call on these small
+    # tensors, 24 per forward pass; a GatherV2 of the same rows a few): row (b, h, t) of the split
+    # is head h of kept token slot[b, t], or the zero row appended after the last token's heads.
+    h = tf.range(heads)[None, :, None]
+    head_rows = tf.reshape(tf.where(slot[:, None] < tokens, slot[:, None] * heads + h, tokens * heads), [-1])
+    merge_rows = tf.reshape((where[:, 0:1] * heads + tf.range(heads)[None, :]) * length + where[:, 1:2], [-1])
+    zero_row = tf.zeros([1, head_size], compute_dtype)
     scale = tf.constant(head_size**-0.5, compute_dtype)
 
     def to_heads(projection: tf.Tensor) -> tf.Tensor:  # [tokens, hidden] -> [batch, heads, length, head_size]
-        rows = tf.gather(tf.reshape(projection, [-1, head_size]), head_major)
-        return tf.reshape(rows, tf.stack([batch, heads, length, head_size]))
+        rows = tf.concat([tf.reshape(projection, [-1, head_size]), zero_row], 0)
+        return tf.reshape(tf.gather(rows, head_rows), tf.stack([batch, heads, length, head_size]))
 
     activation = _activation(config.hidden_act)
-    for layer in bert.encoder.layer:
+    last = len(bert.encoder.layer) - 1
+    for index, layer in enumerate(bert.encoder.layer):
         attention = layer.attention.self_attention
-        scores = tf.matmul(to_heads(attention.query(hidden)), to_heads(attention.key(hidden)), transpose_b=True)
-        probabilities = tf.nn.softmax(scores * scale + mask_bias, axis=-1)
-        context = tf.matmul(probabilities, to_heads(attention.value(hidden)))
-        context = tf.reshape(tf.gather(tf.reshape(context, [-1, head_size]), token_major), [-1, config.hidden_size])
+        keys, values = to_heads(attention.key(hidden)), to_heads(attention.value(hidden))
+        if sequence_classifier and index == last:  # only the first tokens go on: one query per row
+            hidden = tf.gather(hidden, tf.cumsum(tf.reduce_sum(kept_count, 1), exclusive=True))
+            queries = tf.reshape(attention.query(hidden), [batch, heads, 1, head_size])
+        else:
+            queries = to_heads(attention.query(hidden))
+        probabilities = tf.nn.softmax(tf.matmul(queries, keys, transpose_b=True) * scale + mask_bias, axis=-1)
+        context = tf.matmul(probabilities, values)
+        if sequence_classifier and index == last:
+            context = tf.reshape(context, [batch, config.hidden_size])
+        else:
+            context = tf.reshape(tf.gather(tf.reshape(context, [-1, head_size]), merge_rows), [-1, config.hidden_size])
         block = layer.attention.dense_output
         hidden = _layer_norm(block.LayerNorm, block.dense(context) + hidden)
         intermediate = activation(layer.intermediate.dense(hidden))
         block = layer.bert_output
         hidden = _layer_norm(block.LayerNorm, block.dense(intermediate) + hidden)
 
-    if getattr(bert, "pooler", None) is not None and _is_sequence_classifier(model):
-        first_token = tf.reshape(hidden, [batch, length, config.hidden_size])[:, 0]
-        return model.classifier(bert.pooler.dense(first_token))
+    if sequence_classifier:
+        return model.classifier(bert.pooler.dense(hidden))
     logits = model.classifier(hidden)
-    return tf.reshape(logits, tf.stack([batch, length, tf.shape(logits)[-1]]))
-
-
-def _head_permutations(batch: tf.Tensor, length: tf.Tensor, heads: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Row orders that turn ``[batch, length, heads]`` rows into ``[batch, heads, length]`` rows and back."""
-    b = tf.range(batch)[:, None, None]
-    t = tf.range(length)
-    h = tf.range(heads)
-    head_major = (b * length + t[None, None, :]) * heads + h[None, :, None]  # indexed [b, h, t]
-    token_major = (b * heads + h[None, None, :]) * length + t[None, :, None]  # indexed [b, t, h]
-    return tf.reshape(head_major, [-1]), tf.reshape(token_major, [-1])
+    labels = tf.shape(logits)[-1]
+    padded = tf.gather(tf.concat([logits, tf.zeros(tf.stack([1, labels]), logits.dtype)], 0), tf.reshape(slot, [-1]))
+    return tf.reshape(padded, tf.stack([batch, length, labels]))
 
 
 def _layer_norm(layer, hidden: tf.Tensor) -> tf.Tensor:

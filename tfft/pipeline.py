@@ -5,6 +5,11 @@ length into buckets, padded only up to their bucket's boundary, and prefetched. 
 boundaries are fitted to the data's length distribution (quantiles rounded up to a
 multiple of 8), so padding stays small while the number of distinct batch shapes --
 which is what XLA compiles for -- stays bounded.
+
+Token classification trains on packed rows instead (:func:`pack_rows`): several sentences
+share one row of ``pack_length`` tokens, each with its own positions and a segment id that
+confines its attention to itself (``tfft.training.packing``), so batches carry almost no
+padding and have one shape.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def make_dataset(
     with_labels: bool = True,
     pad_to_length: Optional[int] = None,
     batch_tokens: Optional[int] = None,
+    pack_length: Optional[int] = None,
 ) -> tf.data.Dataset:
     """Build a batched ``tf.data.Dataset`` of ``(features, labels)`` (or features only).
 
@@ -56,7 +62,12 @@ def make_dataset(
     ``pad_to_length`` pads everything to one fixed length instead (the plain baseline).
     ``batch_tokens`` (training) sizes each bucket's batches to about that many tokens
     instead of ``batch_size`` rows: short rows then come in larger, more efficient batches.
+    ``pack_length`` (training with token labels): rows packed into rows of that many tokens
+    (:func:`packed_dataset`) instead of buckets.
     """
+    if pack_length is not None:
+        return packed_dataset(encoding, pack_length=pack_length, batch_size=batch_size, batch_tokens=batch_tokens,
+                              pad_token_id=pad_token_id, seed=seed)
     lengths = encoding.row_lengths
     boundaries = list(bucket_boundaries or fit_bucket_boundaries(lengths, num_buckets))
     if pad_to_length is not None:
@@ -132,6 +143,91 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def pack_length_for(lengths: np.ndarray, minimum: int = 128) -> int:
+    """The packed row length for rows of ``lengths``: room for the longest, at least ``minimum``, a multiple of 8.
+
+    Longer rows hold more sentences (less padding at each row's end) but spend more on attention
+    across segments that the mask then discards; 128 tokens hold about six CoNLL sentences."""
+    return max(minimum, int(-(-int(np.max(lengths)) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE))
+
+
+def pack_rows(lengths: np.ndarray, capacity: int, seed: Optional[int] = None, open_packs: int = 16) -> List[np.ndarray]:
+    """Group rows into packs of at most ``capacity`` tokens: the rows of each pack, in a seeded random order.
+
+    Rows are taken in a random order and each goes into the first of the ``open_packs`` newest
+    packs it fits in (a new pack otherwise): packs fill to ~97 % on CoNLL-2003 while which
+    sentences share a pack stays random. A row longer than ``capacity`` is an error.
+    """
+    lengths = np.asarray(lengths)
+    if len(lengths) and lengths.max() > capacity:
+        raise ValueError(f"a row of {lengths.max()} tokens does not fit in packed rows of {capacity}")
+    packs: List[List[int]] = []
+    room: List[int] = []
+    for row in np.random.default_rng(seed).permutation(len(lengths)):
+        length = int(lengths[row])
+        first = len(packs) - min(open_packs, len(packs))
+        for index in range(first, len(packs)):
+            if room[index] >= length:
+                packs[index].append(int(row))
+                room[index] -= length
+                break
+        else:
+            packs.append([int(row)])
+            room.append(capacity - length)
+    return [np.asarray(pack, np.int64) for pack in packs]
+
+
+def packed_rows_per_batch(lengths: np.ndarray, pack_length: int, batch_size: int,
+                          batch_tokens: Optional[int] = None) -> int:
+    """Packed rows per batch: about ``batch_size`` sentences (or ``batch_tokens`` tokens) a step, as unpacked."""
+    tokens = batch_tokens or batch_size * float(np.mean(lengths))
+    return max(1, int(round(tokens / pack_length)))
+
+
+def packed_dataset(encoding: Encoding, *, pack_length: int, batch_size: int, batch_tokens: Optional[int] = None,
+                   pad_token_id: int = 0, seed: Optional[int] = None) -> tf.data.Dataset:
+    """Shuffled batches of packed rows for training a token classifier: ``(features, labels)`` of shape
+    ``[rows, pack_length]``.
+
+    The packs are made once (:func:`pack_rows`, seeded) and their order is shuffled every epoch.
+    ``features`` adds to the usual three ``position_ids`` (each sentence counts from 0) and
+    ``segment_ids`` (1, 2, ... for the sentences of a row, 0 on padding), which the packed
+    forward pass turns into a block-diagonal attention mask.
+    """
+    if encoding.labels is None or len(encoding.labels) != len(encoding.input_ids):
+        raise ValueError("packed rows need token labels (token classification)")
+    packs = pack_rows(encoding.row_lengths, pack_length, _packing_seed(seed))
+    members = np.concatenate(packs)
+    sizes = [len(pack) for pack in packs]
+    starts = tf.RaggedTensor.from_row_lengths(encoding.row_starts()[members], sizes)
+    lengths = tf.RaggedTensor.from_row_lengths(encoding.row_lengths[members].astype(np.int64), sizes)
+    flat_ids = tf.constant(encoding.input_ids, tf.int32)
+    flat_types = tf.constant(encoding.token_type_ids, tf.int32)
+    flat_labels = tf.constant(encoding.labels, tf.int32)
+
+    def pack(starts, lengths):
+        tokens = tf.ragged.range(starts, starts + lengths).flat_values
+        return (tf.gather(flat_ids, tokens), tf.gather(flat_types, tokens),
+                tf.cast(tf.ragged.range(lengths).flat_values, tf.int32),
+                tf.repeat(tf.range(1, tf.size(lengths) + 1, dtype=tf.int32), lengths),
+                tf.gather(flat_labels, tokens))
+
+    rows = packed_rows_per_batch(encoding.row_lengths, pack_length, batch_size, batch_tokens)
+    dataset = tf.data.Dataset.from_tensor_slices((starts, lengths))
+    dataset = dataset.shuffle(len(packs), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(pack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.padded_batch(rows, padded_shapes=([pack_length],) * 5,
+                                   padding_values=(pad_token_id, 0, 0, 0, IGNORE_INDEX))
+
+    def to_model_inputs(ids, types, positions, segments, labels):
+        features = {"input_ids": ids, "attention_mask": tf.cast(segments > 0, tf.int32), "token_type_ids": types,
+                    "position_ids": positions, "segment_ids": segments}
+        return features, labels
+
+    dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(packs) // rows))).prefetch(tf.data.AUTOTUNE)
+
+
 def worker_input_fn(
     shard: Encoding,
     *,
@@ -144,6 +240,7 @@ def worker_input_fn(
     pad_token_id: int = 0,
     seed: Optional[int] = None,
     num_buckets: int = 8,
+    pack_length: Optional[int] = None,
 ) -> Tuple[Callable[[tf.distribute.InputContext], tf.data.Dataset], int]:
     """The training pipeline of :func:`make_dataset` for worker ``worker`` of ``num_workers`` processes that
     train with ``replicas`` replicas in all: ``(dataset_fn, steps per epoch)``, for
@@ -165,7 +262,8 @@ def worker_input_fn(
     needs (computed identically everywhere), and a worker whose shard needs fewer batches
     fills its epoch with batches that carry no label (:func:`unlabelled_batch`: their loss
     weight is 0, so they change no update). An epoch is then one pass over every shard, with
-    nothing of the next pass and no row seen twice.
+    nothing of the next pass and no row seen twice. ``pack_length``: each worker packs its own
+    rows (:func:`packed_dataset`, seeded by ``seed + worker``).
     """
     all_row_lengths = np.asarray(all_row_lengths)
     if not np.array_equal(shard.row_lengths, all_row_lengths[worker::num_workers]):
@@ -177,9 +275,15 @@ def worker_input_fn(
                    else [max(1, per_replica_tokens // b) for b in boundaries])
 
     replicas_per_worker = max(1, replicas // num_workers)
-    # Worker i's rows are i, i + W, ...: its batch count needs only their lengths.
-    steps = max(-(-_count_bucketed_batches(all_row_lengths[i::num_workers], boundaries, batch_sizes)
-                  // replicas_per_worker) for i in range(num_workers))
+
+    def batch_count(worker: int) -> int:  # worker i's rows are i, i + W, ...: its batches need only their lengths
+        lengths = all_row_lengths[worker::num_workers]
+        if pack_length is None:
+            return _count_bucketed_batches(lengths, boundaries, batch_sizes)
+        packs = len(pack_rows(lengths, pack_length, _packing_seed(None if seed is None else seed + worker)))
+        return -(-packs // packed_rows_per_batch(lengths, pack_length, per_replica_rows, per_replica_tokens))
+
+    steps = max(-(-batch_count(i) // replicas_per_worker) for i in range(num_workers))
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         if (context.input_pipeline_id, context.num_input_pipelines) != (worker, num_workers):
@@ -190,26 +294,36 @@ def worker_input_fn(
         one_pass = make_dataset(
             shard, batch_size=per_replica_rows, batch_tokens=per_replica_tokens, pad_token_id=pad_token_id,
             shuffle=True, seed=None if seed is None else seed + worker, bucket_boundaries=boundaries,
+            pack_length=pack_length,
         )
         missing = steps * replicas_per_worker - int(one_pass.cardinality())
-        filler = tf.data.Dataset.from_tensors(unlabelled_batch(shard, boundaries[0], pad_token_id)).repeat(missing)
+        filler = unlabelled_batch(shard, pack_length or boundaries[0], pad_token_id, packed=pack_length is not None)
+        filler = tf.data.Dataset.from_tensors(filler).repeat(missing)
         return one_pass.concatenate(filler).repeat()
 
     return dataset_fn, steps
 
 
-def unlabelled_batch(encoding: Encoding, length: int, pad_token_id: int = 0):
+def unlabelled_batch(encoding: Encoding, length: int, pad_token_id: int = 0, packed: bool = False):
     """One row of ``length`` [PAD] tokens whose labels carry no loss: ``IGNORE_INDEX`` for class ids and
     token labels, NaN for 0/1 label rows and regression targets (:mod:`tfft.training.losses` weighs
-    both 0). What fills a worker's epoch when its shard needs fewer batches than another's."""
+    both 0). What fills a worker's epoch when its shard needs fewer batches than another's;
+    ``packed``: with the features of packed rows, all padding."""
     ids = np.full((1, length), pad_token_id, np.int32)
     features = {"input_ids": ids, "attention_mask": np.zeros_like(ids), "token_type_ids": np.zeros_like(ids)}
+    if packed:
+        features.update(position_ids=np.zeros_like(ids), segment_ids=np.zeros_like(ids))
     labels = encoding.labels
     if len(labels) == len(encoding.input_ids):  # token labels
         return features, np.full((1, length), IGNORE_INDEX, np.int32)
     if labels.dtype.kind == "f":
         return features, np.full((1,) + labels.shape[1:], np.nan, labels.dtype)
     return features, np.full((1,), IGNORE_INDEX, labels.dtype)
+
+
+def _packing_seed(seed: Optional[int]) -> int:
+    """Which rows share a pack is seeded even without a seed: every worker must count the same packs."""
+    return 0 if seed is None else seed
 
 
 def _count_bucketed_batches(lengths: np.ndarray, boundaries: Sequence[int], batch_sizes: Sequence[int]) -> int:

@@ -23,11 +23,12 @@ from tfft.distribution import Cluster
 from tfft.errors import ConfigError
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.lora import absolute_base_model
-from tfft.models import load_tokenizer, word_shapes_by_default
-from tfft.pipeline import make_dataset, worker_input_fn
+from tfft.models import load_tokenizer, resolve_model, word_shapes_by_default
+from tfft.pipeline import make_dataset, pack_length_for, worker_input_fn
 from tfft.run_dir import read_config_examples
 from tfft.training.callbacks import ValidationMetrics
 from tfft.training.losses import class_weights
+from tfft.training.packing import supports_packing
 
 
 @dataclass
@@ -75,7 +76,8 @@ class PreparedData:
         micro_batches = config.gradient_accumulation_steps
         options = dict(batch_size=config.batch_size * micro_batches, pad_token_id=self.tokenizer.pad_token_id,
                        seed=config.seed, num_buckets=config.num_buckets,
-                       batch_tokens=config.batch_tokens and config.batch_tokens * micro_batches)
+                       batch_tokens=config.batch_tokens and config.batch_tokens * micro_batches,
+                       pack_length=pack_length_for(self.row_lengths) if config.packing else None)
         if cluster.replicas == 1:
             dataset = make_dataset(self.encoding, shuffle=True, **options)
             return dataset, int(dataset.cardinality())
@@ -123,6 +125,7 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
         config.model = absolute_base_model(config.model)
     if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
         config.word_shapes = word_shapes_by_default(config.model, tokenizer)
+    resolve_packing(config)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
     if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
         # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
@@ -148,6 +151,21 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
         print(f"Loss {kind}: " + ", ".join(f"{label}={w:.3g}" for label, w in zip(label_map.labels, weights)),
               flush=True)
     return data
+
+
+def resolve_packing(config: TrainConfig) -> None:
+    """Decide ``config.packing`` (recorded in config.yaml): on for token classification with an encoder that
+    :func:`tfft.training.packing.supports_packing` covers, unless set; refused when set for another encoder."""
+    from transformers import AutoConfig
+
+    if config.task != TOKEN_CLASSIFICATION or config.packing is False:
+        config.packing = False
+        return
+    supported = supports_packing(AutoConfig.from_pretrained(resolve_model(config.model)))
+    if config.packing and not supported:
+        raise ConfigError(f"The 'packing' option needs a BERT encoder with absolute positions; {config.model!r} is "
+                          f"not one. Remove --packing to train on unpacked rows.")
+    config.packing = supported
 
 
 def label_map_for(config: TrainConfig, train_examples: list) -> LabelMap:

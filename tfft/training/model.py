@@ -47,7 +47,7 @@ def compile_model(model, config: TrainConfig, steps_per_epoch: int, targets: Opt
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     loss = task_loss(config, label_map_of(model), model.config, targets)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=config.xla)
-    install_train_step(model, cluster.strategy, config.gradient_accumulation_steps, loss)
+    install_train_step(model, cluster.strategy, config.gradient_accumulation_steps, loss, bool(config.packing))
 
 
 def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int,

@@ -27,11 +27,13 @@ from typing import Dict, Optional
 
 from tfft.backend import keras, tf
 from tfft.training.losses import CrossEntropy, TaskLoss
+from tfft.training.packing import training_logits
 
 
-def needs_token_weighted_step(strategy: tf.distribute.Strategy, micro_batches: int) -> bool:
-    """Keras' own step is exact on one replica without accumulation; tfft's step is needed otherwise."""
-    return strategy.num_replicas_in_sync > 1 or micro_batches > 1
+def needs_token_weighted_step(strategy: tf.distribute.Strategy, micro_batches: int, packed: bool = False) -> bool:
+    """Keras' own step is exact on one replica without accumulation on unpacked rows; tfft's step is
+    needed otherwise (packed rows go through :func:`tfft.training.packing.packed_logits`)."""
+    return strategy.num_replicas_in_sync > 1 or micro_batches > 1 or packed
 
 
 class TokenWeightedTrainStep:
@@ -120,8 +122,8 @@ class TokenWeightedTrainStep:
         """The summed loss of rows ``start:start+size`` and the gradients of that sum times ``scale``."""
         optimizer = self.model.optimizer
         with tf.GradientTape() as tape:
-            logits = self.model({name: values[start:start + size] for name, values in features.items()},
-                                training=True).logits
+            logits = training_logits(self.model, {name: values[start:start + size]
+                                                  for name, values in features.items()})
             loss_sum, _ = self.task_loss.sum_and_weight(labels[start:start + size], logits)
             loss = loss_sum * scale
             if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
@@ -150,9 +152,9 @@ class TokenWeightedTrainStep:
 
 
 def install_train_step(model, strategy: tf.distribute.Strategy, micro_batches: int,
-                       loss: Optional[TaskLoss] = None) -> Optional[TokenWeightedTrainStep]:
-    """Give ``model`` tfft's step when Keras' own would not be exact (see :func:`needs_token_weighted_step`)."""
-    if needs_token_weighted_step(strategy, micro_batches):
+                       loss: Optional[TaskLoss] = None, packed: bool = False) -> Optional[TokenWeightedTrainStep]:
+    """Give ``model`` tfft's step when Keras' own would not do (see :func:`needs_token_weighted_step`)."""
+    if needs_token_weighted_step(strategy, micro_batches, packed):
         return TokenWeightedTrainStep(model, micro_batches, loss)
     return None
 
