@@ -49,8 +49,10 @@ docs-check: setup
 
 # Side-by-side speed figures (needs ../shared/data for the training rows).
 bench: setup
-	$(PY) bench/throughput.py --batch-tokens 2048
+	$(PY) bench/throughput.py
+	$(PY) bench/whole_run.py
 	$(PY) bench/serving_latency.py
+	$(PY) bench/prediction.py
 
 clean:
 	rm -rf runs saved_models/demo-* .pytest_cache

@@ -13,9 +13,10 @@ backward 4; attention scores and embedding lookups left out), the fraction of a 
 ``tf.matmul``'s FLOP/s measured in this run, and the ratio to ``plain-bucketed`` at the same
 precision. Prints a table and one JSON line (prefix ``BENCH_JSON``).
 
-Variants (``--variants``): ``tfft`` (what ``tfft train`` does by default), ``+xla`` (XLA-compiled
-step, every bucket shape compiled before timing), ``+no-attention-dropout``
-(``attention_probs_dropout_prob=0``). bf16 runs only where the hardware has bf16 matmuls
+Variants (``--variants``): ``tfft`` (what ``tfft train`` does by default: packed rows for NER,
+length buckets otherwise), ``+xla`` (XLA-compiled step, every batch shape compiled before
+timing), ``+no-attention-dropout`` (``attention_probs_dropout_prob=0``), ``+no-packing`` (NER
+in length buckets). bf16 runs only where the hardware has bf16 matmuls
 (AVX-512 BF16 / AMX on CPUs, compute capability 8 on GPUs); elsewhere it is emulated and the
 figure would say nothing.
 """
@@ -42,7 +43,7 @@ from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
 from tfft.models import default_model_dir, load_tokenizer, set_precision  # noqa: E402
-from tfft.pipeline import make_dataset  # noqa: E402
+from tfft.pipeline import make_dataset, pack_length_for  # noqa: E402
 from tfft.training.model import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -149,11 +150,13 @@ def plain_variant(bucketed: bool) -> Callable:
 def tfft_variant(*levers: str) -> Callable:
     """tfft's own pipeline and step (as ``tfft train`` builds them), with ``levers`` switched on."""
     def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, tokenizer, labels):
+        packing = task == "token-classification" and "no-packing" not in levers
         config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
-                             xla="xla" in levers)
+                             xla="xla" in levers, packing=packing)
         encoding = encode_for_training(tokenizer, sample, labels, max_length=256)
         dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed,
-                               pad_token_id=tokenizer.pad_token_id).repeat()
+                               pad_token_id=tokenizer.pad_token_id,
+                               pack_length=pack_length_for(encoding.row_lengths) if packing else None).repeat()
         model = create_model(config, labels, len(sample) // batch_size)
         if "no-attention-dropout" in levers:
             for layer in model.bert.encoder.layer:
@@ -175,6 +178,7 @@ VARIANTS = {
     "tfft": tfft_variant(),
     "tfft+xla": tfft_variant("xla"),
     "tfft+no-attention-dropout": tfft_variant("no-attention-dropout"),
+    "tfft+no-packing": tfft_variant("no-packing"),
 }
 
 

@@ -22,6 +22,7 @@ from tfft.run_dir import (
 )
 from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.training.data import PreparedData
+from tfft.training.timing import Stopwatch
 
 
 @dataclass
@@ -37,29 +38,37 @@ class TrainResult:
 
 
 def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, best_epoch: Optional[int],
-              history: Dict[str, List[float]], started: float) -> TrainResult:
-    """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory."""
+              history: Dict[str, List[float]], started: float, stopwatch: Optional[Stopwatch] = None) -> TrainResult:
+    """Complete ``work_dir`` (model, tokenizer, config, labels, metrics, reports) and move it onto the run directory.
+
+    ``stopwatch``: the run's phases so far; the final report and the writing are added, and all of
+    them printed and kept in ``metrics.json`` (``seconds``)."""
+    stopwatch = stopwatch or Stopwatch()
     best_scores = scores_of_epoch(history, best_epoch)
     report = None
     if data.validation_examples is not None:  # first: it tunes a multi-label model's thresholds, saved with it
-        report = evaluate_examples(
-            model, data.tokenizer, data.validation_examples, data.label_map,
-            max_length=inference_length(data.tokenizer, config.task, config.max_length),
-            stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
-            word_inputs=config.word_inputs, tune_thresholds=True,
-        )
-    if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
-        save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
-    else:
-        model.save_pretrained(str(work_dir / MODEL_SUBDIR))
-    data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
-    config.save(work_dir / CONFIG_FILE)
-    write_json(work_dir / LABELS_FILE, data.label_map.to_dict())
+        with stopwatch.phase("validation report"):
+            report = evaluate_examples(
+                model, data.tokenizer, data.validation_examples, data.label_map,
+                max_length=inference_length(data.tokenizer, config.task, config.max_length),
+                stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
+                word_inputs=config.word_inputs, tune_thresholds=True,
+            )
+    with stopwatch.phase("writing"):
+        if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
+            save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
+        else:
+            model.save_pretrained(str(work_dir / MODEL_SUBDIR))
+        data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
+        config.save(work_dir / CONFIG_FILE)
+        write_json(work_dir / LABELS_FILE, data.label_map.to_dict())
+    print(f"Time {stopwatch.report()}", flush=True)
     write_json(work_dir / METRICS_FILE, {
         "best_epoch": None if best_epoch is None else best_epoch + 1,
         "monitor": config.monitor_metric,
         "best": best_scores,
         "truncated_training_examples": data.encoding.num_truncated,
+        "seconds": {name: round(seconds, 2) for name, seconds in stopwatch.seconds.items()},
     })
     write_json(work_dir / HISTORY_FILE, history)
     plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")

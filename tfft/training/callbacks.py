@@ -48,6 +48,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         # The scores' names (no "val_"), in the order the chief sends them: given, the other workers of a
         # cluster skip scoring, whose result they would throw away for the chief's (and need no encoding).
         self.names = None if names is None else list(names)
+        self.seconds = 0.0  # spent scoring, over all epochs
         self.encoding = encoding
         self.true_labels = list(true_labels)
         self.label_map = label_map
@@ -106,12 +107,14 @@ class ValidationMetrics(keras.callbacks.Callback):
         return score_predictions(self.true_labels, probabilities, self.label_map)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        started = time.perf_counter()
         scores = self.score() if self.names is None or self.cluster.is_chief else dict.fromkeys(self.names, 0.0)
         names = self.names or list(scores)
         # Every worker of a cluster takes the chief's figures, so they all stop at the same epoch.
         self.last_scores = dict(zip(names, self.cluster.chief_values([scores[name] for name in names])))
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in self.last_scores.items()})
+        self.seconds += time.perf_counter() - started
 
 
 class EarlyStoppingAfterLearning(keras.callbacks.EarlyStopping):

@@ -18,13 +18,14 @@ from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, EARLY_STOPPING_STATE, HISTORY_CSV, LOGS_SUBDIR
 from tfft.training.callbacks import BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog
+from tfft.training.timing import FitTimes, Stopwatch
 from tfft.training.data import PreparedData
 from tfft.training.model import create_model
 
 
 def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path], *, cluster: Cluster,
-              backup_dir: Optional[Path] = None, backup: bool = True, extra_callbacks: Sequence = ()
-              ) -> Tuple[keras.Model, Optional[int], Dict[str, List[float]]]:
+              backup_dir: Optional[Path] = None, backup: bool = True, extra_callbacks: Sequence = (),
+              stopwatch: Optional[Stopwatch] = None) -> Tuple[keras.Model, Optional[int], Dict[str, List[float]]]:
     """Seed, build, ``model.fit`` with tfft's callbacks, and restore the best epoch's weights.
 
     ``work_dir`` receives the best checkpoint, ``history.csv``, TensorBoard logs and
@@ -37,15 +38,20 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     logs, whose results only the chief keeps, and return the best epoch of the history ``fit``
     returns. Every worker draws its own dropout masks (the seed is offset by the worker's index
     once the model's initial weights, which the strategy takes from the chief, are built).
+    ``stopwatch`` receives the seconds spent building the model, on the first step, on the
+    other steps and on validation.
     """
+    stopwatch = stopwatch or Stopwatch()
     writer = work_dir is not None
     if not writer and cluster.is_chief:
         raise ValueError("the chief of a run needs a work directory")
     keras.utils.set_random_seed(config.seed)
-    train_dataset, steps_per_epoch = data.train_dataset(config, cluster)
-    model = create_model(config, data.label_map, steps_per_epoch, data.targets, cluster)
+    with stopwatch.phase("model"):
+        train_dataset, steps_per_epoch = data.train_dataset(config, cluster)
+        model = create_model(config, data.label_map, steps_per_epoch, data.targets, cluster)
     keras.utils.set_random_seed(config.seed + cluster.index)
-    callbacks: List[keras.callbacks.Callback] = []
+    fit_times = FitTimes()
+    callbacks: List[keras.callbacks.Callback] = [fit_times]
     backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
     validation_metrics = data.validation_metrics(config, cluster)
     checkpoint = None
@@ -75,6 +81,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     with cluster.scope():
         fitted = model.fit(train_dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                            callbacks=callbacks, verbose=1 if interactive else 2)
+    fit_times.record(stopwatch, validation_metrics.seconds if validation_metrics is not None else 0.0)
     if not writer:
         history = {name: [float(v) for v in values] for name, values in fitted.history.items()}
         return model, best_epoch_of(history.get(config.monitor_metric), config.monitor_mode), history

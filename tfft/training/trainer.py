@@ -32,6 +32,7 @@ from tfft.training.artifacts import TrainResult, scores_of_epoch, write_run
 from tfft.training.data import prepare_data
 from tfft.training.fit import fit_model
 from tfft.training.lifecycle import claim_work_dir, run_lock
+from tfft.training.timing import Stopwatch, seconds_since_process_start
 
 
 def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
@@ -41,6 +42,8 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     same directory instead of resuming it.
     """
     started = time.time()
+    stopwatch = Stopwatch()
+    stopwatch.add("start-up", seconds_since_process_start() or 0.0)
     config.validate()
     cluster = Cluster.of(config)
     with contextlib.ExitStack() as claimed:
@@ -50,7 +53,8 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
                 if config.run_dir.exists() and not overwrite:
                     raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace "
                                       "it, or choose another --output-dir")
-            data = prepare_data(config, cluster.replicas)
+            with stopwatch.phase("data"):
+                data = prepare_data(config, cluster.replicas)
             if cluster.is_chief:
                 print(f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} "
                       f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True)
@@ -66,10 +70,10 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
         data = data.worker_share(cluster)
         work_dir = cluster.work_dir(config.run_dir)
         model, best_epoch, history = fit_model(config, data, work_dir, backup_dir=cluster.backup_dir(config.run_dir),
-                                               cluster=cluster)
+                                               cluster=cluster, stopwatch=stopwatch)
         cluster.barrier()  # every worker is done with the work directory
         if cluster.is_chief:
-            return write_run(config, data, model, work_dir, best_epoch, history, started)
+            return write_run(config, data, model, work_dir, best_epoch, history, started, stopwatch)
     print(f"Worker done; the chief writes {config.run_dir}", flush=True)
     return TrainResult(config.run_dir, best_epoch, scores_of_epoch(history, best_epoch), history,
                        data.encoding.num_truncated, time.time() - started)
