@@ -49,8 +49,9 @@ def dataset(ids: List[List[int]], labels, *, batch_size: int = 32, bucketed: boo
             seed: int = 0) -> tf.data.Dataset:
     """Shuffled, padded batches of ``({"input_ids", "attention_mask", "labels"})`` repeated forever."""
     token_labels = isinstance(labels[0], list)
-    data = tf.data.Dataset.from_tensor_slices((tf.ragged.constant(ids), tf.ragged.constant(labels) if token_labels
-                                               else tf.constant(labels)))
+    label_spec = tf.TensorSpec([None] if token_labels else [], tf.int32)
+    data = tf.data.Dataset.from_generator(lambda: zip(ids, labels),
+                                          output_signature=(tf.TensorSpec([None], tf.int32), label_spec))
     data = data.shuffle(len(ids), seed=seed).repeat()
     label_pad = -100 if token_labels else 0
     label_shape = [None] if token_labels else []
