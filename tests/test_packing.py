@@ -123,3 +123,26 @@ def test_workers_count_the_same_packed_steps_and_fill_short_epochs(tiny_model_di
         assert all(set(f) == {"input_ids", "attention_mask", "token_type_ids", "position_ids", "segment_ids"}
                    for f, _ in batches)
     assert len(steps) == 1
+
+
+def test_packing_is_on_for_bert_token_classifiers_and_refused_where_it_cannot_apply(tiny_model_dir, tmp_path):
+    from transformers import DistilBertConfig
+
+    from tfft.config import TrainConfig
+    from tfft.errors import ConfigError
+    from tfft.training.data import resolve_packing
+
+    config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir))
+    resolve_packing(config)
+    assert config.packing is True
+    config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir), packing=False)
+    resolve_packing(config)
+    assert config.packing is False
+    DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16).save_pretrained(tmp_path)
+    config = TrainConfig(task="token-classification", train="x", model=str(tmp_path))
+    resolve_packing(config)
+    assert config.packing is False  # another architecture trains unpacked by default, and refuses --packing
+    with pytest.raises(ConfigError, match="'packing' option needs a BERT encoder"):
+        resolve_packing(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
+    with pytest.raises(ConfigError, match="'packing' options are for token classification"):
+        TrainConfig(task="sequence-classification", train="x", packing=True).validate()
