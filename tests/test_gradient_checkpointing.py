@@ -1,5 +1,7 @@
 """Gradient checkpointing: the same loss and gradients for less memory, and no trace in the saved weights."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -145,6 +147,8 @@ def test_the_cli_flag_reaches_the_model_and_the_run_config(tiny_model_dir, tmp_p
     assert len(wrapped) == 1  # the tiny model's one encoder layer
     assert TrainConfig.load(tmp_path / "run" / "config.yaml").gradient_checkpointing is True
     assert TrainConfig().gradient_checkpointing is False
+    seconds = json.loads((tmp_path / "run" / "metrics.json").read_text())["seconds"]
+    assert next(iter(seconds)) == "start-up" and seconds["start-up"] > 0  # the CLI times the process's start
 
 
 def test_an_encoder_without_a_layer_list_is_refused_by_name():

@@ -172,8 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     from tfft.training import train
+    from tfft.training.timing import Stopwatch, seconds_since_process_start
 
-    result = train(config_from_args(args), overwrite=args.overwrite)
+    stopwatch = Stopwatch()  # the process's start-up (Python and TensorFlow imported) comes first
+    stopwatch.add("start-up", seconds_since_process_start() or 0.0)
+    result = train(config_from_args(args), overwrite=args.overwrite, stopwatch=stopwatch)
     best = ", ".join(f"{k}={v:.4f}" for k, v in result.best_scores.items())
     epoch = "-" if result.best_epoch is None else result.best_epoch + 1
     print(f"tfft train: done in {result.seconds:.0f}s; best epoch {epoch}: {best}; run directory {result.run_dir}")

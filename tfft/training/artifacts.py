@@ -62,6 +62,8 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
         config.save(work_dir / CONFIG_FILE)
         write_json(work_dir / LABELS_FILE, data.label_map.to_dict())
+    # What no phase timed: locking and claiming the work directory, fit's set-up, restoring the best weights.
+    stopwatch.add("other", time.time() - started - sum(v for k, v in stopwatch.seconds.items() if k != "start-up"))
     print(f"Time {stopwatch.report()}", flush=True)
     write_json(work_dir / METRICS_FILE, {
         "best_epoch": None if best_epoch is None else best_epoch + 1,

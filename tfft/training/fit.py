@@ -18,9 +18,9 @@ from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, EARLY_STOPPING_STATE, HISTORY_CSV, LOGS_SUBDIR
 from tfft.training.callbacks import BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog
-from tfft.training.timing import FitTimes, Stopwatch
 from tfft.training.data import PreparedData
 from tfft.training.model import create_model
+from tfft.training.timing import FitTimes, Stopwatch
 
 
 def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path], *, cluster: Cluster,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Optional
 
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
@@ -32,18 +33,18 @@ from tfft.training.artifacts import TrainResult, scores_of_epoch, write_run
 from tfft.training.data import prepare_data
 from tfft.training.fit import fit_model
 from tfft.training.lifecycle import claim_work_dir, run_lock
-from tfft.training.timing import Stopwatch, seconds_since_process_start
+from tfft.training.timing import Stopwatch
 
 
-def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
+def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stopwatch] = None) -> TrainResult:
     """Fine-tune per ``config`` and write the run directory; see the module docstring.
 
     ``overwrite`` replaces a finished run directory and discards an unfinished run of the
-    same directory instead of resuming it.
+    same directory instead of resuming it. ``stopwatch`` (the CLI's, which has timed the process's
+    start-up) receives the seconds of each phase of the run.
     """
     started = time.time()
-    stopwatch = Stopwatch()
-    stopwatch.add("start-up", seconds_since_process_start() or 0.0)
+    stopwatch = stopwatch or Stopwatch()
     config.validate()
     cluster = Cluster.of(config)
     with contextlib.ExitStack() as claimed:
