@@ -80,7 +80,7 @@ BAD = {
     "word shapes for sequence classification": (
         {"train.tsv": SENTIMENT}, ["train", "--task", "sequence-classification", "--train", "{dir}/train.tsv",
                                    "--validation", "{dir}/train.tsv", "--word-shapes"],
-        r"'word_shapes' and 'context_window' options are for token classification"),
+        r"'word_shapes', 'context_window' and 'packing' options are for token classification"),
     "stride beyond the model's window": ({}, ["train", "--stride", "61"],
                                          r"'stride' option must be below 61 for this model"),
     "max length beyond the model's window": ({}, ["train", "--max-length", "100000"],
