@@ -81,8 +81,8 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     flat = where[:, 0] * length + where[:, 1]
     tokens = tf.shape(flat)[0]
     # slot[b, t]: the row of token (b, t) among the kept ones; `tokens` (a zero row) if it was dropped.
-    kept_count = tf.cast(kept, tf.int32)
-    slot = tf.where(kept, tf.reshape(tf.cumsum(tf.reshape(kept_count, [-1]), exclusive=True), shape), tokens)
+    order = tf.cumsum(tf.reshape(tf.cast(kept, tf.int32), [-1]), exclusive=True)
+    slot = tf.where(kept, tf.reshape(order, shape), tokens)
 
     embeddings = bert.embeddings
     hidden = (
@@ -114,14 +114,15 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     for index, layer in enumerate(bert.encoder.layer):
         attention = layer.attention.self_attention
         keys, values = to_heads(attention.key(hidden)), to_heads(attention.value(hidden))
-        if sequence_classifier and index == last:  # only the first tokens go on: one query per row
-            hidden = tf.gather(hidden, tf.cumsum(tf.reduce_sum(kept_count, 1), exclusive=True))
+        first_tokens_only = sequence_classifier and index == last  # one query per row: the token the head reads
+        if first_tokens_only:
+            hidden = tf.gather(hidden, slot[:, 0])
             queries = tf.reshape(attention.query(hidden), [batch, heads, 1, head_size])
         else:
             queries = to_heads(attention.query(hidden))
         probabilities = tf.nn.softmax(tf.matmul(queries, keys, transpose_b=True) * scale + mask_bias, axis=-1)
         context = tf.matmul(probabilities, values)
-        if sequence_classifier and index == last:
+        if first_tokens_only:
             context = tf.reshape(context, [batch, config.hidden_size])
         else:
             context = tf.reshape(tf.gather(tf.reshape(context, [-1, head_size]), merge_rows), [-1, config.hidden_size])

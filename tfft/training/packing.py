@@ -15,9 +15,6 @@ from typing import Dict
 
 from tfft.backend import tf
 
-PACKED_FEATURES = ("position_ids", "segment_ids")
-
-
 def supports_packing(model_config) -> bool:
     """True for BERT token classifiers' configs (absolute positions, no decoder), whose layers
     :func:`packed_logits` calls; other architectures train on unpacked rows."""
@@ -26,13 +23,9 @@ def supports_packing(model_config) -> bool:
             and not getattr(model_config, "is_decoder", False))
 
 
-def is_packed(features: Dict[str, tf.Tensor]) -> bool:
-    return "segment_ids" in features
-
-
 def training_logits(model, features: Dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
-    """The model's logits on a training batch, packed (:func:`packed_logits`) or not."""
-    if is_packed(features):
+    """The model's logits on a training batch, packed (:func:`packed_logits`: it has ``segment_ids``) or not."""
+    if "segment_ids" in features:
         return packed_logits(model, features, training)
     return model(features, training=training).logits
 
