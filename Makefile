@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/whole_run.py
 	$(PY) bench/serving_latency.py
 	$(PY) bench/prediction.py
+	$(PY) bench/time_to_f1.py
 
 clean:
 	rm -rf runs saved_models/demo-* .pytest_cache

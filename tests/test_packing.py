@@ -67,6 +67,8 @@ def test_packed_dataset_rows_hold_each_sentence_with_its_positions_segments_and_
             assert not features["attention_mask"][row].numpy()[padding].any()
             assert (labels[row].numpy()[padding] == IGNORE_INDEX).all()
     assert sorted(seen) == sorted(rows)
+    with pytest.raises(ValueError, match="pack_length makes shuffled, labelled training batches"):
+        make_dataset(encoding, batch_size=2, pack_length=16)  # an evaluation pipeline would come back shuffled
 
 
 def test_packed_rows_per_batch_keeps_about_the_sentences_of_a_batch():

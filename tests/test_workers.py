@@ -9,6 +9,7 @@ import pytest
 
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
+from tfft.errors import ConfigError
 
 from conftest import SAMPLE_DATA
 
@@ -100,3 +101,5 @@ def test_a_worker_keeps_only_its_share_of_the_rows_and_what_every_worker_needs(t
     assert share.worker_share(second) is share
     with pytest.raises(ValueError, match="cannot be shared again"):
         share.worker_share(fake_cluster("worker", 0, {"worker": ["a:1", "b:1"]}))
+    with pytest.raises(ConfigError, match="25 training rows cannot be shared out among 26 workers"):
+        whole.worker_share(fake_cluster("worker", 3, {"worker": [f"h{i}:1" for i in range(26)]}))

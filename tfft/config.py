@@ -101,6 +101,9 @@ class TrainConfig:
     warmup_fraction: float = _option(0.1, "fraction of the training steps spent warming the learning rate up")
     weight_decay: float = _option(0.01, "decoupled AdamW weight decay (not applied to LayerNorm and biases)")
     dropout: Optional[float] = _option(None, "classifier dropout (default: the checkpoint's)")
+    attention_dropout: Optional[float] = _option(None, "dropout on the encoder's attention probabilities (default: "
+                                                       "the checkpoint's, 0.1 for BERT models); 0 skips drawing "
+                                                       "its random numbers, the largest dropout of a step")
     lora_rank: int = _option(0, "LoRA: freeze the encoder and train rank-R adapters on its projections, with the "
                                 "classification head; the run directory keeps only those (0: full fine-tuning)")
     lora_alpha: Optional[float] = _option(None, "LoRA: adapters add alpha/rank * x A B to a projection "
@@ -290,7 +293,7 @@ class TrainConfig:
         for name in ("context_window", "patience", "weight_decay", "lora_rank"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"The '{name}' option must be >= 0. Got {getattr(self, name)!r} instead.")
-        for name in ("warmup_fraction", "dropout", "lora_dropout"):
+        for name in ("warmup_fraction", "dropout", "attention_dropout", "lora_dropout"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise ConfigError(f"The '{name}' option must be in [0, 1). Got {value!r} instead.")

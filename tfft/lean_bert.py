@@ -28,14 +28,19 @@ _ACTIVATIONS = {
 }
 
 
+def is_absolute_bert(config) -> bool:
+    """True for a transformers BERT config with absolute positions and no decoder: the layers this
+    module and :mod:`tfft.training.packing` call directly, outside the model's ``call``."""
+    return (getattr(config, "model_type", None) == "bert"
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+            and not getattr(config, "is_decoder", False))
+
+
 def supports_lean_forward(model) -> bool:
     """True when ``model`` is a transformers TF BERT token or sequence classifier this module reproduces."""
     config = getattr(model, "config", None)
     return (
-        config is not None
-        and getattr(config, "model_type", None) == "bert"
-        and getattr(config, "position_embedding_type", "absolute") == "absolute"
-        and not getattr(config, "is_decoder", False)
+        is_absolute_bert(config)
         and isinstance(config.hidden_act, str)
         and (config.hidden_act in _EXACT_GELU or config.hidden_act in _ACTIVATIONS)
         and hasattr(model, "bert")
@@ -52,7 +57,7 @@ def inference_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
 
 def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Inference logits of a BERT classifier, equal (to float rounding) to ``model(features).logits``
-    wherever ``attention_mask`` is 1 (and at every row's first token).
+    wherever ``attention_mask`` is 1 (and at every row's first token when the row has a real token).
 
     ``features`` holds ``input_ids``, ``attention_mask`` and ``token_type_ids`` of shape
     ``[batch, length]``. Returns ``[batch, length, labels]`` for token classifiers (zeros where

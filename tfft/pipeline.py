@@ -9,7 +9,7 @@ which is what XLA compiles for -- stays bounded.
 Token classification trains on packed rows instead (:func:`pack_rows`): several sentences
 share one row of ``pack_length`` tokens, each with its own positions and a segment id that
 confines its attention to itself (``tfft.training.packing``), so batches carry almost no
-padding and have one shape.
+padding and all have one row length.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def make_dataset(
     (:func:`packed_dataset`) instead of buckets.
     """
     if pack_length is not None:
+        if not shuffle or pad_to_length is not None or not with_labels:
+            raise ValueError("pack_length makes shuffled, labelled training batches: it cannot be combined with "
+                             "shuffle=False, pad_to_length or with_labels=False")
         return packed_dataset(encoding, pack_length=pack_length, batch_size=batch_size, batch_tokens=batch_tokens,
                               pad_token_id=pad_token_id, seed=seed)
     lengths = encoding.row_lengths
@@ -155,7 +158,7 @@ def pack_rows(lengths: np.ndarray, capacity: int, seed: Optional[int] = None, op
     """Group rows into packs of at most ``capacity`` tokens: the rows of each pack, in a seeded random order.
 
     Rows are taken in a random order and each goes into the first of the ``open_packs`` newest
-    packs it fits in (a new pack otherwise): packs fill to ~97 % on CoNLL-2003 while which
+    packs it fits in (a new pack otherwise): packs fill to ~99 % on CoNLL-2003 while which
     sentences share a pack stays random. A row longer than ``capacity`` is an error.
     """
     lengths = np.asarray(lengths)

@@ -62,9 +62,14 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         data.tokenizer.save_pretrained(str(work_dir / MODEL_SUBDIR))
         config.save(work_dir / CONFIG_FILE)
         write_json(work_dir / LABELS_FILE, data.label_map.to_dict())
+        write_json(work_dir / HISTORY_FILE, history)
+        plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
+        if report is not None:
+            report.write(work_dir / REPORTS_SUBDIR, "validation")
+        shutil.rmtree(work_dir / BACKUP_SUBDIR, ignore_errors=True)
+        BestWeightsCheckpoint.discard(work_dir / BEST_WEIGHTS)
     # What no phase timed: locking and claiming the work directory, fit's set-up, restoring the best weights.
     stopwatch.add("other", time.time() - started - sum(v for k, v in stopwatch.seconds.items() if k != "start-up"))
-    print(f"Time {stopwatch.report()}", flush=True)
     write_json(work_dir / METRICS_FILE, {
         "best_epoch": None if best_epoch is None else best_epoch + 1,
         "monitor": config.monitor_metric,
@@ -72,13 +77,9 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         "truncated_training_examples": data.encoding.num_truncated,
         "seconds": {name: round(seconds, 2) for name, seconds in stopwatch.seconds.items()},
     })
-    write_json(work_dir / HISTORY_FILE, history)
-    plot_training_curves(history, work_dir / REPORTS_SUBDIR / "training_curves.png")
     if report is not None:
-        report.write(work_dir / REPORTS_SUBDIR, "validation")
         print(report.text, flush=True)
-    shutil.rmtree(work_dir / BACKUP_SUBDIR, ignore_errors=True)
-    BestWeightsCheckpoint.discard(work_dir / BEST_WEIGHTS)
+    print(f"Time {stopwatch.report()}", flush=True)
     (work_dir / RUN_KEY_FILE).unlink(missing_ok=True)
     replace_directory(work_dir, config.run_dir)
     return TrainResult(config.run_dir, best_epoch, best_scores, history, data.encoding.num_truncated,

@@ -64,15 +64,18 @@ class PreparedData:
             return self
         if self.share != (0, 1):
             raise ValueError(f"data shared out as rows {self.share[0]}::{self.share[1]} cannot be shared again")
+        if self.encoding.num_rows < cluster.workers:
+            raise ConfigError(f"{self.encoding.num_rows} training rows cannot be shared out among {cluster.workers} "
+                              f"workers: each needs at least one. Train on more data or with fewer workers.")
         encoding = self.encoding.take(np.arange(cluster.index, self.encoding.num_rows, cluster.workers))
         examples = [self.train_examples[i] for i in encoding.example_index]
         encoding = replace(encoding, example_index=np.arange(len(examples)))  # rows of the share's examples
         return replace(self, encoding=encoding, train_examples=examples, share=share)
 
     def train_dataset(self, config: TrainConfig, cluster: Cluster) -> Tuple[tf.data.Dataset, int]:
-        """``(dataset, steps per epoch)``: the shuffled, length-bucketed training pipeline of ``cluster``,
-        whose steps each take ``gradient_accumulation_steps`` batches of ``config.batch_size`` (the global
-        batch, split among the replicas)."""
+        """``(dataset, steps per epoch)``: the shuffled training pipeline of ``cluster`` (packed rows with
+        ``config.packing``, length buckets otherwise), whose steps each take ``gradient_accumulation_steps``
+        batches of ``config.batch_size`` (the global batch, split among the replicas)."""
         micro_batches = config.gradient_accumulation_steps
         options = dict(batch_size=config.batch_size * micro_batches, pad_token_id=self.tokenizer.pad_token_id,
                        seed=config.seed, num_buckets=config.num_buckets,

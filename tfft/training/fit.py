@@ -38,16 +38,17 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     logs, whose results only the chief keeps, and return the best epoch of the history ``fit``
     returns. Every worker draws its own dropout masks (the seed is offset by the worker's index
     once the model's initial weights, which the strategy takes from the chief, are built).
-    ``stopwatch`` receives the seconds spent building the model, on the first step, on the
-    other steps and on validation.
+    ``stopwatch`` receives the seconds spent building the input pipeline and the model, on the
+    first step, on the other steps and on validation.
     """
     stopwatch = stopwatch or Stopwatch()
     writer = work_dir is not None
     if not writer and cluster.is_chief:
         raise ValueError("the chief of a run needs a work directory")
     keras.utils.set_random_seed(config.seed)
-    with stopwatch.phase("model"):
+    with stopwatch.phase("data"):
         train_dataset, steps_per_epoch = data.train_dataset(config, cluster)
+    with stopwatch.phase("model"):
         model = create_model(config, data.label_map, steps_per_epoch, data.targets, cluster)
     keras.utils.set_random_seed(config.seed + cluster.index)
     fit_times = FitTimes()

@@ -62,7 +62,8 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int,
         lora = LoraSettings.of(config)
         scale = target_scale(targets) if config.task == REGRESSION and config.normalize_targets else None
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
-                            word_shapes=config.uses_word_shapes, head=head_config(config.task, scale))
+                            attention_dropout=config.attention_dropout, word_shapes=config.uses_word_shapes,
+                            head=head_config(config.task, scale))
         if lora is not None:
             add_adapters(model, lora, word_shapes=config.uses_word_shapes)
         if config.gradient_checkpointing:  # after any adapters, whose dropouts must recompute their masks too

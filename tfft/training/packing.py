@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Dict
 
 from tfft.backend import tf
+from tfft.lean_bert import is_absolute_bert
+
 
 def supports_packing(model_config) -> bool:
     """True for BERT token classifiers' configs (absolute positions, no decoder), whose layers
     :func:`packed_logits` calls; other architectures train on unpacked rows."""
-    return (getattr(model_config, "model_type", None) == "bert"
-            and getattr(model_config, "position_embedding_type", "absolute") == "absolute"
-            and not getattr(model_config, "is_decoder", False))
+    return is_absolute_bert(model_config)
 
 
 def training_logits(model, features: Dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:

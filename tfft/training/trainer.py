@@ -59,6 +59,8 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
             if cluster.is_chief:
                 print(f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} "
                       f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True)
+            data = data.worker_share(cluster)  # refuses a cluster with more workers than rows
+            if cluster.is_chief:
                 claim_work_dir(cluster.work_dir(config.run_dir), config, overwrite)
         except Exception as error:
             if cluster.is_chief:
@@ -68,7 +70,6 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
         refusal = cluster.broadcast_reason(None)  # after it, the other workers may read the backup state
         if refusal is not None:
             raise ConfigError(f"the chief refused to start: {refusal}")
-        data = data.worker_share(cluster)
         work_dir = cluster.work_dir(config.run_dir)
         model, best_epoch, history = fit_model(config, data, work_dir, backup_dir=cluster.backup_dir(config.run_dir),
                                                cluster=cluster, stopwatch=stopwatch)
