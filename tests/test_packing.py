@@ -136,14 +136,17 @@ def test_packing_is_on_for_bert_token_classifiers_and_refused_where_it_cannot_ap
 
     config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir))
     resolve_packing(config)
-    assert config.packing is True
+    assert config.packing is True and config.attention_dropout == 0.0  # packed rows: no attention dropout
+    config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir), attention_dropout=0.2)
+    resolve_packing(config)
+    assert config.packing is True and config.attention_dropout == 0.2  # unless set
     config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir), packing=False)
     resolve_packing(config)
-    assert config.packing is False
+    assert config.packing is False and config.attention_dropout is None  # the checkpoint's
     DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16).save_pretrained(tmp_path)
     config = TrainConfig(task="token-classification", train="x", model=str(tmp_path))
     resolve_packing(config)
-    assert config.packing is False  # another architecture trains unpacked by default, and refuses --packing
+    assert config.packing is False and config.attention_dropout is None  # unpacked by default, refuses --packing
     with pytest.raises(ConfigError, match="'packing' option needs a BERT encoder"):
         resolve_packing(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
     with pytest.raises(ConfigError, match="'packing' options are for token classification"):

@@ -102,8 +102,8 @@ class TrainConfig:
     weight_decay: float = _option(0.01, "decoupled AdamW weight decay (not applied to LayerNorm and biases)")
     dropout: Optional[float] = _option(None, "classifier dropout (default: the checkpoint's)")
     attention_dropout: Optional[float] = _option(None, "dropout on the encoder's attention probabilities (default: "
-                                                       "the checkpoint's, 0.1 for BERT models); 0 skips drawing "
-                                                       "its random numbers, the largest dropout of a step")
+                                                       "0 on packed rows, where it cost a fifth of a step; the "
+                                                       "checkpoint's otherwise, 0.1 for BERT models)")
     lora_rank: int = _option(0, "LoRA: freeze the encoder and train rank-R adapters on its projections, with the "
                                 "classification head; the run directory keeps only those (0: full fine-tuning)")
     lora_alpha: Optional[float] = _option(None, "LoRA: adapters add alpha/rank * x A B to a projection "

@@ -158,7 +158,11 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
 
 def resolve_packing(config: TrainConfig) -> None:
     """Decide ``config.packing`` (recorded in config.yaml): on for token classification with an encoder that
-    :func:`tfft.training.packing.supports_packing` covers, unless set; refused when set for another encoder."""
+    :func:`tfft.training.packing.supports_packing` covers, unless set; refused when set for another encoder.
+
+    Packed rows also train without attention-probability dropout unless ``attention_dropout`` is set:
+    on 128-token packs the attention probabilities are a step's largest tensor, and drawing their
+    dropout masks cost a fifth of the step, with no loss of F1 (docs/results.md, the NER levers)."""
     from transformers import AutoConfig
 
     if config.task != TOKEN_CLASSIFICATION or config.packing is False:
@@ -169,6 +173,8 @@ def resolve_packing(config: TrainConfig) -> None:
         raise ConfigError(f"The 'packing' option needs a BERT encoder with absolute positions; {config.model!r} is "
                           f"not one. Remove --packing to train on unpacked rows.")
     config.packing = supported
+    if supported and config.attention_dropout is None:
+        config.attention_dropout = 0.0
 
 
 def label_map_for(config: TrainConfig, train_examples: list) -> LabelMap:
