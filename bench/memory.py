@@ -40,9 +40,10 @@ LABELS = {"off": "off", "on": "on (--gradient-checkpointing)", "dense-buffer": "
           "sparse": "sparse (tfft)"}
 
 
-def memory_kib(field: str) -> int:
-    """A ``Vm*`` line of /proc/self/status, in KiB (VmHWM: the process's peak resident memory)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def memory_kib(field: str, process: str = "self") -> int:
+    """A ``Vm*`` line of /proc/PROCESS/status (this process's by default), in KiB (VmHWM: the process's
+    peak resident memory)."""
+    for line in Path(f"/proc/{process}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)

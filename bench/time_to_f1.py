@@ -29,6 +29,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from memory import memory_kib  # noqa: E402
+
 CONLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
 PLAIN_EPOCH = "PLAIN_EPOCH"
 
@@ -58,10 +60,9 @@ def race(command: List[str], epochs: Iterator, target: float, started: float,
 def peak_memory_gib(pid: int) -> Optional[float]:
     """The process's peak resident memory (VmHWM), read before it is stopped; None once it has ended."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
+        return memory_kib("VmHWM", str(pid)) / 2**20
+    except (OSError, KeyError):  # ended: no /proc entry, or a zombie's without memory lines
         return None
-    return next((int(line.split()[1]) / 2**20 for line in status.splitlines() if line.startswith("VmHWM:")), None)
 
 
 def tfft_epochs(run_dir: Path, process: subprocess.Popen) -> Iterator[float]:
