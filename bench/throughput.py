@@ -13,12 +13,13 @@ backward 4; attention scores and embedding lookups left out), the fraction of a 
 ``tf.matmul``'s FLOP/s measured in this run, and the ratio to ``plain-bucketed`` at the same
 precision. Prints a table and one JSON line (prefix ``BENCH_JSON``).
 
-Variants (``--variants``): ``tfft`` (what ``tfft train`` does by default: packed rows for NER,
-length buckets otherwise), ``+xla`` (XLA-compiled step, every batch shape compiled before
-timing), ``+no-attention-dropout`` (``--attention-dropout 0``), ``+no-packing`` (NER
-in length buckets). bf16 runs only where the hardware has bf16 matmuls
-(AVX-512 BF16 / AMX on CPUs, compute capability 8 on GPUs); elsewhere it is emulated and the
-figure would say nothing.
+Variants (``--variants``): ``tfft`` (what ``tfft train`` does by default: packed rows without
+attention dropout for NER, length buckets otherwise), ``+xla`` (XLA-compiled step, every batch
+shape compiled before timing), ``+no-attention-dropout`` (``--attention-dropout 0``),
+``+attention-dropout`` (``--attention-dropout 0.1``, the checkpoint's), ``+no-packing`` (NER in
+length buckets, with the checkpoint's attention dropout as ``tfft train --no-packing``). bf16
+runs only where the hardware has bf16 matmuls (AVX-512 BF16 / AMX on CPUs, compute capability 8
+on GPUs); elsewhere it is emulated and the figure would say nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
 from tfft.models import default_model_dir, load_tokenizer, set_precision  # noqa: E402
 from tfft.pipeline import make_dataset, pack_length_for  # noqa: E402
+from tfft.training.data import resolve_packing  # noqa: E402
 from tfft.training.model import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -156,14 +158,16 @@ def plain_variant(bucketed: bool) -> Callable:
 def tfft_variant(*levers: str) -> Callable:
     """tfft's own pipeline and step (as ``tfft train`` builds them), with ``levers`` switched on."""
     def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, tokenizer, labels):
-        packing = task == "token-classification" and "no-packing" not in levers
+        attention_dropout = {"no-attention-dropout": 0.0, "attention-dropout": 0.1}  # 0.1: BERT checkpoints' own
         config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
-                             xla="xla" in levers, packing=packing,
-                             attention_dropout=0.0 if "no-attention-dropout" in levers else None)
+                             xla="xla" in levers, packing=False if "no-packing" in levers else None,
+                             attention_dropout=next((attention_dropout[lever] for lever in levers
+                                                     if lever in attention_dropout), None))
+        resolve_packing(config)  # the defaults `tfft train` resolves: packing, and attention dropout on packed rows
         encoding = encode_for_training(tokenizer, sample, labels, max_length=256)
         dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed,
                                pad_token_id=tokenizer.pad_token_id,
-                               pack_length=pack_length_for(encoding.row_lengths) if packing else None).repeat()
+                               pack_length=pack_length_for(encoding.row_lengths) if config.packing else None).repeat()
         model = create_model(config, labels, len(sample) // batch_size)
         if "xla" in levers:  # compile every bucket's shape before timing
             seen = set()
@@ -182,6 +186,7 @@ VARIANTS = {
     "tfft": tfft_variant(),
     "tfft+xla": tfft_variant("xla"),
     "tfft+no-attention-dropout": tfft_variant("no-attention-dropout"),
+    "tfft+attention-dropout": tfft_variant("attention-dropout"),
     "tfft+no-packing": tfft_variant("no-packing"),
 }
 
