@@ -19,6 +19,7 @@ TEXTS = [
     "I ❤️ 🍕 in PARIS !! 🏳️‍🌈 \ud7ff\U0010ffff",
     '(Reuters) - "Apple Inc.\'s" U.S.-based unit didn\'t say, Mr. Smith told Acme Corp.',
     "«Paris» ¿Qué? — 5% of C$100... (U.S.)\x1f\x1e.",
+    "北京是中国的首都。Tokyo ソニー（Sony）本社、「東京」ジョン・スミス！\U00020000ｘ＠ｙ",
 ]
 
 
@@ -40,6 +41,7 @@ def _random_texts(count: int, seed: int = 0):
     pieces = (list("aZé0159$£€¥%@#.-+_&/~*") + punctuation + list(WHITESPACE_CHARACTERS) + list(WORKING_CHARACTERS)
               + ["'s", "'S", "n't", "\u2019re", "'ll", "'", '"', "...", "\u2026", "--", "\u2014", "U.S.", "a.m.",
                  "http://x.co/a.", "me@x.com", *[a + "." for a in ABBREVIATIONS[:20]], "Paris", "東京", "Ölçek",
+                 "ソニー", "、", "（", "」", "・", "＠", "\U0002a700",
                  "e\u0301", "\U0001F600", "\u0627\u0644", "\x00", "\u200b", "\uffff", "\U0010ffff"])
     return ["".join(rng.choice(pieces, size=rng.integers(0, 25))) for _ in range(count)]
 

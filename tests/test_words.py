@@ -63,6 +63,11 @@ def test_empty_and_blank_texts_have_no_words():
     ('"(Reuters)."', ['"', "(", "Reuters", ")", ".", '"']),
     ("Jones' car", ["Jones", "'", "car"]),
     ("I \u2764\ufe0f NY \U0001F600!", ["I", "\u2764\ufe0f", "NY", "\U0001F600", "!"]),
+    # CJK ideographs are words of their own, as BERT's pre-tokenizer makes them; kana stay runs.
+    ("北京是中国的首都。Tokyo", ["北", "京", "是", "中", "国", "的", "首", "都", "。", "Tokyo"]),
+    ("ソニー（Sony）本社は東京にある。", ["ソニー", "（", "Sony", "）", "本", "社", "は", "東", "京", "にある", "。"]),
+    ("「東京」は、ジョン・スミス！", ["「", "東", "京", "」", "は", "、", "ジョン・スミス", "！"]),
+    ("\U00020000x 漢字.", ["\U00020000", "x", "漢", "字", "."]),
 ])
 def test_natural_rule_splits_text_as_people_write_it_into_treebank_words(text, expected):
     assert words(text) == expected

@@ -74,6 +74,17 @@ ff3b-ff3d ff3f ff5b ff5d ff5f-ff65 10100-10102 1039f 103d0 1056f 10857 1091f 109
 1173c-1173e 12470-12474 16a6e-16a6f 16af5 16b37-16b3b 16b44 1bc9f 1da87-1da8b
 """
 
+# CJK ideographs, as BERT's pre-tokenizer finds them (``_is_chinese_char``): text in Chinese, and the
+# kanji of Japanese, is written without spaces, so each ideograph is a word of its own (as in CJK
+# NER corpora, which put one character on each line), and the encoder's tokenizer makes each one a
+# token of its own too. Kana, Hangul and Thai are not in these ranges; like BERT, they stay runs.
+CJK_IDEOGRAPH_RANGES = "3400-4dbf 4e00-9fff f900-faff 20000-2a6df 2a700-2b73f 2b740-2b81f 2b820-2ceaf 2f800-2fa1f"
+# The punctuation of text written without spaces (CJK symbols and full-width forms: 、。「」（）！？)
+# stands between words with no space beside it, so it is a word wherever it stands; the
+# full-width twins of the marks that are never peeled (＠＃．－…) and the middle dots that join
+# the parts of a name written in katakana (ジョン・スミス) are left to the other rules.
+WIDE_PUNCTUATION_BLOCKS = ((0x3000, 0x303F), (0xFF00, 0xFF65))
+
 # Characters the natural rule writes into its working copy of a text; a text's own
 # occurrences are replaced first (one character for one, so offsets stay put).
 BREAK = "\x1f"  # a word boundary
@@ -138,6 +149,12 @@ def _without(ranges: Sequence[Tuple[int, int]], excluded: str) -> List[Tuple[int
     return out
 
 
+def _within(ranges: Sequence[Tuple[int, int]], blocks: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """The parts of ``ranges`` that lie inside ``blocks``."""
+    return [(max(first, low), min(last, high)) for first, last in ranges for low, high in blocks
+            if first <= high and last >= low]
+
+
 def _natural_rewrites() -> Tuple[Tuple[str, str], ...]:
     """The natural rule's rewrites, in order, as ``(pattern, replacement)`` with ``\\1``-style groups.
 
@@ -149,6 +166,8 @@ def _natural_rewrites() -> Tuple[Tuple[str, str], ...]:
     # Peeled off the front of a word, and a word of its own wherever it stands next to another.
     isolated = _class(_without(punctuation, _NEVER_PEELED))
     trailing = _class(_without(punctuation, _NEVER_PEELED + "$"))
+    never_peeled_wide = "".join(chr(ord(c) + 0xFEE0) for c in _NEVER_PEELED) + "\u30fb\uff65"  # ＠ is @ + 0xFEE0
+    wide = _class(_without(_within(punctuation, WIDE_PUNCTUATION_BLOCKS), never_peeled_wide))
     b, k, s, e = BREAK, KEPT, TEXT_START, TEXT_END
     before = f"[ {b}{s}]"  # what may stand before a word
     after = f"[ {b}{e}]"  # what may stand after a word
@@ -173,6 +192,8 @@ def _natural_rewrites() -> Tuple[Tuple[str, str], ...]:
         (f"([^ {b}{s}{e}.])\\.({after})", f"\\1{b}.\\2"),  # Paris.  (not an ellipsis)
     ]
     return (
+        (f"({_class(code_point_ranges(CJK_IDEOGRAPH_RANGES))})", f"{b}\\1{b}"),  # 北京 -> 北 京
+        (f"({wide})", f"{b}\\1{b}"),  # ソニー、パナソニック
         ("(\u2014|\u2015|--+|\\.\\.\\.+|\u2026)", f"{b}\\1{b}"),  # dashes and ellipses between words
         (f"({before})['\u2019]((?:{'|'.join(_CLITICS)})(?:{after}))", f"\\1{k}\\2"),  # a lone 's stays whole
         (f"({before})({isolated}+)({inside})", f"\\1\\2{b}\\3"),  # (Reuters "Apple $5
