@@ -250,7 +250,7 @@ def test_a_search_that_cannot_be_resumed_is_refused_naming_the_file_and_overwrit
     assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--tuner", "bayesian")) == 2
     error = capsys.readouterr().err.strip()
     assert error == (f"tfft tune: error: {oracle_file}: cannot resume the search with --tuner bayesian: it was started "
-                     "with another --tuner (or KerasTuner version; RuntimeError); rerun with its own --tuner, or pass "
+                     "with another --tuner (or another KerasTuner version); rerun with its own --tuner, or pass "
                      "--overwrite to discard it")
     oracle_file.write_text('{"ongoing_trials": ')  # cut short (a full disk, a copy interrupted)
     assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2")) == 2

@@ -29,9 +29,14 @@ KerasTuner's failure modes, and what tfft does about each:
   last error: each worker exits non-zero with it (running trials stop at their next renewal),
   and the chief, once every live worker has been told and one lease has passed (for workers
   that start late), raises it.
-* **A chief that cannot start** (``tune`` fails before serving, e.g. an unreadable project)
-  answers every worker's call with its reason for ``lease_seconds`` (``refuse_workers``), so the
-  workers exit at once with it.
+* **A chief that cannot start** (it fails before serving: options, its data or model, a project
+  it cannot resume) answers every worker's call with its reason for ``lease_seconds``
+  (``workers_told_of_failure``), so the workers exit at once with it.
+* **A finished search resumed**: KerasTuner's ``end_trial`` saves ``oracle.json`` before it drops
+  the trial from ``ongoing_trials``, and its ``reload`` queues every trial listed there to run
+  again. The servicer saves again after each end, and a reload forgets queued trials that had
+  ended (``forget_ended_retries``, for projects written before). A chief that finds nothing left
+  tells the workers so (STOPPED) for ``lease_seconds`` instead of waiting for one to ask.
 * **Workers leaving early**: a worker asking for a trial when none is left while others
   still run is told to wait (IDLE) rather than to stop, so a trial given back by a dead
   worker still finds someone to run it. The chief exits only when every trial has ended and
@@ -39,7 +44,9 @@ KerasTuner's failure modes, and what tfft does about each:
 * **Bounded waits**: each call to the chief waits at most ``CALL_SECONDS``; calls that failed
   for want of the chief are retried until ``CONNECT_SECONDS`` after the call began, then the
   worker exits with an error. A lease renewal is one call of at most a quarter lease, and
-  ending a trial never waits for it. A repeated ``EndTrial`` (its first reply lost) is
+  ending a trial never waits for it. Whatever the worker is doing (building a model, tracing a
+  first step), a watch exits it once the chief has not answered for ``lease_seconds +
+  CONNECT_SECONDS`` (``PatientOracleClient.watchdog``). A repeated ``EndTrial`` (its first reply lost) is
   answered without counting the trial twice, and a repeated ``CreateTrial`` from the same
   process gets the same trial and lease.
 * **Stale oracle copies**: a worker's local oracle is never read for results and never saved;

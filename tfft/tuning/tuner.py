@@ -147,16 +147,16 @@ class TfftTuner(kt.Tuner):
             try:
                 json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
-                raise ConfigError(f"{path}: cannot resume the search in {project}: not a readable KerasTuner record "
-                                  f"({error}); pass --overwrite to discard the search, or choose another "
-                                  "--output-dir") from None
+                raise _unreadable(path, project, error) from None
         try:
             super().reload()
-        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        except RuntimeError:  # KerasTuner's reload: the oracle's state lacks this oracle's keys
             raise ConfigError(f"{project / 'oracle.json'}: cannot resume the search with --tuner "
-                              f"{_tuner_name(self.oracle)}: it was started with another --tuner (or KerasTuner "
-                              f"version; {type(error).__name__}); rerun with its own --tuner, or pass --overwrite "
-                              "to discard it") from None
+                              f"{_tuner_name(self.oracle)}: it was started with another --tuner (or another "
+                              "KerasTuner version); rerun with its own --tuner, or pass --overwrite to discard it"
+                              ) from None
+        except (KeyError, TypeError, ValueError) as error:  # JSON of the wrong shape in a record
+            raise _unreadable(project, project, error) from None
         if self.role != WORKER:
             forget_ended_retries(self.oracle)
 
@@ -282,6 +282,12 @@ class TfftTuner(kt.Tuner):
     def epochs_to_best(self, trial: kt.engine.trial.Trial) -> int:
         """Epochs from scratch to the trial's best epoch (a Hyperband round counts its parents' epochs)."""
         return trial.hyperparameters.values.get("tuner/initial_epoch", 0) + self.trial_info(trial.trial_id)["best_epoch"] + 1
+
+
+def _unreadable(path: Path, project: Path, error: Exception) -> ConfigError:
+    return ConfigError(f"{path}: cannot resume the search in {project}: not a readable KerasTuner record "
+                       f"({type(error).__name__}: {error}); pass --overwrite to discard the search, or choose "
+                       "another --output-dir")
 
 
 def _tuner_name(oracle: kt.Oracle) -> str:
