@@ -499,9 +499,9 @@ def test_a_chief_refusing_another_tuner_stops_every_process_with_exit_2_and_one_
                                                                                       tmp_path):
     results = rerun_search(tiny_model_dir, finished_search, tmp_path, "--tuner", "bayesian")
     assert [code for code, _ in results.values()] == [2, 2], "\n".join(log[-2000:] for _, log in results.values())
-    oracle_file = tmp_path / "search" / "search" / "oracle.json"
-    reason = (f"{oracle_file}: cannot resume the search with --tuner bayesian: it was started with another --tuner "
-              "(or another KerasTuner version); rerun with its own --tuner, or pass --overwrite to discard it")
+    project = tmp_path / "search" / "search"
+    reason = (f"{project / 'chief.json'}: the search in {project} was started with --tuner random; rerun with "
+              "--tuner random, or pass --overwrite to discard it")
     for role, (_, log) in results.items():
         assert "Traceback" not in log and "overwrite=True" not in log, log[-3000:]
         [error] = [line for line in log.splitlines() if line.startswith("tfft tune: error:")]

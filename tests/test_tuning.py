@@ -246,7 +246,14 @@ def test_a_search_that_cannot_be_resumed_is_refused_naming_the_file_and_overwrit
 
     config = small_config(tiny_model_dir, tmp_path)
     create_tuner(config, tuner="random", max_trials=2, space=small_space(config)).save()  # a random search's project
-    oracle_file = tmp_path / "tune" / "search" / "oracle.json"
+    project = tmp_path / "tune" / "search"
+    for tuner in ("bayesian", "hyperband"):
+        assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--tuner", tuner)) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"tfft tune: error: {project / 'tuner0.json'}: the search in {project} was started with --tuner random; "
+            "rerun with --tuner random, or pass --overwrite to discard it")
+    (project / "tuner0.json").write_text("{}")  # a project of tfft 0.4.1, which did not record its --tuner
+    oracle_file = project / "oracle.json"
     assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--tuner", "bayesian")) == 2
     error = capsys.readouterr().err.strip()
     assert error == (f"tfft tune: error: {oracle_file}: cannot resume the search with --tuner bayesian: it was started "

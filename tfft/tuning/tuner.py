@@ -50,6 +50,7 @@ SEARCH_SUBDIR = "search"
 FIT_SUBDIR = "fit"
 WEIGHTS_FILE = "weights.h5"
 TRIAL_INFO_FILE = "tfft_trial.json"
+TUNER_KEY = "tfft_tuner"  # in KerasTuner's record of a tuner (DIR/search/<tuner id>.json): the search's --tuner
 
 
 def tune_dir_of(config: TrainConfig) -> Path:
@@ -140,14 +141,20 @@ class TfftTuner(kt.Tuner):
         """KerasTuner's resume of the project; a project it cannot read is refused with a ConfigError
         naming the file and ``--overwrite`` (KerasTuner raises its own Python advice, or a JSON error)."""
         project = Path(self.project_dir)
-        records = [Path(self._get_tuner_fname())]
+        own = Path(self._get_tuner_fname())
+        records = [own]
         if self.role != WORKER:  # a worker reads only its own record; the chief reads the oracle's
             records += [project / "oracle.json", *sorted(project.glob("trial_*/trial.json"))]
         for path in records:
             try:
-                json.loads(path.read_text(encoding="utf-8"))
+                state = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise _unreadable(path, project, error) from None
+            # Checked by the chief (or a search alone); the workers learn of a refusal from it.
+            started_with = state.get(TUNER_KEY) if path == own and self.role != WORKER and isinstance(state, dict) else None
+            if started_with not in (None, _tuner_name(self.oracle)):
+                raise ConfigError(f"{own}: the search in {project} was started with --tuner {started_with}; rerun "
+                                  f"with --tuner {started_with}, or pass --overwrite to discard it")
         try:
             super().reload()
         except RuntimeError:  # KerasTuner's reload: the oracle's state lacks this oracle's keys
@@ -159,6 +166,10 @@ class TfftTuner(kt.Tuner):
             raise _unreadable(project, project, error) from None
         if self.role != WORKER:
             forget_ended_retries(self.oracle)
+
+    def get_state(self) -> dict:
+        """What KerasTuner saves as this tuner's record: which ``--tuner`` the search is (checked on resume)."""
+        return {**super().get_state(), TUNER_KEY: _tuner_name(self.oracle)}
 
     def _populate_initial_space(self) -> None:
         # KerasTuner builds the model repeatedly here to discover conditional
@@ -291,10 +302,13 @@ def _unreadable(path: Path, project: Path, error: Exception) -> ConfigError:
 
 
 def _tuner_name(oracle: kt.Oracle) -> str:
-    """The ``--tuner`` that makes ``oracle`` (see ``make_oracle``)."""
-    if isinstance(oracle, kt.oracles.HyperbandOracle):
-        return "hyperband"
-    return "bayesian" if isinstance(oracle, kt.oracles.BayesianOptimizationOracle) else "random"
+    """The ``--tuner`` that makes ``oracle`` (see ``make_oracle``), else the oracle's class name."""
+    oracle = getattr(oracle, "_oracle", oracle)  # a worker's client: the oracle it was made from
+    for name, kind in (("hyperband", kt.oracles.HyperbandOracle), ("bayesian", kt.oracles.BayesianOptimizationOracle),
+                       ("random", kt.oracles.RandomSearchOracle)):
+        if isinstance(oracle, kind):
+            return name
+    return type(oracle).__name__
 
 
 def make_oracle(tuner: str, objective: kt.Objective, *, max_trials: int, max_epochs: int,
