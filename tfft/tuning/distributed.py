@@ -46,9 +46,9 @@ KerasTuner's failure modes, and what tfft does about each:
   worker exits with an error. A lease renewal is one call of at most a quarter lease, and
   ending a trial never waits for it. Whatever the worker is doing (building a model, tracing a
   first step), a watch exits it once the chief has not answered for ``lease_seconds +
-  CONNECT_SECONDS`` (``PatientOracleClient.watchdog``). A repeated ``EndTrial`` (its first reply lost) is
-  answered without counting the trial twice, and a repeated ``CreateTrial`` from the same
-  process gets the same trial and lease.
+  CONNECT_SECONDS`` (``PatientOracleClient.watchdog``). A repeated ``EndTrial`` (its first
+  reply lost) is answered without counting the trial twice, and a repeated ``CreateTrial`` from
+  the same process gets the same trial and lease.
 * **Stale oracle copies**: a worker's local oracle is never read for results and never saved;
   only the chief writes ``trials.*`` and ``best/``, and ``--overwrite`` on a worker does not
   delete the shared project.
@@ -349,7 +349,7 @@ def forget_ended_retries(oracle: kt.Oracle) -> None:
 
     KerasTuner 1.4.8's ``end_trial`` saves ``oracle.json`` before it drops the trial from
     ``ongoing_trials``, and ``reload`` queues every trial found there to run again: a search whose
-    chief ended its last trial that way (tfft before 0.4.2), or that stopped between the two, would
+    chief ended its last trial that way (tfft 0.4.1 and earlier), or that stopped between the two, would
     run an ended trial a second time."""
     ended = set(oracle.end_order)
     oracle._retry_queue = [trial_id for trial_id in oracle._retry_queue if trial_id not in ended]

@@ -145,16 +145,17 @@ class TfftTuner(kt.Tuner):
         records = [own]
         if self.role != WORKER:  # a worker reads only its own record; the chief reads the oracle's
             records += [project / "oracle.json", *sorted(project.glob("trial_*/trial.json"))]
+        states = {}
         for path in records:
             try:
-                state = json.loads(path.read_text(encoding="utf-8"))
+                states[path] = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise _unreadable(path, project, error) from None
-            # Checked by the chief (or a search alone); the workers learn of a refusal from it.
-            started_with = state.get(TUNER_KEY) if path == own and self.role != WORKER and isinstance(state, dict) else None
-            if started_with not in (None, _tuner_name(self.oracle)):
-                raise ConfigError(f"{own}: the search in {project} was started with --tuner {started_with}; rerun "
-                                  f"with --tuner {started_with}, or pass --overwrite to discard it")
+        # Checked by the chief (or a search alone); the workers learn of a refusal from it.
+        started_with = states[own].get(TUNER_KEY) if self.role != WORKER and isinstance(states[own], dict) else None
+        if started_with not in (None, _tuner_name(self.oracle)):
+            raise ConfigError(f"{own}: the search in {project} was started with --tuner {started_with}; rerun with "
+                              f"--tuner {started_with}, or pass --overwrite to discard it")
         try:
             super().reload()
         except RuntimeError:  # KerasTuner's reload: the oracle's state lacks this oracle's keys
