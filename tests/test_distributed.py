@@ -181,6 +181,31 @@ def test_a_killed_worker_resumes_from_the_last_finished_epoch(deterministic_mode
     assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]
 
 
+@pytest.mark.slow  # in process: test_workers' lost worker message
+def test_a_worker_whose_peer_dies_exits_2_with_one_line_naming_it(deterministic_model_dir, tmp_path):
+    shared = tmp_path / "runs" / "ner"
+    options = ["--strategy", "multi-worker", "--batch-size", "2", "--epochs", "3", "--max-train-examples", "200"]
+    environments = cluster_environments(2, tmp_path)
+    lost_address = json.loads(environments[1]["TF_CONFIG"])["cluster"]["worker"][1]
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(f"worker{i}", train_args(deterministic_model_dir, shared, *options), env)
+                   for i, env in enumerate(environments)]
+        deadline = time.monotonic() + TIMEOUT
+        while "Epoch 1/3" not in processes.log("worker0"):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in workers), processes.log("worker0")
+            time.sleep(0.2)
+        time.sleep(2)  # among the first epoch's steps
+        os.killpg(workers[1].pid, signal.SIGKILL)
+        [code] = processes.wait(workers[:1], timeout=120)
+        log = processes.log("worker0")
+    assert code == 2, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    [error] = [line for line in log.splitlines() if line.startswith("tfft train: error:")]
+    assert error == (f"tfft train: error: lost worker 1 (worker:1 at {lost_address}) of the multi-worker cluster: it "
+                     "died or cannot be reached; run the same command again on every worker to resume from the last "
+                     "finished epoch")
+
+
 def test_every_worker_exits_at_once_with_the_reason_the_chief_refused_to_start(deterministic_model_dir, tmp_path):
     shared = tmp_path / "runs" / "ner"
     shared.mkdir(parents=True)  # a finished run, and no --overwrite: the chief refuses
@@ -426,6 +451,124 @@ def test_a_trial_that_kills_its_worker_on_every_attempt_fails_and_the_search_goe
     assert "restarted while running the trial" in logs["chief"] or "restarted while running the trial" in (
         directory / "search" / "trial_0" / "trial.json").read_text()
     assert run_counts(directory)["0"] == 2
+
+
+@pytest.fixture(scope="module")
+def finished_search(tiny_model_dir, tmp_path_factory) -> Path:
+    """A distributed search (a chief and one worker) that ran its 2 trials and wrote its results."""
+    scratch = tmp_path_factory.mktemp("finished")
+    directory = scratch / "search"
+    roles = ["chief", "tuner0"]
+    with Processes(scratch) as processes:
+        started = [processes.start(role, tune_args(tiny_model_dir, directory, "--max-trials", "2"), env)
+                   for role, env in zip(roles, search_environments(roles))]
+        codes = processes.wait(started)
+        assert codes == [0, 0], "\n".join(processes.log(role)[-2000:] for role in roles)
+    return directory
+
+
+def rerun_search(model_dir: Path, finished: Path, tmp_path: Path, *extra: str) -> Dict[str, tuple]:
+    """Run a chief and one worker again on a copy of ``finished``: ``{role: (exit code, log)}``."""
+    import shutil
+
+    directory = tmp_path / "search"
+    shutil.copytree(finished, directory)
+    roles = ["chief", "tuner0"]
+    with Processes(tmp_path) as processes:
+        started = [processes.start(role, tune_args(model_dir, directory, "--max-trials", "2", "--trial-lease", "20",
+                                                    *extra), env)
+                   for role, env in zip(roles, search_environments(roles))]
+        codes = processes.wait(started, timeout=180)
+        return {role: (code, processes.log(role)) for role, code in zip(roles, codes)}
+
+
+@pytest.mark.slow  # in process: test_distributed_oracle's finished search, test_tuning's rerun
+def test_a_finished_distributed_search_run_again_runs_no_trial_and_says_it_is_finished(tiny_model_dir, finished_search,
+                                                                                      tmp_path):
+    assert set(run_counts(finished_search).values()) == {1}
+    results = rerun_search(tiny_model_dir, finished_search, tmp_path)
+    assert [code for code, _ in results.values()] == [0, 0], "\n".join(log[-2000:] for _, log in results.values())
+    chief, worker = results["chief"][1], results["tuner0"][1]
+    assert "is finished: its 2 trials have ended (--max-trials 2); none is run again" in chief
+    assert ": running trial" not in worker and "no trials left" in worker
+    assert run_counts(tmp_path / "search") == run_counts(finished_search)  # no trial ran again
+
+
+@pytest.mark.slow  # in process: test_tuning's search that cannot be resumed
+def test_a_chief_refusing_another_tuner_stops_every_process_with_exit_2_and_one_line(tiny_model_dir, finished_search,
+                                                                                      tmp_path):
+    results = rerun_search(tiny_model_dir, finished_search, tmp_path, "--tuner", "bayesian")
+    assert [code for code, _ in results.values()] == [2, 2], "\n".join(log[-2000:] for _, log in results.values())
+    project = tmp_path / "search" / "search"
+    reason = (f"{project / 'chief.json'}: the search in {project} was started with --tuner random; rerun with "
+              "--tuner random, or pass --overwrite to discard it")
+    for role, (_, log) in results.items():
+        assert "Traceback" not in log and "overwrite=True" not in log, log[-3000:]
+        [error] = [line for line in log.splitlines() if line.startswith("tfft tune: error:")]
+        assert error == (f"tfft tune: error: {reason}" if role == "chief" else
+                         f"tfft tune: error: the chief refused to start: {reason}")
+
+
+@pytest.mark.slow  # in process: test_distributed_oracle's chief that cannot read its data
+def test_a_chief_that_cannot_read_its_model_stops_every_worker_with_its_reason(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    missing = tmp_path / "model-not-on-the-chief"
+    roles = ["chief", "tuner0"]
+    environments = search_environments(roles)
+    with Processes(tmp_path) as processes:
+        # The chief's copy of the model is missing; the worker's is there, so only the chief can tell it.
+        started = [processes.start("chief", tune_args(missing, directory, "--trial-lease", "60"), environments[0]),
+                   processes.start("tuner0", tune_args(tiny_model_dir, directory, "--trial-lease", "60"),
+                                   environments[1])]
+        codes = processes.wait(started, timeout=150)  # not the worker's 10 minutes for a chief that never serves
+        logs = [processes.log(role) for role in roles]
+    assert codes == [2, 2], "\n".join(log[-2000:] for log in logs)
+    [chief_error] = [line for line in logs[0].splitlines() if line.startswith("tfft tune: error:")]
+    assert missing.name in chief_error
+    assert f"tfft tune: error: the chief refused to start: {chief_error[len('tfft tune: error: '):]}" in logs[1]
+
+
+SLOW_MODEL_WORKER = """
+import sys, time
+from tfft.training import fit
+from tfft.tuning import distributed
+
+distributed.CONNECT_SECONDS = 5  # the CLI's 10 minutes, shortened for the test
+build = fit.create_model
+
+def slow_build(*args, **kwargs):
+    print("building the model", flush=True)
+    time.sleep(120)  # a model that takes long to build, or a first step that takes long to trace
+    return build(*args, **kwargs)
+
+fit.create_model = slow_build
+from tfft.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # in process: test_distributed_oracle's silent chief
+def test_a_worker_outlives_a_dead_chief_by_at_most_its_bound_while_building_a_model(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0"]
+    environments = search_environments(roles)
+    args = tune_args(tiny_model_dir, directory, "--trial-lease", "4")
+    with Processes(tmp_path) as processes:
+        chief = processes.start("chief", args, environments[0])
+        worker = processes.start("tuner0", args, environments[1], program=("-c", SLOW_MODEL_WORKER))
+        deadline = time.monotonic() + TIMEOUT
+        while "building the model" not in processes.log("tuner0"):
+            assert time.monotonic() < deadline and worker.poll() is None, processes.log("tuner0")
+            time.sleep(0.1)
+        os.killpg(chief.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        [code] = processes.wait([worker], timeout=100)
+        waited = time.monotonic() - killed
+        log = processes.log("tuner0")
+    assert code == 2, log[-3000:]
+    assert waited < 4 + 5 + 6, waited  # --trial-lease + CONNECT_SECONDS, and a few seconds to exit
+    assert re.search(r"^tfft tune: error: lost the search's oracle at 127\.0\.0\.1:\d+: no answer for \d+s", log,
+                     flags=re.M), log[-3000:]
 
 
 FAKE_TFFT = """#!/bin/sh

@@ -428,3 +428,78 @@ def test_a_chief_that_cannot_start_tells_the_workers_why_at_once(tmp_path, oracl
     assert time.monotonic() - started < 10  # not the 30 s a worker waits for a chief that never answers
     chief.join(15)
     assert not chief.is_alive()
+
+
+# --- a finished search, a chief that refuses, a chief that goes silent ---------------------
+
+
+def test_a_finished_search_resumed_runs_no_trial_again_and_tells_late_workers_it_is_over(tmp_path):
+    servicer = make_servicer(tmp_path, max_trials=2)
+    worker = Worker(servicer, "tuner0")
+    for score in (0.4, 0.6):
+        worker.finish(worker.create_trial(), score)
+    # The chief stops; the same command starts it again on the project it left.
+    resumed = make_oracle(tmp_path, max_trials=2, reload=True)
+    assert resumed.ongoing_trials == {} and resumed._retry_queue == []  # the last trial is not queued again
+    assert distributed.nothing_left(resumed)
+    clock = FakeClock()
+    again = LeasedOracleServicer(resumed, LEASE, clock=clock)
+    assert again.search_over()  # without waiting for a worker to ask first ...
+    late = Worker(again, "tuner1")
+    assert late.create_trial().status == TrialStatus.STOPPED  # ... and a worker that asks is told to stop
+    assert again.late_workers_may_come()  # the chief answers for one lease, then may exit
+    clock.now += LEASE
+    assert not again.late_workers_may_come()
+    assert dict(resumed._run_times) == {"0": 1, "1": 1}
+
+
+def test_a_project_left_by_an_older_chief_forgets_its_ended_trial_on_resume(tmp_path):
+    import json
+
+    servicer = make_servicer(tmp_path, max_trials=1)
+    worker = Worker(servicer, "tuner0")
+    trial = worker.create_trial()
+    worker.finish(trial, 0.5)
+    # As KerasTuner's end_trial left oracle.json (tfft 0.4.1's chief saved no more): the ended trial still ongoing.
+    path = tmp_path / "search" / "oracle.json"
+    state = json.loads(path.read_text())
+    state["ongoing_trials"] = {"tuner0": trial.trial_id}
+    path.write_text(json.dumps(state))
+    resumed = make_oracle(tmp_path, max_trials=1, reload=True)
+    assert resumed._retry_queue == [trial.trial_id]  # what KerasTuner's reload makes of it
+    distributed.forget_ended_retries(resumed)
+    assert resumed._retry_queue == [] and distributed.nothing_left(resumed)
+
+
+def test_a_chief_that_cannot_read_its_data_tells_the_workers_why(tmp_path, oracle_env, monkeypatch):
+    from tfft.cli import main
+
+    client = distributed.PatientOracleClient(make_oracle(tmp_path), connect_seconds=30)  # tuner0
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")  # this process's tune command is the chief
+    missing = tmp_path / "missing-train.txt"
+    args = ["tune", "--verbose", "--task", "token-classification", "--train", str(missing), "--validation",
+            str(missing), "--output-dir", str(tmp_path / "search"), "--trial-lease", "4"]
+    outcome: List = []
+    chief = threading.Thread(target=lambda: outcome.append(_outcome(lambda: main(args))), daemon=True)
+    chief.start()
+    started = time.monotonic()
+    with pytest.raises(distributed.SearchStoppedError, match=f"refused to start: .*{missing.name}"):
+        run_bounded(lambda: client.create_trial("tuner0"), 20)
+    assert time.monotonic() - started < 15  # not the 30 s a worker waits for a chief that never answers
+    chief.join(20)
+    assert outcome == [("value", 2)]
+
+
+def test_a_worker_gives_up_on_a_silent_chief_whatever_it_is_doing(tmp_path, oracle_env):
+    client = distributed.PatientOracleClient(make_oracle(tmp_path), connect_seconds=30)
+    reasons: List[str] = []
+    started = time.monotonic()
+    with client.watchdog(1.0, give_up=reasons.append):
+        time.sleep(2.5)  # building a model or tracing a first step: no call to the chief meanwhile
+    assert len(reasons) == 1 and "lost the search's oracle" in reasons[0]
+    answered: List[str] = []
+    with client.watchdog(1.0, give_up=answered.append):
+        for _ in range(10):  # the chief answers (its renewals) more often than the bound
+            client.answered = time.monotonic()
+            time.sleep(0.25)
+    assert answered == [] and time.monotonic() - started < 10

@@ -227,9 +227,44 @@ def test_cli_tune_writes_results_and_a_best_run_directory(tiny_model_dir, tmp_pa
     assert main(["evaluate", str(out / "best"), "--data", NER["validation"]]) == 0
     assert "f1=" in capsys.readouterr().out and (out / "best" / "reports" / "ner_valid.txt").is_file()
 
-    assert main(args) == 0  # the same command again resumes: nothing left to run
-    assert "Reloading Tuner" in capsys.readouterr().out
+    # The same command again resumes a finished search: it says so and runs no trial, even from a project
+    # whose oracle.json still lists its last ended trial as running (as KerasTuner's end_trial leaves it).
+    oracle_file = out / "search" / "oracle.json"
+    state = json.loads(oracle_file.read_text())
+    state["ongoing_trials"] = {"tuner0": state["end_order"][-1]}
+    oracle_file.write_text(json.dumps(state))
+    assert main(args) == 0
+    output = capsys.readouterr().out
+    assert "Reloading Tuner" in output and "is finished: its 2 trials have ended (--max-trials 2)" in output
     assert len(list((out / "search").glob("trial_*/trial.json"))) == 2
+    assert set(json.loads(oracle_file.read_text())["run_times"].values()) == {1}  # no trial ran again
+
+
+def test_a_search_that_cannot_be_resumed_is_refused_naming_the_file_and_overwrite(tiny_model_dir, tmp_path, capsys):
+    from tfft.cli import main
+    from tfft.tuning import create_tuner
+
+    config = small_config(tiny_model_dir, tmp_path)
+    create_tuner(config, tuner="random", max_trials=2, space=small_space(config)).save()  # a random search's project
+    project = tmp_path / "tune" / "search"
+    for tuner in ("bayesian", "hyperband"):
+        assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--tuner", tuner)) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"tfft tune: error: {project / 'tuner0.json'}: the search in {project} was started with --tuner random; "
+            "rerun with --tuner random, or pass --overwrite to discard it")
+    (project / "tuner0.json").write_text("{}")  # a project of tfft 0.4.1, which did not record its --tuner
+    oracle_file = project / "oracle.json"
+    assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--tuner", "bayesian")) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"tfft tune: error: {oracle_file}: cannot resume the search with --tuner bayesian: it was started "
+                     "with another --tuner (or another KerasTuner version); rerun with its own --tuner, or pass "
+                     "--overwrite to discard it")
+    oracle_file.write_text('{"ongoing_trials": ')  # cut short (a full disk, a copy interrupted)
+    assert main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2")) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"tfft tune: error: {oracle_file}: cannot resume the search in ")
+    assert "--overwrite" in error and "\n" not in error and "Traceback" not in error
+    assert not (tmp_path / "tune" / "best").exists()
 
 
 def test_retrain_on_all_fits_the_best_configuration_on_train_and_validation(tiny_model_dir, tmp_path):

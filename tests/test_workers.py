@@ -103,3 +103,39 @@ def test_a_worker_keeps_only_its_share_of_the_rows_and_what_every_worker_needs(t
         share.worker_share(fake_cluster("worker", 0, {"worker": ["a:1", "b:1"]}))
     with pytest.raises(ConfigError, match="25 training rows cannot be shared out among 26 workers"):
         whole.worker_share(fake_cluster("worker", 3, {"worker": [f"h{i}:1" for i in range(26)]}))
+
+
+# What a surviving worker's training step raised when worker 1 was killed (tfft 0.4.1, loopback ports).
+LOST_PEER = """Graph execution error:
+
+Detected at node CollectiveReduceV2_1 defined at (most recent call last):
+  File "/work/tfft/training/fit.py", line 83, in fit_model
+
+Collective ops is aborted by: recvmsg:Connection reset by peer
+Additional GRPC error information from remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf:
+:UNKNOWN:Error received from peer  {grpc_status:14, grpc_message:"recvmsg:Connection reset by peer"}
+The error could be from a previous operation. Restart your program to reset.
+	 [[{{node CollectiveReduceV2_1}}]] [Op:__inference_train_function_3579]"""
+
+
+def test_a_lost_worker_is_named_in_one_line_that_says_how_to_resume():
+    from tfft.backend import tf
+    from tfft.distribution import WorkerLostError
+
+    spec = {"worker": ["127.0.0.1:1111", "127.0.0.1:2222", "127.0.0.1:3333"]}
+    with pytest.raises(WorkerLostError) as lost:
+        with fake_cluster("worker", 0, spec).peers_watched():
+            raise tf.errors.UnavailableError(None, None, LOST_PEER)
+    message = str(lost.value)
+    assert "\n" not in message and "worker 1 (worker:1 at 127.0.0.1:2222)" in message
+    assert "run the same command again on every worker to resume" in message
+    # The survivor is worker 1 and the chief (task 0) is gone: the chief is named, not the survivor itself.
+    with pytest.raises(WorkerLostError, match=r"lost worker 0 \(worker:0 at 127.0.0.1:1111\)"):
+        with fake_cluster("worker", 1, spec).peers_watched():
+            raise tf.errors.UnavailableError(None, None, LOST_PEER.replace("task:1", "task:0"))
+    with pytest.raises(WorkerLostError, match="lost another worker"):  # TensorFlow named no task
+        with fake_cluster("worker", 1, spec).peers_watched():
+            raise tf.errors.DeadlineExceededError(None, None, "Collective ops timed out")
+    with pytest.raises(tf.errors.UnavailableError):  # one process: not a cluster's error, left as it is
+        with Cluster(SimpleNamespace()).peers_watched():
+            raise tf.errors.UnavailableError(None, None, "a remote file system is down")

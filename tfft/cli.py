@@ -273,12 +273,15 @@ def _export(args) -> int:
 def _tune(args) -> int:
     from tfft.training.data import prepare_data
     from tfft.tuning import search_space_from_args, tune
+    from tfft.tuning.distributed import search_role, workers_told_of_failure
 
-    config = config_from_args(args)
     if not args.trial_lease > 0:
         raise ConfigError(f"The 'trial_lease' option must be > 0 seconds. Got {args.trial_lease!r} instead.")
-    data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
-    result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=search_space_from_args(args, config),
+    with workers_told_of_failure(search_role(), args.trial_lease):  # a chief's bad data or model stops them too
+        config = config_from_args(args)
+        data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
+        space = search_space_from_args(args, config)
+    result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=space,
                   retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor,
                   data=data, lease_seconds=args.trial_lease)
     if result is None:

@@ -11,17 +11,19 @@ chief so that all workers stop together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager, Dict, Optional, Sequence, Tuple
+from typing import ContextManager, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfft.backend import tf
 from tfft.config import STRATEGIES, TrainConfig
-from tfft.errors import ConfigError
+from tfft.errors import ConfigError, TfftError
 from tfft.run_dir import BACKUP_SUBDIR, work_dir_of
 
 _created: Dict[Tuple, tf.distribute.Strategy] = {}
@@ -95,6 +97,14 @@ def check_tf_config() -> None:
 
 
 REASON_BYTES = 2048
+# What a collective of a worker whose peer died or became unreachable raises (gRPC's UNAVAILABLE,
+# "Collective ops is aborted by: ...", a timed-out collective).
+LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+class WorkerLostError(TfftError):
+    """Another worker of a multi-worker cluster died or could not be reached in the middle of a run."""
 
 
 @dataclass(frozen=True)
@@ -201,3 +211,30 @@ class Cluster:
     def barrier(self) -> None:
         """Wait until every worker has reached this point (no-op in one process)."""
         self.chief_values([0.0])
+
+    @contextlib.contextmanager
+    def peers_watched(self) -> Iterator[None]:
+        """Around work with collectives (a fit): TensorFlow's error for a worker that died or cannot be
+        reached (a long traceback) becomes a ``WorkerLostError`` naming it and saying how to resume."""
+        try:
+            yield
+        except LOST_PEER_ERRORS as error:
+            if self.workers == 1:
+                raise
+            raise WorkerLostError(self.lost_worker_message(error.message)) from None
+
+    def lost_worker_message(self, error: str) -> str:
+        """One line for TensorFlow's ``error`` about a lost peer: which worker (by the index of
+        :attr:`index`, and its address), and that rerunning the same command resumes the run."""
+        resolver = self.strategy.cluster_resolver
+        spec = resolver.cluster_spec().as_dict()
+        own = (resolver.task_type, int(resolver.task_id or 0))
+        order = [(kind, i) for kind in ("chief", "worker") for i in range(len(spec.get(kind, [])))]
+        lost = [(kind, int(i)) for kind, i in _TASK.findall(error) if (kind, int(i)) != own and (kind, int(i)) in order]
+        if lost:
+            kind, i = lost[0]
+            who = f"worker {order.index((kind, i))} ({kind}:{i} at {spec[kind][i]})"
+        else:
+            who = "another worker"
+        return (f"lost {who} of the multi-worker cluster: it died or cannot be reached; run the same command again "
+                "on every worker to resume from the last finished epoch")

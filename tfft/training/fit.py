@@ -79,7 +79,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     if not interactive:
         # Mean rows per step: right for fixed batch sizes and for --batch-tokens alike.
         callbacks.append(ProgressLog(len(data.row_lengths) / steps_per_epoch))  # every worker's rows
-    with cluster.scope():
+    with cluster.scope(), cluster.peers_watched():
         fitted = model.fit(train_dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                            callbacks=callbacks, verbose=1 if interactive else 2)
     fit_times.record(stopwatch, validation_metrics.seconds if validation_metrics is not None else 0.0)

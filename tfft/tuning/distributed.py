@@ -29,9 +29,14 @@ KerasTuner's failure modes, and what tfft does about each:
   last error: each worker exits non-zero with it (running trials stop at their next renewal),
   and the chief, once every live worker has been told and one lease has passed (for workers
   that start late), raises it.
-* **A chief that cannot start** (``tune`` fails before serving, e.g. an unreadable project)
-  answers every worker's call with its reason for ``lease_seconds`` (``refuse_workers``), so the
-  workers exit at once with it.
+* **A chief that cannot start** (it fails before serving: options, its data or model, a project
+  it cannot resume) answers every worker's call with its reason for ``lease_seconds``
+  (``workers_told_of_failure``), so the workers exit at once with it.
+* **A finished search resumed**: KerasTuner's ``end_trial`` saves ``oracle.json`` before it drops
+  the trial from ``ongoing_trials``, and its ``reload`` queues every trial listed there to run
+  again. The servicer saves again after each end, and a reload forgets queued trials that had
+  ended (``forget_ended_retries``, for projects written before). A chief that finds nothing left
+  tells the workers so (STOPPED) for ``lease_seconds`` instead of waiting for one to ask.
 * **Workers leaving early**: a worker asking for a trial when none is left while others
   still run is told to wait (IDLE) rather than to stop, so a trial given back by a dead
   worker still finds someone to run it. The chief exits only when every trial has ended and
@@ -39,9 +44,11 @@ KerasTuner's failure modes, and what tfft does about each:
 * **Bounded waits**: each call to the chief waits at most ``CALL_SECONDS``; calls that failed
   for want of the chief are retried until ``CONNECT_SECONDS`` after the call began, then the
   worker exits with an error. A lease renewal is one call of at most a quarter lease, and
-  ending a trial never waits for it. A repeated ``EndTrial`` (its first reply lost) is
-  answered without counting the trial twice, and a repeated ``CreateTrial`` from the same
-  process gets the same trial and lease.
+  ending a trial never waits for it. Whatever the worker is doing (building a model, tracing a
+  first step), a watch exits it once the chief has not answered for ``lease_seconds +
+  CONNECT_SECONDS`` (``PatientOracleClient.watchdog``). A repeated ``EndTrial`` (its first
+  reply lost) is answered without counting the trial twice, and a repeated ``CreateTrial`` from
+  the same process gets the same trial and lease.
 * **Stale oracle copies**: a worker's local oracle is never read for results and never saved;
   only the chief writes ``trials.*`` and ``best/``, and ``--overwrite`` on a worker does not
   delete the shared project.
@@ -51,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 import uuid
@@ -152,7 +160,9 @@ class LeasedOracleServicer(OracleServicer):
         self.tuner_seen: Dict[str, float] = {}
         self.told_stopped: Set[str] = set()
         self.failure: Optional[str] = None  # why the search stopped, once too many trials failed
-        self.failed_at: Optional[float] = None
+        # When the chief learned that the search is over before every worker could ask: too many trials
+        # failed, or it found the search finished when it started.
+        self.over_at: Optional[float] = self.clock() if nothing_left(oracle) else None
 
     # --- gRPC methods ---------------------------------------------------------------------
 
@@ -238,13 +248,14 @@ class LeasedOracleServicer(OracleServicer):
                     self.oracle.tuner_ids.discard(tuner_id)
 
     def search_over(self) -> bool:
-        return self.failure is not None or (self.stop_triggered and not self.oracle.ongoing_trials)
+        return (self.failure is not None or self.over_at is not None
+                or (self.stop_triggered and not self.oracle.ongoing_trials))
 
     def late_workers_may_come(self) -> bool:
-        """Whether the search stopped (trials failed) less than a lease ago: a worker slower to start
-        than the failing trials, which the chief has never seen, may still call, and must be told why
-        rather than wait ``CONNECT_SECONDS`` for a chief that has gone."""
-        return self.failed_at is not None and self.clock() - self.failed_at < self.lease_seconds
+        """Whether the search ended (trials failed, or it was finished before the chief started) less
+        than a lease ago: a worker slower to start, which the chief has never seen, may still call, and
+        must be told rather than wait ``CONNECT_SECONDS`` for a chief that has gone."""
+        return self.over_at is not None and self.clock() - self.over_at < self.lease_seconds
 
     def workers_waiting(self) -> bool:
         """Whether a live worker has not yet been told that the search is over."""
@@ -301,13 +312,14 @@ class LeasedOracleServicer(OracleServicer):
             oracle.end_trial(trial)
         finally:
             oracle.max_consecutive_failed_trials = limit
+        oracle.save()  # end_trial saved before dropping the trial from ongoing_trials: a resume would rerun it
         failed = _trailing_failures(oracle)
         if limit and len(failed) >= limit and self.failure is None:
             last = (oracle.trials[failed[-1]].message or "").strip().splitlines()
             self.failure = (f"{len(failed)} trials failed in a row "
                             f"(max_consecutive_failed_trials {limit}): trials {', '.join(failed)}; last error: "
                             f"{last[-1] if last else 'unknown'}")
-            self.failed_at = self.clock()
+            self.over_at = self.clock()
             print(self.failure, flush=True)
 
 
@@ -323,6 +335,24 @@ def _trailing_failures(oracle: kt.Oracle) -> List[str]:
             break
         failed.insert(0, trial_id)
     return failed
+
+
+def nothing_left(oracle: kt.Oracle) -> bool:
+    """Whether the search is finished: ``max_trials`` trials were created and none is running or
+    waiting to be run again (a resumed search that is finished runs no trial)."""
+    return (not oracle.ongoing_trials and not oracle._retry_queue and bool(oracle.max_trials)
+            and len(oracle.trials) >= oracle.max_trials)
+
+
+def forget_ended_retries(oracle: kt.Oracle) -> None:
+    """Drop, from a reloaded oracle's retry queue, the trials that had ended.
+
+    KerasTuner 1.4.8's ``end_trial`` saves ``oracle.json`` before it drops the trial from
+    ``ongoing_trials``, and ``reload`` queues every trial found there to run again: a search whose
+    chief ended its last trial that way (tfft 0.4.1 and earlier), or that stopped between the two, would
+    run an ended trial a second time."""
+    ended = set(oracle.end_order)
+    oracle._retry_queue = [trial_id for trial_id in oracle._retry_queue if trial_id not in ended]
 
 
 @synchronized
@@ -347,7 +377,11 @@ def serve_oracle(oracle: kt.Oracle, lease_seconds: float = DEFAULT_LEASE_SECONDS
     if not server.add_insecure_port(oracle_address()):
         raise TfftError(f"cannot serve the oracle on {oracle_address()} (KERASTUNER_ORACLE_IP/PORT): address in use?")
     server.start()
-    print(f"Serving the search's oracle on {oracle_address()}", flush=True)
+    if servicer.over_at is not None:
+        print(f"Telling the search's workers on {oracle_address()}, for {lease_seconds:.0f}s, that the search is "
+              "finished", flush=True)
+    else:
+        print(f"Serving the search's oracle on {oracle_address()}", flush=True)
     try:
         while not servicer.search_over():
             time.sleep(0.5)
@@ -389,6 +423,20 @@ def refuse_workers(reason: str, seconds: float) -> None:
         server.stop(grace=1)
 
 
+@contextlib.contextmanager
+def workers_told_of_failure(role: str, lease_seconds: float) -> Iterator[None]:
+    """On the chief (``role``), an error raised inside, before the search is served (options,
+    data, model, an existing project that cannot be resumed), is first told to every worker for
+    ``lease_seconds`` (``refuse_workers``), then raised; elsewhere nothing."""
+    try:
+        yield
+    except Exception as error:
+        if role == CHIEF:
+            text = str(error).strip()
+            refuse_workers(text.splitlines()[0] if text else type(error).__name__, lease_seconds)
+        raise
+
+
 class PatientOracleClient(OracleClient):
     """KerasTuner's worker-side client with bounded waits: each call at most ``CALL_SECONDS``, retried
     while the chief cannot be reached until ``connect_seconds`` after it began. It sends the worker's
@@ -401,6 +449,30 @@ class PatientOracleClient(OracleClient):
         self.address = oracle_address()
         self.session = uuid.uuid4().hex
         self.leases: Dict[str, str] = {}  # trial id -> lease token
+        self.answered = time.monotonic()  # when the chief last answered a call (a refusal is an answer)
+
+    @contextlib.contextmanager
+    def watchdog(self, silence_seconds: float, give_up: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+        """While inside, give up on the chief once it has not answered for ``silence_seconds``, whatever
+        this process is doing meanwhile (building a trial's model, tracing its first step, training,
+        waiting on a call): ``give_up`` gets the reason; by default it prints it and exits the process
+        with code 2. A live chief answers a worker at least every quarter lease (its renewals) or call."""
+        give_up = give_up or _exit_lost
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(max(0.05, min(1.0, self.answered + silence_seconds - time.monotonic()))):
+                silent = time.monotonic() - self.answered
+                if silent > silence_seconds:
+                    give_up(f"lost the search's oracle at {self.address}: no answer for {silent:.0f}s; is the "
+                            "chief (KERASTUNER_TUNER_ID=chief) running?")
+                    return
+
+        threading.Thread(target=watch, name="chief-watchdog", daemon=True).start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def get_space(self):
         response = self._call("GetSpace", protos.get_service().GetSpaceRequest())
@@ -460,9 +532,12 @@ class PatientOracleClient(OracleClient):
             try:
                 response, call = stub.with_call(request, metadata=metadata, wait_for_ready=True,
                                                 timeout=max(0.01, min(CALL_SECONDS, remaining)))
+                self.answered = time.monotonic()
                 return (response, call) if with_call else response
             except grpc.RpcError as error:
                 code = error.code() if callable(getattr(error, "code", None)) else None
+                if code is not None and code not in RETRIED_CODES:
+                    self.answered = time.monotonic()
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
                     raise SearchStoppedError(error.details()) from None
                 if code == grpc.StatusCode.ABORTED:
@@ -544,6 +619,15 @@ def lease_renewal(oracle, trial_id: str, lease_seconds: float) -> Iterator[Optio
         stop.set()  # a renewal under way ends within its own timeout; nothing waits for it
 
 
+def _exit_lost(reason: str) -> None:
+    """Print tfft's one-line error for a lost chief and exit 2 at once (the main thread may be deep in
+    TensorFlow). The short pause lets the CLI's stderr filter pass the line on."""
+    sys.stdout.flush()
+    print(f"tfft tune: error: {reason}", file=sys.stderr, flush=True)
+    time.sleep(0.5)
+    os._exit(2)
+
+
 def patient_client(client: OracleClient) -> PatientOracleClient:
     """KerasTuner's worker client (``BaseTuner`` makes one) as a :class:`PatientOracleClient`."""
-    return PatientOracleClient(client._oracle)
+    return PatientOracleClient(client._oracle, connect_seconds=CONNECT_SECONDS)

@@ -23,7 +23,7 @@ from tfft.run_dir import HISTORY_CSV, work_dir_of
 from tfft.training.artifacts import TrainResult, write_run
 from tfft.training.data import PreparedData, encode_training_examples
 from tfft.training.fit import fit_model, read_history
-from tfft.tuning.distributed import CHIEF, DEFAULT_LEASE_SECONDS, refuse_workers, search_role
+from tfft.tuning.distributed import DEFAULT_LEASE_SECONDS, search_role, workers_told_of_failure
 from tfft.tuning.options import SearchSpace
 from tfft.tuning.results import SearchReport
 from tfft.tuning.tuner import ScheduleSegment, TfftTuner, create_tuner, tune_dir_of
@@ -52,17 +52,11 @@ def tune(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10, sp
     (``tfft.tuning.distributed``) runs trials and returns None: the chief writes the results. A
     chief that fails before serving the search tells the workers why for ``lease_seconds``, then raises."""
     directory = tune_dir_of(config)
-    role = search_role()
-    try:
+    with workers_told_of_failure(search_role(), lease_seconds):  # else they wait for an oracle that never comes
         search = create_tuner(config, tuner=tuner, max_trials=max_trials, space=space,
                               hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                               directory=directory, overwrite=overwrite, hyperband_factor=hyperband_factor, data=data,
                               lease_seconds=lease_seconds)
-    except Exception as error:
-        if role == CHIEF:  # the workers would otherwise wait for an oracle that never comes
-            refuse_workers(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
-                           lease_seconds)
-        raise
     data = search.hypermodel.data
     print(f"Tuning {config.task} on {len(data.train_examples)} examples with {tuner} search, at most {max_trials} "
           f"trials, objective {search.oracle.objective.name} ({search.oracle.objective.direction})", flush=True)

@@ -39,8 +39,8 @@ from tfft.run_dir import BEST_WEIGHTS, HISTORY_CSV
 from tfft.training.data import PreparedData, prepare_data
 from tfft.training.fit import fit_model, read_history
 from tfft.tuning.distributed import (
-    CHIEF, DEFAULT_LEASE_SECONDS, WORKER, SearchStoppedError, TrialLease, lease_renewal, patient_client, search_role,
-    serve_oracle,
+    CHIEF, DEFAULT_LEASE_SECONDS, WORKER, SearchStoppedError, TrialLease, forget_ended_retries, lease_renewal,
+    nothing_left, patient_client, search_role, serve_oracle,
 )
 from tfft.tuning.hypermodels import TfftHyperModel
 from tfft.tuning.options import TUNERS, SearchSpace
@@ -50,6 +50,7 @@ SEARCH_SUBDIR = "search"
 FIT_SUBDIR = "fit"
 WEIGHTS_FILE = "weights.h5"
 TRIAL_INFO_FILE = "tfft_trial.json"
+TUNER_KEY = "tfft_tuner"  # in KerasTuner's record of a tuner (DIR/search/<tuner id>.json): the search's --tuner
 
 
 def tune_dir_of(config: TrainConfig) -> Path:
@@ -136,6 +137,41 @@ class TfftTuner(kt.Tuner):
         if self.role == WORKER:
             self.oracle = patient_client(self.oracle)
 
+    def reload(self) -> None:
+        """KerasTuner's resume of the project; a project it cannot read is refused with a ConfigError
+        naming the file and ``--overwrite`` (KerasTuner raises its own Python advice, or a JSON error)."""
+        project = Path(self.project_dir)
+        own = Path(self._get_tuner_fname())
+        records = [own]
+        if self.role != WORKER:  # a worker reads only its own record; the chief reads the oracle's
+            records += [project / "oracle.json", *sorted(project.glob("trial_*/trial.json"))]
+        states = {}
+        for path in records:
+            try:
+                states[path] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise _unreadable(path, project, error) from None
+        # Checked by the chief (or a search alone); the workers learn of a refusal from it.
+        started_with = states[own].get(TUNER_KEY) if self.role != WORKER and isinstance(states[own], dict) else None
+        if started_with not in (None, _tuner_name(self.oracle)):
+            raise ConfigError(f"{own}: the search in {project} was started with --tuner {started_with}; rerun with "
+                              f"--tuner {started_with}, or pass --overwrite to discard it")
+        try:
+            super().reload()
+        except RuntimeError:  # KerasTuner's reload: the oracle's state lacks this oracle's keys
+            raise ConfigError(f"{project / 'oracle.json'}: cannot resume the search with --tuner "
+                              f"{_tuner_name(self.oracle)}: it was started with another --tuner (or another "
+                              "KerasTuner version); rerun with its own --tuner, or pass --overwrite to discard it"
+                              ) from None
+        except (KeyError, TypeError, ValueError) as error:  # JSON of the wrong shape in a record
+            raise _unreadable(project, project, error) from None
+        if self.role != WORKER:
+            forget_ended_retries(self.oracle)
+
+    def get_state(self) -> dict:
+        """What KerasTuner saves as this tuner's record: which ``--tuner`` the search is (checked on resume)."""
+        return {**super().get_state(), TUNER_KEY: _tuner_name(self.oracle)}
+
     def _populate_initial_space(self) -> None:
         # KerasTuner builds the model repeatedly here to discover conditional
         # hyperparameters. tfft's space has none and is declared without a model,
@@ -156,10 +192,15 @@ class TfftTuner(kt.Tuner):
         oracle knows nothing of the other workers' trials).
         """
         if self.role == WORKER:
-            super().search(callbacks=list(callbacks))
+            with self.oracle.watchdog(self.lease_seconds + self.oracle.connect_seconds):
+                super().search(callbacks=list(callbacks))
             print(f"{self.tuner_id}: no trials left; the chief writes the results", flush=True)
             return None
         self.oracle.verbose = verbose
+        if nothing_left(self.oracle):
+            print(f"The search in {self.project_dir} is finished: its {len(self.oracle.trials)} trials have ended "
+                  f"(--max-trials {self.oracle.max_trials}); none is run again. Pass a larger --max-trials to run "
+                  "more, or --overwrite to start over.", flush=True)
         try:
             if self.role == CHIEF:
                 self.save()
@@ -253,6 +294,22 @@ class TfftTuner(kt.Tuner):
     def epochs_to_best(self, trial: kt.engine.trial.Trial) -> int:
         """Epochs from scratch to the trial's best epoch (a Hyperband round counts its parents' epochs)."""
         return trial.hyperparameters.values.get("tuner/initial_epoch", 0) + self.trial_info(trial.trial_id)["best_epoch"] + 1
+
+
+def _unreadable(path: Path, project: Path, error: Exception) -> ConfigError:
+    return ConfigError(f"{path}: cannot resume the search in {project}: not a readable KerasTuner record "
+                       f"({type(error).__name__}: {error}); pass --overwrite to discard the search, or choose "
+                       "another --output-dir")
+
+
+def _tuner_name(oracle: kt.Oracle) -> str:
+    """The ``--tuner`` that makes ``oracle`` (see ``make_oracle``), else the oracle's class name."""
+    oracle = getattr(oracle, "_oracle", oracle)  # a worker's client: the oracle it was made from
+    for name, kind in (("hyperband", kt.oracles.HyperbandOracle), ("bayesian", kt.oracles.BayesianOptimizationOracle),
+                       ("random", kt.oracles.RandomSearchOracle)):
+        if isinstance(oracle, kind):
+            return name
+    return type(oracle).__name__
 
 
 def make_oracle(tuner: str, objective: kt.Objective, *, max_trials: int, max_epochs: int,
