@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import threading
 from typing import List, Optional
@@ -22,7 +23,7 @@ from typing import List, Optional
 from tfft import __version__
 from tfft.config import EXPORT_PRECISIONS, TrainConfig, read_yaml
 from tfft.data import TOKEN_CLASSIFICATION
-from tfft.errors import ConfigError, TfftError
+from tfft.errors import ConfigError, TfftError, os_failure
 from tfft.export.tflite import QUANTIZATIONS
 from tfft.words import WORD_SPLITS
 
@@ -343,13 +344,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     with contextlib.nullcontext() if args.verbose else _native_logs_filtered():
         try:
-            return args.handler(args)
+            code = args.handler(args)
+            sys.stdout.flush()  # a reader that has gone shows here, where it is handled
+            return code
+        except BrokenPipeError:
+            return _output_closed()
         except TfftError as error:
             print(f"tfft {args.command}: error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"tfft {args.command}: interrupted", file=sys.stderr)
             return 130
+        except Exception as error:  # disk full, file too large, permission denied: one line, not a traceback
+            problem = os_failure(error)
+            if problem is None:
+                raise
+            print(f"tfft {args.command}: error: {problem}", file=sys.stderr)
+            return 2
+
+
+def _output_closed() -> int:
+    """The reader of stdout has gone (``tfft predict ... | head -1``): stop quietly with the status grep
+    has there (128 + SIGPIPE = 141, a shell's ``$?`` either way)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's own last flush of stdout must not fail again
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
