@@ -88,8 +88,8 @@ def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--outp
         return True
     if found is not None:
         raise ConfigError(f"{path} is a tfft {found} directory, not a {kind.name} directory; choose another {option}")
-    raise ConfigError(f"{path} holds {_contents(entries)} and no tfft marker ({MARKER_FILE}), so tfft will not "
-                      f"replace it; choose another {option}, or an empty or new directory")
+    raise ConfigError(f"{path} has no tfft marker ({MARKER_FILE}) and holds {_contents(entries)}; tfft replaces "
+                      f"only directories it made: choose another {option}, or an empty or new directory")
 
 
 def remove_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir") -> None:
@@ -102,16 +102,16 @@ def remove_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--out
 def checked_name(name: str, what: str) -> str:
     """``name`` if it is one path component that stays inside its folder, else a one-line refusal.
 
-    Refused: empty, ``.`` or ``..``, a path separator, a leading ``.`` (tfft's own hidden staging
+    Refused: empty, a path separator, a leading ``.`` (``.``, ``..`` and tfft's own hidden staging
     names), control characters, and more than 255 bytes (the file system's limit)."""
     text = str(name)
     problem = None
     if not text.strip():
         problem = "it is empty"
-    elif text in (".", "..") or text.startswith("."):
-        problem = "it starts with '.' (hidden names are tfft's staging directories)"
-    elif "/" in text or (os.altsep and os.altsep in text) or os.sep in text:
+    elif "/" in text or os.sep in text or (os.altsep and os.altsep in text):
         problem = "it holds a path separator"
+    elif text.startswith("."):
+        problem = "it starts with '.' (., .. and tfft's hidden staging directories)"
     elif any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
         problem = "it holds a control character"
     elif len(text.encode("utf-8", "surrogateescape")) > 255:

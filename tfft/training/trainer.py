@@ -56,6 +56,7 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
                 if check_owned(config.run_dir, RUN) and not overwrite:
                     raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace "
                                       "it, or choose another --output-dir")
+                check_owned(cluster.work_dir(run_dir), RUN)  # --overwrite deletes it: refuse one tfft did not make
                 refuse_data_inside(config, run_dir)
             with stopwatch.phase("data"):
                 data = prepare_data(config, cluster.replicas)

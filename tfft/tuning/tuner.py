@@ -245,7 +245,8 @@ class TfftTuner(kt.Tuner):
         return model
 
     def trial_dir(self, trial_id: str) -> Path:
-        return Path(self.get_trial_dir(checked_name(trial_id, "a trial id")))
+        checked_name(trial_id, "a trial id")  # from the chief of a distributed search: stays in the search
+        return Path(self.get_trial_dir(trial_id))
 
     def fit_dir(self, trial_id: str) -> Path:
         return self.trial_dir(trial_id) / FIT_SUBDIR
