@@ -367,7 +367,8 @@ def _output_closed() -> int:
     """The reader of stdout has gone (``tfft predict ... | head -1``): stop quietly with the status grep
     has there (128 + SIGPIPE = 141, a shell's ``$?`` either way)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # Python's own last flush of stdout must not fail again
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor (a test's) has nothing to redirect
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own last flush of stdout must not fail again
     os.close(devnull)
     return 128 + signal.SIGPIPE
 
