@@ -290,6 +290,17 @@ def test_operating_system_failures_read_as_path_and_problem():
     assert os_failure(ValueError("x")) is None
 
 
+def test_predict_onto_a_full_disk_is_one_line(finished_run, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("Anna flew to Tokyo .\n" * 50)
+    with open("/dev/full", "w") as full:  # every write: ENOSPC
+        process = subprocess.run([sys.executable, "-c", "import sys; from tfft.cli import main; "
+                                  "sys.exit(main(sys.argv[1:]))", "predict", str(finished_run), "--input", str(lines)],
+                                 stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=300,
+                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert_one_line_error(process, "predict", "No space left on device")
+
+
 def test_predict_into_a_closed_pipe_stops_quietly_as_grep_does(finished_run, tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("Anna flew to Tokyo .\n" * 50)

@@ -360,17 +360,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             if problem is None:
                 raise
             print(f"tfft {args.command}: error: {problem}", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
+                return 2
+            _discard_output()  # stdout itself failed (a full disk): Python's last flush must not fail again
             return 2
 
 
 def _output_closed() -> int:
     """The reader of stdout has gone (``tfft predict ... | head -1``): stop quietly with the status grep
     has there (128 + SIGPIPE = 141, a shell's ``$?`` either way)."""
+    _discard_output()  # Python's own last flush of stdout must not fail again
+    return 128 + signal.SIGPIPE
+
+
+def _discard_output() -> None:
+    """Point stdout's descriptor at /dev/null, so what is left in its buffer goes nowhere, quietly."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor (a test's) has nothing to redirect
-        os.dup2(devnull, sys.stdout.fileno())  # Python's own last flush of stdout must not fail again
+        os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

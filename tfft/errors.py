@@ -47,18 +47,15 @@ _TENSORFLOW_OS_FAILURE = re.compile(
     r"(\S+); (" + "|".join(re.escape(os.strerror(code)) for code in (
         errno.ENOSPC, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOTDIR, errno.EIO,
         errno.ENAMETOOLONG, errno.ENOENT, errno.EISDIR)) + r")\b")
-# h5py's OSError names its file inside a long message of HDF5's.
-_HDF5_FILE = re.compile(r"filename = '([^']+)'")
 
 
 def os_failure(error: BaseException) -> Optional[str]:
     """``PATH: problem`` for an operating-system failure (no space left, file too large, permission
-    denied, ...), from Python, h5py or TensorFlow; None for any other error.
+    denied, ...), from Python or TensorFlow; None for any other error.
 
     The command line prints it as one line instead of a traceback."""
     if isinstance(error, OSError) and error.errno:
-        where = error.filename or next(iter(_HDF5_FILE.findall(str(error))), None)
         problem = os.strerror(error.errno)
-        return f"{os.fsdecode(where)}: {problem}" if where else problem
+        return f"{os.fsdecode(error.filename)}: {problem}" if error.filename else problem
     found = type(error).__module__.startswith("tensorflow") and _TENSORFLOW_OS_FAILURE.search(str(error))
     return f"{found.group(1)}: {found.group(2)}" if found else None
