@@ -9,7 +9,8 @@ is built once here and passed down.
 A run works in a hidden sibling directory and becomes the run directory only when everything
 is written; running the same command after a crash resumes from the last finished epoch
 (``BackupAndRestore``, with the early-stopping state), and a finished run directory is replaced
-only with ``overwrite``.
+only with ``overwrite``, and only when tfft made it (:mod:`tfft.ownership`); ``--output-dir`` is
+resolved first, so ``.``, ``x/`` and a symlink name the directory itself.
 
 Under a multi-worker strategy every worker runs ``train`` with the same options and keeps only
 its share of the training rows. The chief does all of the above; the other workers write
@@ -29,10 +30,10 @@ from typing import Optional
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.errors import ConfigError
+from tfft.ownership import RUN, check_owned, resolved
 from tfft.training.artifacts import TrainResult, scores_of_epoch, write_run
 from tfft.training.data import prepare_data
 from tfft.training.fit import fit_model
-from tfft.ownership import RUN, check_owned, resolved
 from tfft.training.lifecycle import claim_work_dir, refuse_data_inside, run_lock
 from tfft.training.timing import Stopwatch
 
