@@ -207,13 +207,6 @@ def test_a_trial_id_cannot_lead_out_of_the_search():
         TfftTuner.trial_dir(None, "../x")  # checked before the tuner is asked for the path
 
 
-def test_an_export_version_carries_the_marker(finished_run, tmp_path):
-    from tfft.export.saved_model import export_run
-
-    version = export_run(finished_run, "ner", export_dir=tmp_path)
-    assert json.loads((version / MARKER_FILE).read_text())["kind"] == "export"
-
-
 LIMITED = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, a write fails with EFBIG instead of a kill
@@ -238,6 +231,28 @@ def assert_one_line_error(process: subprocess.CompletedProcess, command: str, pr
     return errors[0]
 
 
+def test_hdf5_files_are_written_from_memory_so_a_full_disk_is_an_oserror(tmp_path):
+    import errno
+
+    import h5py
+    import numpy as np
+
+    from tfft.files import hdf5_written_in_memory
+
+    original = h5py.File
+    with pytest.raises(OSError) as raised, hdf5_written_in_memory():
+        with h5py.File("/dev/full", "w") as handle:  # every write: ENOSPC, as on a full disk
+            handle["weights"] = np.arange(1000.0)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, "/dev/full")
+    assert h5py.File is original
+    with hdf5_written_in_memory():
+        with h5py.File(tmp_path / "w.h5", "w") as handle:
+            handle["weights"] = np.arange(1000.0)
+    with h5py.File(tmp_path / "w.h5", "r") as handle:
+        assert handle["weights"][-1] == 999.0
+
+
+@pytest.mark.slow  # a child process trains; the logic: the test above and test_operating_system_failures_...
 def test_a_file_size_limit_while_writing_a_run_is_one_line_and_keeps_the_previous_run(finished_run, tiny_model_dir,
                                                                                      tmp_path):
     run = tmp_path / "run"
