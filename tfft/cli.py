@@ -143,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "TensorFlow ops only) and a `predict_ids` signature for token ids. The "
                                              "version directory is written elsewhere and renamed into place.")
     export.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train` (or `tfft tune`'s best/)")
-    export.add_argument("--name", required=True, help="model name: the directory under EXPORT_DIR")
-    export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    export.add_argument("--name", required=True, help="model name: one directory under EXPORT_DIR (no '/', not "
+                                                      "starting with '.')")
+    export.add_argument("--version", type=int, default=None, help="version number, a whole number from 1 (default: "
+                                                                  "the next free one)")
     export.add_argument("--export-dir", default="saved_models", help="root of the model store (default: saved_models)")
     export.add_argument("--format", choices=("saved-model", "tflite"), default="saved-model",
                         help="saved-model: EXPORT_DIR/NAME/VERSION/ for TF Serving (default); tflite: the classifier "
