@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SAMPLE_DATA, write_tiny_checkpoint
+from tfft.ownership import RUN, mark
 
 TIMEOUT = 240
 
@@ -135,7 +136,7 @@ def test_two_workers_train_one_run_equal_to_one_process_with_the_same_global_bat
     assert len(scores[0]) == 2 and scores[0] == scores[1]
     assert sorted(p.name for p in shared.parent.iterdir()) == ["ner"]  # no .partial, no lock left
     assert sorted(p.name for p in shared.iterdir()) == [
-        "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]
+        ".tfft", "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]
     for environment in environments:  # the non-chief's temporary directories are gone too
         assert list(Path(environment["TMPDIR"]).iterdir()) == []
     assert "the chief writes" in worker_log
@@ -208,7 +209,7 @@ def test_a_worker_whose_peer_dies_exits_2_with_one_line_naming_it(deterministic_
 
 def test_every_worker_exits_at_once_with_the_reason_the_chief_refused_to_start(deterministic_model_dir, tmp_path):
     shared = tmp_path / "runs" / "ner"
-    shared.mkdir(parents=True)  # a finished run, and no --overwrite: the chief refuses
+    mark(shared, RUN)  # a finished run, and no --overwrite: the chief refuses
     options = ["--strategy", "multi-worker", "--max-train-examples", "16", "--epochs", "1"]
     with Processes(tmp_path) as processes:
         workers = [processes.start(f"worker{i}", train_args(deterministic_model_dir, shared, *options), env)

@@ -165,7 +165,7 @@ def test_versions_assets_and_refusals(checkpoint, runs, exports, capsys, monkeyp
 
     for task, run in runs.items():
         version = exports / task / "1"
-        assert sorted(os.listdir(version)) == ["assets", "fingerprint.pb", "saved_model.pb", "variables"]
+        assert sorted(os.listdir(version)) == [".tfft", "assets", "fingerprint.pb", "saved_model.pb", "variables"]
         assets = version / "assets"
         assert sorted(os.listdir(assets)) == ["labels.json", "model_card.json", "vocab.txt"]
         assert (assets / "vocab.txt").read_bytes() == (run / "model" / "vocab.txt").read_bytes()

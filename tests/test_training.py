@@ -37,7 +37,7 @@ def test_train_writes_a_complete_run_directory(ner_config):
     result = train(ner_config)
     run = result.run_dir
     assert sorted(p.name for p in run.iterdir()) == [
-        "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]
+        ".tfft", "config.yaml", "history.csv", "history.json", "labels.json", "metrics.json", "model", "reports"]
     labels = json.loads((run / "labels.json").read_text())
     model_config = json.loads((run / "model" / "config.json").read_text())
     assert model_config["id2label"] == labels["id2label"]

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import threading
 from typing import List, Optional
@@ -22,7 +23,7 @@ from typing import List, Optional
 from tfft import __version__
 from tfft.config import EXPORT_PRECISIONS, TrainConfig, read_yaml
 from tfft.data import TOKEN_CLASSIFICATION
-from tfft.errors import ConfigError, TfftError
+from tfft.errors import ConfigError, TfftError, os_failure
 from tfft.export.tflite import QUANTIZATIONS
 from tfft.words import WORD_SPLITS
 
@@ -142,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "TensorFlow ops only) and a `predict_ids` signature for token ids. The "
                                              "version directory is written elsewhere and renamed into place.")
     export.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train` (or `tfft tune`'s best/)")
-    export.add_argument("--name", required=True, help="model name: the directory under EXPORT_DIR")
-    export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    export.add_argument("--name", required=True, help="model name: one directory under EXPORT_DIR (no '/', not "
+                                                      "starting with '.')")
+    export.add_argument("--version", type=int, default=None, help="version number, a whole number from 1 (default: "
+                                                                  "the next free one)")
     export.add_argument("--export-dir", default="saved_models", help="root of the model store (default: saved_models)")
     export.add_argument("--format", choices=("saved-model", "tflite"), default="saved-model",
                         help="saved-model: EXPORT_DIR/NAME/VERSION/ for TF Serving (default); tflite: the classifier "
@@ -346,13 +349,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     with contextlib.nullcontext() if args.verbose else _native_logs_filtered():
         try:
-            return args.handler(args)
+            code = args.handler(args)
+            sys.stdout.flush()  # a reader that has gone shows here, where it is handled
+            return code
+        except BrokenPipeError:
+            return _output_closed()
         except TfftError as error:
             print(f"tfft {args.command}: error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"tfft {args.command}: interrupted", file=sys.stderr)
             return 130
+        except Exception as error:  # disk full, file too large, permission denied: one line, not a traceback
+            problem = os_failure(error)
+            if problem is None:
+                raise
+            print(f"tfft {args.command}: error: {problem}", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
+                return 2
+            _discard_output()  # stdout itself failed (a full disk): Python's last flush must not fail again
+            return 2
+
+
+def _output_closed() -> int:
+    """The reader of stdout has gone (``tfft predict ... | head -1``): stop quietly with the status grep
+    has there (128 + SIGPIPE = 141, a shell's ``$?`` either way)."""
+    _discard_output()  # Python's own last flush of stdout must not fail again
+    return 128 + signal.SIGPIPE
+
+
+def _discard_output() -> None:
+    """Point stdout's descriptor at /dev/null, so what is left in its buffer goes nowhere, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor (a test's) has nothing to redirect
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

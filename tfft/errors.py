@@ -6,7 +6,9 @@ Messages say where (file and line when there is one) and what was expected, e.g.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from typing import Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -38,3 +40,22 @@ class ConfigError(TfftError, ValueError):
 
 class ModelLoadError(TfftError, OSError):
     """A model, tokenizer or run directory that cannot be found or read."""
+
+
+# TensorFlow's file ops raise an OpError, not an OSError, whose message ends "<path>; <strerror> [Op:...]".
+_TENSORFLOW_OS_FAILURE = re.compile(
+    r"(\S+); (" + "|".join(re.escape(os.strerror(code)) for code in (
+        errno.ENOSPC, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOTDIR, errno.EIO,
+        errno.ENAMETOOLONG, errno.ENOENT, errno.EISDIR)) + r")\b")
+
+
+def os_failure(error: BaseException) -> Optional[str]:
+    """``PATH: problem`` for an operating-system failure (no space left, file too large, permission
+    denied, ...), from Python or TensorFlow; None for any other error.
+
+    The command line prints it as one line instead of a traceback."""
+    if isinstance(error, OSError) and error.errno:
+        problem = os.strerror(error.errno)
+        return f"{os.fsdecode(error.filename)}: {problem}" if error.filename else problem
+    found = type(error).__module__.startswith("tensorflow") and _TENSORFLOW_OS_FAILURE.search(str(error))
+    return f"{found.group(1)}: {found.group(2)}" if found else None

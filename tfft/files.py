@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -81,6 +82,43 @@ def replace_directory(source: os.PathLike, path: os.PathLike, replace: bool = Tr
     os.replace(path, old / path.name)
     os.replace(source, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def hdf5_written_in_memory() -> Iterator[None]:
+    """Build the HDF5 files opened for writing in the block (Keras' ``save_weights``, ``save_pretrained``'s
+    ``tf_model.h5``) in memory, then write each with one plain write.
+
+    Why: HDF5 that meets a full disk or a file-size limit mid-file is left unable to close the file,
+    and the process ends in a segmentation fault. Written from memory, a full disk is an ordinary
+    ``OSError`` naming the file, which the command line reports in one line. It costs one copy of
+    the file in memory while it is written.
+    """
+    import h5py
+
+    original = h5py.File
+
+    class InMemoryFile(original):
+        def __init__(self, name, mode: str = "r", *args, **kwargs):
+            self.target = os.fspath(name) if mode in ("w", "w-", "x") and isinstance(name, (str, os.PathLike)) else None
+            self.buffer = io.BytesIO() if self.target is not None else None
+            super().__init__(self.buffer if self.target is not None else name, mode, *args, **kwargs)
+
+        def close(self) -> None:
+            super().close()
+            if self.buffer is not None:
+                buffer, self.buffer = self.buffer, None
+                try:
+                    with open(self.target, "wb") as handle:
+                        handle.write(buffer.getbuffer())
+                except OSError as error:  # a write() error names no file
+                    raise OSError(error.errno, error.strerror, self.target) from None
+
+    h5py.File = InMemoryFile
+    try:
+        yield
+    finally:
+        h5py.File = original
 
 
 def add_file_to_digest(digest: Any, path: os.PathLike) -> None:

@@ -8,6 +8,7 @@
     RUN_DIR/metrics.json     best epoch and its validation scores
     RUN_DIR/reports/         evaluation reports and plots
     RUN_DIR/logs/            TensorBoard
+    RUN_DIR/.tfft            the marker that tfft made it (tfft.ownership): what --overwrite may replace
 """
 
 from __future__ import annotations

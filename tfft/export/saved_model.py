@@ -63,6 +63,7 @@ from tfft.lora import merge_adapters
 from tfft.run_dir import METRICS_FILE, MODEL_SUBDIR, load_run, load_run_config
 from tfft.words import NATURAL, WHITESPACE
 from tfft.files import atomic_directory
+from tfft.ownership import EXPORT, checked_name, checked_version, mark
 
 MODEL_CARD = "model_card.json"
 # Token classification: text already split into words with spaces (no word rule; ``predict --input-format tokens``).
@@ -317,8 +318,8 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
 
     if precision not in EXPORT_PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(EXPORT_PRECISIONS)} for an export; got {precision!r}")
-    target_parent = Path(export_dir) / name
-    version = version if version is not None else next_version(target_parent)
+    target_parent = Path(export_dir) / checked_name(name, "--name")
+    version = checked_version(version) if version is not None else next_version(target_parent)
     target = target_parent / str(version)
     if target.exists():
         raise ConfigError(f"{target} already exists; choose another --version or omit it for the next free one")
@@ -354,6 +355,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         try:
             with atomic_directory(target, replace=False) as staging:
                 tf.saved_model.save(module, str(staging), signatures=module.signatures())
+                mark(staging, EXPORT)
         except FileExistsError:  # another export took this version number meanwhile
             raise ConfigError(f"{target} was created by another export while this one ran; run it again") from None
     return target

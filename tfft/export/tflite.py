@@ -34,6 +34,7 @@ from typing import Dict, Union
 
 from tfft.errors import ConfigError
 from tfft.files import add_file_to_digest, atomic_directory, atomic_write, sha256_of, write_json
+from tfft.ownership import checked_name
 
 # TensorFlow is imported on use: the CLI reads QUANTIZATIONS to build its parser.
 
@@ -109,7 +110,7 @@ def export_tflite(run_dir: Union[str, Path], name: str, quantize: str,
     from tfft.run_dir import CONFIG_FILE, MODEL_SUBDIR, load_run, load_run_config
 
     check_quantization(quantize)
-    directory = Path(export_dir) / name / TFLITE_SUBDIR
+    directory = Path(export_dir) / checked_name(name, "--name") / TFLITE_SUBDIR
     target = directory / tflite_file_name(quantize)
     load_run_config(run_dir)  # a clear error for a directory that is not a run
     fingerprint = model_fingerprint(Path(run_dir) / MODEL_SUBDIR)

@@ -14,8 +14,9 @@ from typing import Dict, List, Optional
 from tfft.config import TrainConfig
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import inference_length
-from tfft.files import replace_directory, write_json
+from tfft.files import hdf5_written_in_memory, replace_directory, write_json
 from tfft.lora import save_adapters
+from tfft.ownership import RUN, check_owned, mark, resolved
 from tfft.run_dir import (
     BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_SUBDIR, REPORTS_SUBDIR,
     RUN_KEY_FILE,
@@ -54,7 +55,7 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
                 stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
                 word_inputs=config.word_inputs, tune_thresholds=True,
             )
-    with stopwatch.phase("writing"):
+    with stopwatch.phase("writing"), hdf5_written_in_memory():  # a full disk: an OSError, not a crash
         if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied
             save_adapters(model, work_dir / MODEL_SUBDIR, config.model)
         else:
@@ -81,9 +82,11 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
         print(report.text, flush=True)
     print(f"Time {stopwatch.report()}", flush=True)
     (work_dir / RUN_KEY_FILE).unlink(missing_ok=True)
-    replace_directory(work_dir, config.run_dir)
-    return TrainResult(config.run_dir, best_epoch, best_scores, history, data.encoding.num_truncated,
-                       time.time() - started)
+    mark(work_dir, RUN)
+    run_dir = resolved(config.run_dir)
+    check_owned(config.run_dir, RUN)  # again: the directory may have changed while the run trained
+    replace_directory(work_dir, run_dir)
+    return TrainResult(run_dir, best_epoch, best_scores, history, data.encoding.num_truncated, time.time() - started)
 
 
 def scores_of_epoch(history: Dict[str, List[float]], epoch: Optional[int]) -> Dict[str, float]:

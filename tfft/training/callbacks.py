@@ -19,7 +19,7 @@ import numpy as np
 from tfft.backend import keras
 from tfft.data.labels import LabelMap
 from tfft.distribution import Cluster
-from tfft.files import atomic_write
+from tfft.files import atomic_write, hdf5_written_in_memory
 from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
 from tfft.metrics import score_predictions
@@ -207,7 +207,8 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         weights_file = self.path.with_name(f"{self.path.stem}-epoch{epoch + 1}{self.path.suffix}")
-        atomic_write(weights_file, lambda tmp: self.model.save_weights(tmp))
+        with hdf5_written_in_memory():  # a full disk: an OSError, not a crash
+            atomic_write(weights_file, lambda tmp: self.model.save_weights(tmp))
         atomic_write(self.state_path, lambda tmp: Path(tmp).write_text(json.dumps(
             {"monitor": self.monitor, "best": float(current), "epoch": epoch, "weights": weights_file.name})))
         self.best, self.best_epoch, self.weights_file = float(current), epoch, weights_file

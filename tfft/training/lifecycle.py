@@ -22,6 +22,7 @@ from typing import Iterator, Optional
 from tfft.config import TrainConfig
 from tfft.errors import ConfigError
 from tfft.files import sha256_of, write_json
+from tfft.ownership import RUN, check_owned, mark, resolved
 from tfft.run_dir import RUN_KEY_FILE
 
 DATA_KEY = "data_sha256"
@@ -62,7 +63,7 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
     key = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "output_dir"}))
     key[DATA_KEY] = {name: data_digest(path) for name, path in (("train", config.train),
                                                                  ("validation", config.validation)) if path}
-    if work_dir.exists():
+    if check_owned(work_dir, RUN):  # a folder of that name that tfft did not make is refused, kept as it is
         if overwrite:
             shutil.rmtree(work_dir)
         else:
@@ -88,8 +89,16 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
                     f"{'; ...' if len(changes) > 4 else ''}); rerun the original command to resume it, or pass "
                     "--overwrite to start afresh")
             print(f"Resuming the unfinished run in {work_dir}", flush=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    mark(work_dir, RUN)  # carried onto the run directory by the final rename
     write_json(work_dir / RUN_KEY_FILE, key)
+
+
+def refuse_data_inside(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse a run directory holding the run's own data files: replacing it would delete them."""
+    for name, path in (("train", config.train), ("validation", config.validation)):
+        if path and not path.startswith("tfds:") and resolved(path).is_relative_to(run_dir):
+            raise ConfigError(f"--{name} {path} is inside --output-dir {config.run_dir}, which the run replaces; "
+                              "choose another --output-dir")
 
 
 def data_digest(path: str) -> Optional[str]:

@@ -9,7 +9,8 @@ is built once here and passed down.
 A run works in a hidden sibling directory and becomes the run directory only when everything
 is written; running the same command after a crash resumes from the last finished epoch
 (``BackupAndRestore``, with the early-stopping state), and a finished run directory is replaced
-only with ``overwrite``.
+only with ``overwrite``, and only when tfft made it (:mod:`tfft.ownership`); ``--output-dir`` is
+resolved first, so ``.``, ``x/`` and a symlink name the directory itself.
 
 Under a multi-worker strategy every worker runs ``train`` with the same options and keeps only
 its share of the training rows. The chief does all of the above; the other workers write
@@ -29,10 +30,11 @@ from typing import Optional
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.errors import ConfigError
+from tfft.ownership import RUN, check_owned, resolved
 from tfft.training.artifacts import TrainResult, scores_of_epoch, write_run
 from tfft.training.data import prepare_data
 from tfft.training.fit import fit_model
-from tfft.training.lifecycle import claim_work_dir, run_lock
+from tfft.training.lifecycle import claim_work_dir, refuse_data_inside, run_lock
 from tfft.training.timing import Stopwatch
 
 
@@ -47,13 +49,16 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
     stopwatch = stopwatch or Stopwatch()
     config.validate()
     cluster = Cluster.of(config)
+    run_dir = resolved(config.run_dir)  # `.`, `x/`, a symlink: the directory itself, on every worker
     with contextlib.ExitStack() as claimed:
         try:
             if cluster.is_chief:
-                claimed.enter_context(run_lock(config.run_dir))
-                if config.run_dir.exists() and not overwrite:
+                claimed.enter_context(run_lock(run_dir))
+                if check_owned(config.run_dir, RUN) and not overwrite:
                     raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace "
                                       "it, or choose another --output-dir")
+                check_owned(cluster.work_dir(run_dir), RUN)  # --overwrite deletes it: refuse one tfft did not make
+                refuse_data_inside(config, run_dir)
             with stopwatch.phase("data"):
                 data = prepare_data(config, cluster.replicas)
             if cluster.is_chief:
@@ -61,7 +66,7 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
                       f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True)
             data = data.worker_share(cluster)  # refuses a cluster with more workers than rows
             if cluster.is_chief:
-                claim_work_dir(cluster.work_dir(config.run_dir), config, overwrite)
+                claim_work_dir(cluster.work_dir(run_dir), config, overwrite)
         except Exception as error:
             if cluster.is_chief:
                 with contextlib.suppress(Exception):  # a failed broadcast must not hide the reason itself
@@ -70,12 +75,12 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
         refusal = cluster.broadcast_reason(None)  # after it, the other workers may read the backup state
         if refusal is not None:
             raise ConfigError(f"the chief refused to start: {refusal}")
-        work_dir = cluster.work_dir(config.run_dir)
-        model, best_epoch, history = fit_model(config, data, work_dir, backup_dir=cluster.backup_dir(config.run_dir),
+        work_dir = cluster.work_dir(run_dir)
+        model, best_epoch, history = fit_model(config, data, work_dir, backup_dir=cluster.backup_dir(run_dir),
                                                cluster=cluster, stopwatch=stopwatch)
         cluster.barrier()  # every worker is done with the work directory
         if cluster.is_chief:
             return write_run(config, data, model, work_dir, best_epoch, history, started, stopwatch)
-    print(f"Worker done; the chief writes {config.run_dir}", flush=True)
-    return TrainResult(config.run_dir, best_epoch, scores_of_epoch(history, best_epoch), history,
+    print(f"Worker done; the chief writes {run_dir}", flush=True)
+    return TrainResult(run_dir, best_epoch, scores_of_epoch(history, best_epoch), history,
                        data.encoding.num_truncated, time.time() - started)

@@ -19,6 +19,7 @@ import keras_tuner as kt
 
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
+from tfft.ownership import RUN, mark, remove_owned, resolved
 from tfft.run_dir import HISTORY_CSV, work_dir_of
 from tfft.training.artifacts import TrainResult, write_run
 from tfft.training.data import PreparedData, encode_training_examples
@@ -81,8 +82,9 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
     trial = tuner.oracle.get_best_trials(1)[0]
     data = tuner.hypermodel.data
     config = dataclasses.replace(tuner.hypermodel.config_for(trial.hyperparameters.copy()), output_dir=str(run_dir))
-    work_dir = work_dir_of(Path(run_dir))
-    shutil.rmtree(work_dir, ignore_errors=True)  # a leftover of an earlier export may hold another trial
+    work_dir = work_dir_of(resolved(run_dir))
+    remove_owned(work_dir, RUN)  # a leftover of an earlier export may hold another trial
+    mark(work_dir, RUN)
     if retrain_on_all:
         examples = data.train_examples + data.validation_examples
         data = PreparedData(data.tokenizer, data.label_map, examples, None,
@@ -94,7 +96,7 @@ def export_best(tuner: TfftTuner, run_dir: Path, retrain_on_all: bool = False) -
             config, data, work_dir, cluster=Cluster.of(config), backup=False,
             extra_callbacks=[ScheduleSegment(0, tuner.epochs_to_best(trial))])
         return write_run(config, data, model, work_dir, best_epoch, history, started)
-    shutil.copytree(tuner.fit_dir(trial.trial_id), work_dir)
+    shutil.copytree(tuner.fit_dir(trial.trial_id), work_dir, dirs_exist_ok=True)
     model = tuner.load_model(trial)
     return write_run(config, data, model, work_dir, tuner.trial_info(trial.trial_id)["best_epoch"],
                      read_history(work_dir / HISTORY_CSV), started)

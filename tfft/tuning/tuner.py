@@ -33,7 +33,8 @@ from tfft.backend import keras
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.errors import ConfigError
-from tfft.files import atomic_write, write_json
+from tfft.files import atomic_write, hdf5_written_in_memory, write_json
+from tfft.ownership import Kind, check_owned, checked_name, mark
 from tfft.training.callbacks import BestWeightsCheckpoint
 from tfft.run_dir import BEST_WEIGHTS, HISTORY_CSV
 from tfft.training.data import PreparedData, prepare_data
@@ -51,6 +52,8 @@ FIT_SUBDIR = "fit"
 WEIGHTS_FILE = "weights.h5"
 TRIAL_INFO_FILE = "tfft_trial.json"
 TUNER_KEY = "tfft_tuner"  # in KerasTuner's record of a tuner (DIR/search/<tuner id>.json): the search's --tuner
+# A search directory; one written before tfft marked its directories holds KerasTuner's oracle.json.
+SEARCH = Kind("search", legacy=((f"{SEARCH_SUBDIR}/oracle.json",),))
 
 
 def tune_dir_of(config: TrainConfig) -> Path:
@@ -132,8 +135,12 @@ class TfftTuner(kt.Tuner):
         if overwrite and self.role == WORKER:
             print("--overwrite is ignored on a worker: only the chief may discard the shared search", flush=True)
             overwrite = False
+        if self.role != WORKER:  # a worker may start before the chief has marked the directory
+            check_owned(directory, SEARCH)
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
                          project_name=project_name, overwrite=overwrite)
+        if self.role != WORKER:
+            mark(directory, SEARCH)
         if self.role == WORKER:
             self.oracle = patient_client(self.oracle)
 
@@ -269,7 +276,8 @@ class TfftTuner(kt.Tuner):
 
     def save_model(self, trial_id: str, model, step: int = 0) -> None:
         """Keep the trial's best-epoch weights (``step``: that epoch, recorded in ``tfft_trial.json``)."""
-        atomic_write(self.weights_path(trial_id), lambda tmp: model.save_weights(tmp))
+        with hdf5_written_in_memory():  # a full disk: an OSError, not a crash
+            atomic_write(self.weights_path(trial_id), lambda tmp: model.save_weights(tmp))
 
     def load_model(self, trial: kt.engine.trial.Trial):
         """The trial's tf-keras model with its best-epoch weights."""
@@ -278,6 +286,7 @@ class TfftTuner(kt.Tuner):
         return model
 
     def trial_dir(self, trial_id: str) -> Path:
+        checked_name(trial_id, "a trial id")  # from the chief of a distributed search: stays in the search
         return Path(self.get_trial_dir(trial_id))
 
     def fit_dir(self, trial_id: str) -> Path:
