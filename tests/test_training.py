@@ -215,6 +215,24 @@ def test_cli_rejects_bad_training_input_and_writes_nothing(case, tiny_model_dir,
     assert not run_dir.exists() and not work_dir_of(run_dir).exists()
 
 
+def test_a_diverging_run_stops_with_one_line_and_is_not_recorded_as_finished(tiny_model_dir, tmp_path, capsys):
+    # An absurd but finite learning rate: the loss becomes NaN within the first epoch.
+    run_dir = tmp_path / "run"
+    code = main(["train", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+                 "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--model", str(tiny_model_dir),
+                 "--output-dir", str(run_dir), "--epochs", "3", "--batch-size", "16", "--max-train-examples", "64",
+                 "--learning-rate", "1e30", "--no-tensorboard"])
+    assert code == 2
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.startswith("tfft train: error:")]
+    assert len(lines) == 1 and "Traceback" not in error
+    assert re.search(r"the training loss became (nan|inf) in epoch 1: the model diverged", lines[0])
+    assert "a lower --learning-rate (it was 1e+30)" in lines[0] and str(work_dir_of(run_dir)) in lines[0]
+    assert not run_dir.exists()  # no finished run
+    assert not (work_dir_of(run_dir) / "history.csv").is_file() or "nan" not in (
+        work_dir_of(run_dir) / "history.csv").read_text()  # nothing was logged from the diverged weights
+
+
 def test_cli_rejects_a_validation_label_never_seen_in_training(tiny_model_dir, tmp_path, capsys):
     valid = tmp_path / "valid.txt"
     valid.write_text("Paris B-LOC\nrocks B-GENRE\n\n", encoding="utf-8")

@@ -38,3 +38,7 @@ class ConfigError(TfftError, ValueError):
 
 class ModelLoadError(TfftError, OSError):
     """A model, tokenizer or run directory that cannot be found or read."""
+
+
+class TrainingDivergedError(TfftError, ArithmeticError):
+    """A fit whose training loss became NaN or infinite: its weights are no longer numbers."""
