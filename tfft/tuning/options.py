@@ -245,6 +245,8 @@ class _SpaceFlag:
             except ConfigError:
                 raise argparse.ArgumentTypeError(f"each value must be {_option_range(self.option).describe()} "
                                                  f"({self.option}); got {part!r}") from None
+        if self.style == "range" and len(values) == 2 and values[0] > values[1]:
+            raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW <= HIGH; got {text!r}")
         return values
 
 
