@@ -157,7 +157,8 @@ def test_every_numeric_option_declares_its_range():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("task: token-classification\nepochs: 2\nepochs: 3\n", r"run\.yaml:3: the key 'epochs' is given twice \(first on line 2\)"),
+    ("task: token-classification\nepochs: 2\nepochs: 3\n",
+     r"run\.yaml:3: the key 'epochs' is given twice \(first on line 2\)"),
     ("task: token-classification\nclass_weight:\n  pos: 1\n  pos: 2\n", r"run\.yaml:4: the key 'pos' is given twice"),
     ("task: token-classification\nlearning-rate: 1e-4\nlearning_rate: 2e-4\n",
      r"run\.yaml: 'learning-rate' and 'learning_rate' name the same option"),

@@ -232,11 +232,11 @@ def test_lora_options_are_checked_and_defaulted():
         16.0, 0.1, "query-value", 2e-3)
     assert TrainConfig(**base).lora_alpha is None and TrainConfig(**base).learning_rate == 2e-4
     for options, message in [
-        (dict(lora_rank=-1), "'lora_rank' option must be >= 0"),
+        (dict(lora_rank=-1), "'lora_rank' option must be an integer from 0"),
         (dict(lora_alpha=32), "'lora_alpha' option applies to LoRA only; set --lora-rank"),
         (dict(lora_targets="all"), "'lora_targets' option applies to LoRA only"),
-        (dict(lora_rank=4, lora_alpha=0), "'lora_alpha' option must be > 0"),
-        (dict(lora_rank=4, lora_dropout=1.0), r"'lora_dropout' option must be in \[0, 1\)"),
+        (dict(lora_rank=4, lora_alpha=0), "'lora_alpha' option must be a finite number > 0"),
+        (dict(lora_rank=4, lora_dropout=1.0), r"'lora_dropout' option must be a number in \[0, 1\)"),
         (dict(lora_rank=4, lora_targets="mlp"), "'lora_targets' option must be one of query-value, attention, all"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -198,7 +198,7 @@ def test_failed_trial_is_counted_and_reported(tiny_model_dir, tmp_path, capsys):
     assert report.best.hyperparameters["warmup_fraction"] == 0.0
     assert report.completed[0].hyperparameters["learning_rate"] == config.learning_rate  # not searched
     (failed,) = report.failed
-    assert failed.error == "tfft.errors.ConfigError: The 'warmup_fraction' option must be in [0, 1). Got 1.0 instead."
+    assert failed.error == "tfft.errors.ConfigError: The 'warmup_fraction' option must be a number in [0, 1). Got 1.0 instead."
     output = capsys.readouterr().out
     assert "2 trials, 1 completed, 1 failed" in output and f"trial {failed.trial_id} failed: tfft.errors.ConfigError" in output
     results = json.loads(json.dumps(report.to_dict()))

@@ -31,8 +31,9 @@ from tfft.words import WORD_SPLITS
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, documented by the field's help text."""
-    parser.add_argument("--config", metavar="YAML", type=non_empty, help="YAML file of options (keys as the flags, without --); "
-                                                         "flags given on the command line override it")
+    parser.add_argument("--config", metavar="YAML", type=non_empty,
+                        help="YAML file of options (keys as the flags, without --); "
+                             "flags given on the command line override it")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "format and reader options as training) and write it to "
                                                "RUN_DIR/reports/<file stem>.txt/.json (and a confusion matrix PNG).")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=non_empty, help="a directory written by `tfft train`")
-    evaluate.add_argument("--data", required=True, metavar="FILE", type=non_empty, help="labelled data file to evaluate on")
+    evaluate.add_argument("--data", required=True, metavar="FILE", type=non_empty,
+                          help="labelled data file to evaluate on")
     evaluate.add_argument("--batch-size", type=POSITIVE_INT.parse_flag, default=None,
                           help="prediction batch size (default: the run's)")
     evaluate.add_argument("--max-examples", type=POSITIVE_INT.parse_flag, default=None,
@@ -101,21 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
                           help="tf.distribute strategy whose replicas share each prediction batch: auto (mirrored "
                                "when this process sees more than one GPU), one-device, mirrored, tpu (experimental: untested "
                                "on TPUs) (default: auto)")
-    evaluate.add_argument("--tpu", default=None, type=non_empty, help="--strategy tpu (experimental): the TPU's name or grpc:// "
-                                                      "address")
+    evaluate.add_argument("--tpu", default=None, type=non_empty,
+                          help="--strategy tpu (experimental): the TPU's name or grpc:// address")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="predict on raw text, one JSON object per line",
                                   description="Read one text per line (a file or - for stdin) and print one JSON "
                                               "object per line: entities with type, text, start, end and score for "
                                               "NER; label and class probabilities for classification.")
-    predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", type=non_empty, help="a directory written by `tfft train`")
-    predict.add_argument("--saved-model", metavar="DIR", type=non_empty, help="predict with an exported SavedModel "
-                                                              "(saved_models/NAME/VERSION) instead of a run directory")
+    predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", type=non_empty,
+                         help="a directory written by `tfft train`")
+    predict.add_argument("--saved-model", metavar="DIR", type=non_empty,
+                         help="predict with an exported SavedModel (saved_models/NAME/VERSION) instead of a run "
+                              "directory")
     predict.add_argument("--tflite", metavar="FILE", type=non_empty,
                          help="predict with a TensorFlow Lite export (saved_models/NAME/tflite/model-QUANTIZE.tflite, "
                               "its assets/ beside it; tokenization runs in Python)")
-    predict.add_argument("--input", required=True, metavar="FILE_OR_-", type=non_empty, help="text file, one input per line; - reads stdin")
+    predict.add_argument("--input", required=True, metavar="FILE_OR_-", type=non_empty,
+                         help="text file, one input per line; - reads stdin")
     predict.add_argument("--input-format", choices=("text", "tokens"), default="text",
                          help="text: raw text, split into words by --word-split (default); "
                               'tokens (NER): JSON lines {"tokens": [...]}, already split into words')
@@ -123,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="NER: how raw text is split into words: natural (text as people write it: "
                               "punctuation, quotes and clitics become words of their own, as in CoNLL tokens) or "
                               "whitespace (text already tokenized with spaces); default: the run's word_split")
-    predict.add_argument("--encoding", default="utf-8", type=non_empty, help="encoding of the input file (default: utf-8)")
+    predict.add_argument("--encoding", default="utf-8", type=non_empty,
+                         help="encoding of the input file (default: utf-8)")
     predict.add_argument("--batch-size", type=POSITIVE_INT.parse_flag, default=None,
                          help="prediction batch size (default: the run's)")
     predict.add_argument("--context", choices=("sentence", "document"), default="sentence",
@@ -141,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                                              "raw-text `serving_default` signature (tokenizer in the graph, core "
                                              "TensorFlow ops only) and a `predict_ids` signature for token ids. The "
                                              "version directory is written elsewhere and renamed into place.")
-    export.add_argument("run_dir", metavar="RUN_DIR", type=non_empty, help="a directory written by `tfft train` (or `tfft tune`'s best/)")
+    export.add_argument("run_dir", metavar="RUN_DIR", type=non_empty,
+                        help="a directory written by `tfft train` (or `tfft tune`'s best/)")
     export.add_argument("--name", required=True, help="model name: the directory under EXPORT_DIR")
     export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
-    export.add_argument("--export-dir", default="saved_models", type=non_empty, help="root of the model store (default: saved_models)")
+    export.add_argument("--export-dir", default="saved_models", type=non_empty,
+                        help="root of the model store (default: saved_models)")
     export.add_argument("--format", choices=("saved-model", "tflite"), default="saved-model",
                         help="saved-model: EXPORT_DIR/NAME/VERSION/ for TF Serving (default); tflite: the classifier "
                              "on token ids as EXPORT_DIR/NAME/tflite/model-QUANTIZE.tflite with its assets (tokenizer, "
