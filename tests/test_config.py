@@ -1,5 +1,7 @@
 """Options: YAML and flags agree, flags win, and bad values are refused with clear messages."""
 
+from dataclasses import replace
+
 import pytest
 
 from tfft.cli import build_parser, config_from_args
@@ -100,18 +102,14 @@ def test_yaml_values_of_the_wrong_type_name_the_file_and_key(tmp_path, line, mes
 
 def test_small_training_sets_get_smaller_batches_and_more_epochs():
     config = TrainConfig(task="token-classification", train="a.txt")
-    assert config.resolve_schedule(300) and (config.batch_size, config.epochs) == (8, 14)  # 38 steps an epoch
-    config = TrainConfig(task="token-classification", train="a.txt")
-    config.resolve_schedule(1000)
-    assert (config.batch_size, config.epochs) == (16, 8)
-    config = TrainConfig(task="token-classification", train="a.txt")
-    config.resolve_schedule(14041)
-    assert (config.batch_size, config.epochs) == (32, 3)
-    config = TrainConfig(task="token-classification", train="a.txt", batch_size=4, epochs=2)
-    assert config.resolve_schedule(50) == [] and (config.batch_size, config.epochs) == (4, 2)
-    config = TrainConfig(task="token-classification", train="a.txt")
-    config.resolve_schedule(20)
-    assert (config.batch_size, config.epochs) == (8, 20)  # capped
+    chosen, sentences = config.schedule_for(300)
+    assert chosen == {"batch_size": 8, "epochs": 14} and len(sentences) == 2  # 38 steps an epoch
+    assert (config.batch_size, config.epochs) == (None, None)  # left as it is
+    assert config.schedule_for(1000)[0] == {"batch_size": 16, "epochs": 8}
+    assert config.schedule_for(14041)[0] == {"batch_size": 32, "epochs": 3}
+    given = TrainConfig(task="token-classification", train="a.txt", batch_size=4, epochs=2)
+    assert given.schedule_for(50) == ({}, [])
+    assert config.schedule_for(20)[0] == {"batch_size": 8, "epochs": 20}  # capped
 
 
 @pytest.mark.parametrize("replicas, sizes", [(3, (9, 18, 33)), (5, (10, 20, 35)), (6, (12, 18, 36)),
@@ -119,7 +117,7 @@ def test_small_training_sets_get_smaller_batches_and_more_epochs():
 def test_default_batch_sizes_split_evenly_among_any_number_of_replicas(replicas, sizes):
     for examples, size in zip((300, 1000, 14041), sizes):
         config = TrainConfig(task="token-classification", train="a.txt")
-        config.resolve_schedule(examples, replicas)
+        config = replace(config, **config.schedule_for(examples, replicas)[0])
         assert config.batch_size == size
         config.check_replica_split(replicas)
 

@@ -100,8 +100,8 @@ def test_a_training_step_moves_adapters_and_head_and_nothing_frozen(lora_config,
     from tfft.training.data import prepare_data
     from tfft.training.model import create_model
 
-    config = TrainConfig(**{**lora_config.to_dict(), **options})
-    data = prepare_data(config)
+    data = prepare_data(TrainConfig(**{**lora_config.to_dict(), **options}))
+    config = data.config
     dataset, steps_per_epoch = data.train_dataset(config, Cluster.current())
     model = create_model(config, data.label_map, steps_per_epoch)
     frozen = [v.numpy().copy() for v in model.non_trainable_variables]

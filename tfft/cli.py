@@ -284,7 +284,8 @@ def _tune(args) -> int:
 
     config = config_from_args(args)
     search_space_from_args(args, config)  # refuses a bad --search-space file before any data is read
-    data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
+    data = prepare_data(config)
+    config = data.config  # an unset batch size and number of epochs settled, which the space starts from
     result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=search_space_from_args(args, config),
                   retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor,
                   data=data, lease_seconds=args.trial_lease)

@@ -13,7 +13,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
@@ -326,6 +326,8 @@ class TrainConfig:
             self.lora_alpha = DEFAULT_LORA_ALPHA if self.lora_alpha is None else self.lora_alpha
             self.lora_dropout = DEFAULT_LORA_DROPOUT if self.lora_dropout is None else self.lora_dropout
             self.lora_targets = self.lora_targets or next(iter(LORA_TARGETS))
+        if self.task == REGRESSION and self.normalize_targets is None:
+            self.normalize_targets = True
         if self.learning_rate is None and self.task in DEFAULT_LEARNING_RATES:
             self.learning_rate = DEFAULT_LORA_LEARNING_RATE if self.lora_rank > 0 else DEFAULT_LEARNING_RATES[self.task]
 
@@ -347,37 +349,56 @@ class TrainConfig:
             return None
         return [name.strip() for name in self.label_columns.split(",") if name.strip()]
 
-    def choose_monitor(self, class_counts: Dict[str, int]) -> Optional[str]:
+    def monitor_for(self, class_counts: Dict[str, int]) -> Tuple[Dict[str, str], List[str]]:
         """For sequence classification on skewed training labels (``class_counts``: examples per class),
-        monitor val_macro_f1 unless --monitor was given; returns a sentence for the run's log when it does."""
+        ``{"monitor": "val_macro_f1"}`` unless --monitor was given, with a sentence for the run's log;
+        else nothing. (See :meth:`schedule_for` for the form.)"""
         if self.monitor or not self.validation or self.task != SEQUENCE_CLASSIFICATION or not class_counts:
-            return None
+            return {}, []
         ratio = max(class_counts.values()) / max(min(class_counts.values()), 1)
         if ratio < IMBALANCE_RATIO:
-            return None
-        self.monitor = "val_macro_f1"
-        return (f"monitor val_macro_f1: the training labels are skewed ({ratio:.1f} times more examples of the most "
-                f"frequent class than of the rarest, at least {IMBALANCE_RATIO:g}), where accuracy rewards "
-                "ignoring the rare classes")
+            return {}, []
+        return {"monitor": "val_macro_f1"}, [
+            f"monitor val_macro_f1: the training labels are skewed ({ratio:.1f} times more examples of the most "
+            f"frequent class than of the rarest, at least {IMBALANCE_RATIO:g}), where accuracy rewards ignoring "
+            "the rare classes"]
 
-    def resolve_schedule(self, num_examples: int, replicas: int = 1) -> List[str]:
-        """Fill in an unset batch size and number of epochs for ``num_examples`` training examples,
-        trained by ``replicas`` replicas (a default batch size is rounded up to a multiple of them).
+    def schedule_for(self, num_examples: int, replicas: int = 1) -> Tuple[Dict[str, int], List[str]]:
+        """An unset batch size and number of epochs for ``num_examples`` training examples, trained by
+        ``replicas`` replicas (a default batch size is rounded up to a multiple of them).
 
-        Returns a sentence per value chosen, for the run's log (the values are saved in config.yaml).
+        Returns the values chosen (``{option: value}``, for ``dataclasses.replace``; this configuration
+        is left as it is) and a sentence per value, for the run's log.
         """
-        chosen = []
-        if self.batch_size is None:
+        chosen: Dict[str, int] = {}
+        sentences = []
+        batch_size = self.batch_size
+        if batch_size is None:
             size = next((size for below, size in SMALL_DATA_BATCH_SIZES if num_examples < below), DEFAULT_BATCH_SIZE)
-            self.batch_size = _ceil_div(size, replicas) * replicas
-            chosen.append(f"batch size {self.batch_size} for {num_examples} training examples"
-                          + (f" ({self.batch_size // replicas} for each of {replicas} replicas)" if replicas > 1 else ""))
+            batch_size = chosen["batch_size"] = _ceil_div(size, replicas) * replicas
+            sentences.append(f"batch size {batch_size} for {num_examples} training examples"
+                             + (f" ({batch_size // replicas} for each of {replicas} replicas)" if replicas > 1 else ""))
         if self.epochs is None:
-            steps = _ceil_div(_ceil_div(num_examples, self.batch_size), self.gradient_accumulation_steps)  # updates
-            self.epochs = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, _ceil_div(self.min_updates, steps)))
-            chosen.append(f"{self.epochs} epochs ({steps} updates each; at least {self.min_updates} updates "
-                          f"in all, at most {MAX_DEFAULT_EPOCHS} epochs)")
-        return chosen
+            steps = _ceil_div(_ceil_div(num_examples, batch_size), self.gradient_accumulation_steps)  # updates
+            epochs = chosen["epochs"] = min(MAX_DEFAULT_EPOCHS, max(DEFAULT_EPOCHS, _ceil_div(self.min_updates, steps)))
+            sentences.append(f"{epochs} epochs ({steps} updates each; at least {self.min_updates} updates "
+                             f"in all, at most {MAX_DEFAULT_EPOCHS} epochs)")
+        return chosen, sentences
+
+    def frozen(self) -> "TrainConfig":
+        """This configuration, marked resolved: assigning to it raises from now on (``dataclasses.replace``
+        makes a changed copy). Why: config.yaml, the resume key and every step of a run read the one
+        configuration :func:`tfft.training.data.prepare_data` resolved; a value changed half-way would make
+        them disagree."""
+        object.__setattr__(self, "_frozen", True)
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise dataclasses.FrozenInstanceError(
+                f"cannot assign to '{name}': this configuration was resolved for its data and is frozen; "
+                f"make a changed copy with dataclasses.replace(config, {name}=...)")
+        super().__setattr__(name, value)
 
     def check_replica_split(self, replicas: int) -> None:
         """Refuse a global batch that ``replicas`` replicas cannot share evenly. The batch is sized
@@ -471,8 +492,6 @@ class TrainConfig:
                                   "its labels from --label-column.")
         if self.class_weight is not None:
             parse_class_weight(self.class_weight)
-        if self.task == REGRESSION and self.normalize_targets is None:
-            self.normalize_targets = True
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
