@@ -176,3 +176,13 @@ def test_a_yaml_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
         parse("--config", str(path))
     path.write_bytes("\ufefftask: token-classification\ntext_column: résumé\n".encode("utf-8"))  # a BOM is fine
     assert parse("--config", str(path)).text_column == "résumé"
+
+
+@pytest.mark.parametrize("option", ["max_examples", "batch_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_evaluate_run_checks_its_counts_before_reading_anything(option, value):
+    from tfft.evaluation import evaluate_run
+
+    # 0 and -1 once meant "all" and "all but the last": the ranges of `tfft evaluate`'s flags apply in Python too.
+    with pytest.raises(ConfigError, match=f"^The '{option}' option must be an integer from 1 to 2147483647"):
+        evaluate_run("no-such-run", "no-such.txt", **{option: value})
