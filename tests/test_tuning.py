@@ -142,7 +142,7 @@ def test_random_search_reports_best_loads_best_models_and_resumes(tiny_model_dir
     assert isinstance(model, keras.Model)
     data = tuner.hypermodel.data
     scorer = ValidationMetrics.from_examples(data.tokenizer, data.validation_examples, data.label_map,
-                                             word_inputs=config.word_inputs)
+                                             word_inputs=tuner.hypermodel.config.word_inputs)  # as resolved
     scorer.set_model(model)
     assert scorer.score()["f1"] == pytest.approx(report.best.objective)  # the best epoch's weights
 
