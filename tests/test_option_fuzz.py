@@ -46,8 +46,8 @@ def out_of_range(values: Range):
         low = INT32_MIN if values.low is None else values.low
         high = INT32_MAX if values.high is None else values.high
         return [str(low if values.low_open else low - 1), str(high if values.high_open else high + 1),
-                "1.5", "1e-3", str(10 ** 40), str(-10 ** 40)]
-    bad = ["1e400", "-1e400"]
+                "1.5", "1e-3", str(10 ** 40), str(-10 ** 40), "9" * 400]
+    bad = ["1e400", "-1e400", "9" * 400]
     if values.low is not None:
         bad.append(repr(values.low) if values.low_open else repr(values.low - 1e-3))
     if values.high is not None:

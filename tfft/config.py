@@ -127,7 +127,7 @@ class Range:
         return number
 
     def contains(self, value: Number) -> bool:
-        if not math.isfinite(value):
+        if not _is_integral(value) and not math.isfinite(value):  # (an int may be too large for a float)
             return False
         low = INT32_MIN if self.integer and self.low is None else self.low
         high = INT32_MAX if self.integer and self.high is None else self.high
