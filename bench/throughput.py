@@ -29,6 +29,7 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -45,7 +46,7 @@ from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
 from tfft.models import default_model_dir, load_tokenizer, set_precision  # noqa: E402
 from tfft.pipeline import make_dataset, pack_length_for  # noqa: E402
-from tfft.training.data import resolve_packing  # noqa: E402
+from tfft.training.data import packing_options  # noqa: E402
 from tfft.training.model import create_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -163,7 +164,7 @@ def tfft_variant(*levers: str) -> Callable:
                              xla="xla" in levers, packing=False if "no-packing" in levers else None,
                              attention_dropout=next((attention_dropout[lever] for lever in levers
                                                      if lever in attention_dropout), None))
-        resolve_packing(config)  # the defaults `tfft train` resolves: packing, and attention dropout on packed rows
+        config = replace(config, **packing_options(config))  # as `tfft train` resolves packing and attention dropout
         encoding = encode_for_training(tokenizer, sample, labels, max_length=256)
         dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed,
                                pad_token_id=tokenizer.pad_token_id,

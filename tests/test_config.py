@@ -1,5 +1,7 @@
 """Options: YAML and flags agree, flags win, and bad values are refused with clear messages."""
 
+from dataclasses import replace
+
 import pytest
 
 from tfft.cli import build_parser, config_from_args
@@ -34,16 +36,24 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("epochs", 0, "'epochs' option must be a positive integer"),
+    ("epochs", 0, "'epochs' option must be an integer from 1 to 2147483647. Got 0 instead"),
     ("task", "ner", "'task' option must be one of"),
-    ("learning_rate", -1.0, "'learning_rate' option must be > 0"),
-    ("warmup_fraction", 2.0, r"'warmup_fraction' option must be in \[0, 1\)"),
-    ("dropout", 1.0, r"'dropout' option must be in \[0, 1\)"),
-    ("attention_dropout", -0.1, r"'attention_dropout' option must be in \[0, 1\)"),
-    ("stride", 256, "'stride' option must be >= 0 and below max_length"),
+    ("learning_rate", -1.0, "'learning_rate' option must be a finite number > 0. Got -1.0"),
+    ("learning_rate", float("inf"), "'learning_rate' option must be a finite number > 0. Got inf"),
+    ("weight_decay", float("nan"), "'weight_decay' option must be a finite number >= 0. Got nan"),
+    ("seed", -1, "'seed' option must be an integer from 0 to 2147483647"),
+    ("batch_size", 2 ** 40, "'batch_size' option must be an integer from 1 to 2147483647"),
+    ("batch_size", 8.0, "'batch_size' option must be an integer"),  # Python values are not converted
+    ("batch_size", True, "'batch_size' option must be an integer"),
+    ("learning_rate", "1e-4", "'learning_rate' option must be a finite number > 0. Got '1e-4'"),
+    ("warmup_fraction", 2.0, r"'warmup_fraction' option must be a number in \[0, 1\)"),
+    ("dropout", 1.0, r"'dropout' option must be a number in \[0, 1\)"),
+    ("attention_dropout", -0.1, r"'attention_dropout' option must be a number in \[0, 1\)"),
+    ("stride", 256, "'stride' option must be below max_length"),
     ("monitor", "val_macro_f1", "'monitor' option must be one of the metrics token-classification produces: val_f1"),
-    ("max_train_examples", 0, "'max_train_examples' option must be a positive integer when given"),
-    ("context_window", -1, "'context_window' option must be >= 0"),
+    ("max_train_examples", 0, "'max_train_examples' option must be an integer from 1"),
+    ("context_window", -1, "'context_window' option must be an integer from 0"),
+    ("output_dir", "", "'output_dir' option must not be empty"),
 ])
 def test_invalid_values_are_refused(field, value, message):
     config = TrainConfig(task="token-classification", train="a.txt")
@@ -73,10 +83,15 @@ def test_yaml_values_are_converted_to_the_declared_types(tmp_path):
 
 
 @pytest.mark.parametrize("line,message", [
-    ("batch_size: lots", "run.yaml: the 'batch_size' option must be an integer, got 'lots'"),
-    ("epochs: 2.5", "run.yaml: the 'epochs' option must be an integer, got 2.5"),
-    ("xla: maybe", "run.yaml: the 'xla' option must be true or false, got 'maybe'"),
-    ("learning_rate: [1, 2]", r"run.yaml: the 'learning_rate' option must be a number, got \[1, 2\]"),
+    ("batch_size: lots", "run.yaml: the 'batch_size' option must be an integer from 1 to 2147483647. Got 'lots'"),
+    ("epochs: 2.5", "run.yaml: the 'epochs' option must be an integer from 1 to 2147483647. Got 2.5"),
+    ("xla: maybe", "run.yaml: the 'xla' option must be true or false. Got 'maybe'"),
+    ("learning_rate: [1, 2]", r"run.yaml: the 'learning_rate' option must be a finite number > 0. Got \[1, 2\]"),
+    ("learning_rate: .inf", "run.yaml: the 'learning_rate' option must be a finite number > 0. Got inf"),
+    ("weight_decay: .nan", "run.yaml: the 'weight_decay' option must be a finite number >= 0. Got nan"),
+    ("seed: -1", "run.yaml: the 'seed' option must be an integer from 0 to 2147483647. Got -1"),
+    ("dropout: '1'", r"run.yaml: the 'dropout' option must be a number in \[0, 1\). Got '1'"),
+    ("text_column: ''", "run.yaml: the 'text_column' option must not be empty"),
 ])
 def test_yaml_values_of_the_wrong_type_name_the_file_and_key(tmp_path, line, message):
     path = tmp_path / "run.yaml"
@@ -87,18 +102,14 @@ def test_yaml_values_of_the_wrong_type_name_the_file_and_key(tmp_path, line, mes
 
 def test_small_training_sets_get_smaller_batches_and_more_epochs():
     config = TrainConfig(task="token-classification", train="a.txt")
-    assert config.resolve_schedule(300) and (config.batch_size, config.epochs) == (8, 14)  # 38 steps an epoch
-    config = TrainConfig(task="token-classification", train="a.txt")
-    config.resolve_schedule(1000)
-    assert (config.batch_size, config.epochs) == (16, 8)
-    config = TrainConfig(task="token-classification", train="a.txt")
-    config.resolve_schedule(14041)
-    assert (config.batch_size, config.epochs) == (32, 3)
-    config = TrainConfig(task="token-classification", train="a.txt", batch_size=4, epochs=2)
-    assert config.resolve_schedule(50) == [] and (config.batch_size, config.epochs) == (4, 2)
-    config = TrainConfig(task="token-classification", train="a.txt")
-    config.resolve_schedule(20)
-    assert (config.batch_size, config.epochs) == (8, 20)  # capped
+    chosen, sentences = config.schedule_for(300)
+    assert chosen == {"batch_size": 8, "epochs": 14} and len(sentences) == 2  # 38 steps an epoch
+    assert (config.batch_size, config.epochs) == (None, None)  # left as it is
+    assert config.schedule_for(1000)[0] == {"batch_size": 16, "epochs": 8}
+    assert config.schedule_for(14041)[0] == {"batch_size": 32, "epochs": 3}
+    given = TrainConfig(task="token-classification", train="a.txt", batch_size=4, epochs=2)
+    assert given.schedule_for(50) == ({}, [])
+    assert config.schedule_for(20)[0] == {"batch_size": 8, "epochs": 20}  # capped
 
 
 @pytest.mark.parametrize("replicas, sizes", [(3, (9, 18, 33)), (5, (10, 20, 35)), (6, (12, 18, 36)),
@@ -106,7 +117,7 @@ def test_small_training_sets_get_smaller_batches_and_more_epochs():
 def test_default_batch_sizes_split_evenly_among_any_number_of_replicas(replicas, sizes):
     for examples, size in zip((300, 1000, 14041), sizes):
         config = TrainConfig(task="token-classification", train="a.txt")
-        config.resolve_schedule(examples, replicas)
+        config = replace(config, **config.schedule_for(examples, replicas)[0])
         assert config.batch_size == size
         config.check_replica_split(replicas)
 
@@ -130,3 +141,48 @@ def test_help_marks_the_tpu_strategy_experimental(command, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "tpu (experimental: untested on TPUs" in text
     assert "--tpu TPU --strategy tpu (experimental):" in text
+
+
+def test_every_numeric_option_declares_its_range():
+    # The one declaration that flags, YAML, TrainConfig(...) and search spaces are checked against.
+    import dataclasses
+
+    from tfft.config import option_range
+
+    for f in dataclasses.fields(TrainConfig):
+        numeric = "int" in str(f.type) or "float" in str(f.type)
+        assert (option_range(f) is not None) == numeric, f.name
+
+
+@pytest.mark.parametrize("text,message", [
+    ("task: token-classification\nepochs: 2\nepochs: 3\n",
+     r"run\.yaml:3: the key 'epochs' is given twice \(first on line 2\)"),
+    ("task: token-classification\nclass_weight:\n  pos: 1\n  pos: 2\n", r"run\.yaml:4: the key 'pos' is given twice"),
+    ("task: token-classification\nlearning-rate: 1e-4\nlearning_rate: 2e-4\n",
+     r"run\.yaml: 'learning-rate' and 'learning_rate' name the same option"),
+])
+def test_a_yaml_option_given_twice_is_refused(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        parse("--config", str(path))
+
+
+def test_a_yaml_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("task: token-classification\ntext_column: r\xe9sum\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"run\.yaml:2: cannot decode byte 0xe9 \(byte 15 of the line\) as utf-8; "
+                                          "YAML configuration files are read as UTF-8"):
+        parse("--config", str(path))
+    path.write_bytes("\ufefftask: token-classification\ntext_column: résumé\n".encode("utf-8"))  # a BOM is fine
+    assert parse("--config", str(path)).text_column == "résumé"
+
+
+@pytest.mark.parametrize("option", ["max_examples", "batch_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_evaluate_run_checks_its_counts_before_reading_anything(option, value):
+    from tfft.evaluation import evaluate_run
+
+    # 0 and -1 once meant "all" and "all but the last": the ranges of `tfft evaluate`'s flags apply in Python too.
+    with pytest.raises(ConfigError, match=f"^The '{option}' option must be an integer from 1 to 2147483647"):
+        evaluate_run("no-such-run", "no-such.txt", **{option: value})

@@ -108,6 +108,11 @@ def test_missing_key_in_a_json_line(tmp_path):
         ("a.jsonl", '{"text": "a", "label": null}\n', 1, "missing label"),
         ("a.jsonl", '{"text": "a", "label": 2.5}\n', 1, "label 2.5 is not a class name"),
         ("a.jsonl", '{"text": 3, "label": 1}\n', 1, "text in column 'text' must be a string, got int 3"),
+        # a column named twice would silently give one of the two
+        ("a.csv", "text,label,text\nfoo,1,bar\n", 1, "the header names the column 'text' twice"),
+        ("a.tsv", "\ntext\tlabel\tlabel\nfoo\t1\t0\n", 2, "the header names the column 'label' twice"),
+        ("a.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1, "text": "c"}\n', 2,
+         "the object has the key 'text' twice"),
     ],
 )
 def test_row_errors_name_file_and_line(tmp_path, name, text, line, message):

@@ -136,4 +136,4 @@ def test_a_tfds_pair_dataset_is_recorded_as_pairs_for_export_and_predict(tiny_mo
     with tfds.testing.mock_data(num_examples=6):
         data = prepare_data(config)
     assert all(e.text_pair for e in data.train_examples)
-    assert config.text_pair_column == "sentence2"  # saved in config.yaml: export serves text + text_pair
+    assert data.config.text_pair_column == "sentence2"  # saved in config.yaml: export serves text + text_pair

@@ -292,8 +292,10 @@ def test_multi_worker_without_a_cluster_is_refused_before_training(tmp_path, cap
 def test_a_search_refuses_a_lease_of_zero_and_a_half_configured_cluster(tmp_path, capsys, monkeypatch):
     from tfft.cli import main
 
-    assert main(tune_args(tmp_path / "no-model", tmp_path / "search", "--trial-lease", "0")) == 2
-    assert "'trial_lease' option must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage_error:
+        main(tune_args(tmp_path / "no-model", tmp_path / "search", "--trial-lease", "0"))
+    assert usage_error.value.code == 2
+    assert "argument --trial-lease: must be a finite number > 0; got '0'" in capsys.readouterr().err
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")

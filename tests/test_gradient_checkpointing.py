@@ -121,7 +121,8 @@ def test_a_model_trained_with_checkpointing_saves_weights_a_plain_model_loads(ti
                          model=str(tiny_model_dir), output_dir=str(tmp_path / "run"), epochs=1, batch_size=16,
                          max_train_examples=32, learning_rate=1e-3, tensorboard=False, gradient_checkpointing=True,
                          gradient_accumulation_steps=2, packing=False)  # rows, not packs: one step of 32
-    model, _, history = fit_model(config, prepare_data(config), tmp_path / "work", cluster=Cluster.current(), backup=False)
+    data = prepare_data(config)
+    model, _, history = fit_model(data.config, data, tmp_path / "work", cluster=Cluster.current(), backup=False)
     assert np.isfinite(history["loss"][0]) and int(model.optimizer.iterations) == 1  # 2 batches, 1 update
     model.save_pretrained(str(tmp_path / "saved"))
     plain = load_trained_model(config.task, tmp_path / "saved")

@@ -100,8 +100,8 @@ def test_a_training_step_moves_adapters_and_head_and_nothing_frozen(lora_config,
     from tfft.training.data import prepare_data
     from tfft.training.model import create_model
 
-    config = TrainConfig(**{**lora_config.to_dict(), **options})
-    data = prepare_data(config)
+    data = prepare_data(TrainConfig(**{**lora_config.to_dict(), **options}))
+    config = data.config
     dataset, steps_per_epoch = data.train_dataset(config, Cluster.current())
     model = create_model(config, data.label_map, steps_per_epoch)
     frozen = [v.numpy().copy() for v in model.non_trainable_variables]
@@ -232,11 +232,11 @@ def test_lora_options_are_checked_and_defaulted():
         16.0, 0.1, "query-value", 2e-3)
     assert TrainConfig(**base).lora_alpha is None and TrainConfig(**base).learning_rate == 2e-4
     for options, message in [
-        (dict(lora_rank=-1), "'lora_rank' option must be >= 0"),
+        (dict(lora_rank=-1), "'lora_rank' option must be an integer from 0"),
         (dict(lora_alpha=32), "'lora_alpha' option applies to LoRA only; set --lora-rank"),
         (dict(lora_targets="all"), "'lora_targets' option applies to LoRA only"),
-        (dict(lora_rank=4, lora_alpha=0), "'lora_alpha' option must be > 0"),
-        (dict(lora_rank=4, lora_dropout=1.0), r"'lora_dropout' option must be in \[0, 1\)"),
+        (dict(lora_rank=4, lora_alpha=0), "'lora_alpha' option must be a finite number > 0"),
+        (dict(lora_rank=4, lora_dropout=1.0), r"'lora_dropout' option must be a number in \[0, 1\)"),
         (dict(lora_rank=4, lora_targets="mlp"), "'lora_targets' option must be one of query-value, attention, all"),
     ]:
         with pytest.raises(ConfigError, match=message):

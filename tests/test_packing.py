@@ -132,22 +132,18 @@ def test_packing_is_on_for_bert_token_classifiers_and_refused_where_it_cannot_ap
 
     from tfft.config import TrainConfig
     from tfft.errors import ConfigError
-    from tfft.training.data import resolve_packing
+    from tfft.training.data import packing_options
 
     config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir))
-    resolve_packing(config)
-    assert config.packing is True and config.attention_dropout == 0.0  # packed rows: no attention dropout
+    assert packing_options(config) == {"packing": True, "attention_dropout": 0.0}  # packed rows: no attention dropout
     config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir), attention_dropout=0.2)
-    resolve_packing(config)
-    assert config.packing is True and config.attention_dropout == 0.2  # unless set
+    assert packing_options(config) == {"packing": True}  # attention dropout as set
     config = TrainConfig(task="token-classification", train="x", model=str(tiny_model_dir), packing=False)
-    resolve_packing(config)
-    assert config.packing is False and config.attention_dropout is None  # the checkpoint's
+    assert packing_options(config) == {"packing": False}  # attention dropout: the checkpoint's
     DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16).save_pretrained(tmp_path)
     config = TrainConfig(task="token-classification", train="x", model=str(tmp_path))
-    resolve_packing(config)
-    assert config.packing is False and config.attention_dropout is None  # unpacked by default, refuses --packing
+    assert packing_options(config) == {"packing": False}  # unpacked by default, refuses --packing
     with pytest.raises(ConfigError, match="'packing' option needs a BERT encoder"):
-        resolve_packing(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
+        packing_options(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
     with pytest.raises(ConfigError, match="'packing' options are for token classification"):
         TrainConfig(task="sequence-classification", train="x", packing=True).validate()

@@ -121,11 +121,12 @@ def test_task_options_are_refused_on_other_tasks_and_class_weight_maps_parse():
 
 def test_skewed_classes_make_macro_f1_the_monitor_unless_one_is_given():
     config = TrainConfig(task=SEQ, train="x", validation="v")
-    assert config.choose_monitor({"neg": 100, "pos": 40}) is None and config.monitor_metric == "val_accuracy"
-    assert "skewed (4.0 times more" in config.choose_monitor({"neg": 100, "pos": 25})
-    assert config.monitor_metric == "val_macro_f1"
+    assert config.monitor_for({"neg": 100, "pos": 40}) == ({}, []) and config.monitor_metric == "val_accuracy"
+    chosen, (why,) = config.monitor_for({"neg": 100, "pos": 25})
+    assert chosen == {"monitor": "val_macro_f1"} and "skewed (4.0 times more" in why
+    assert config.monitor is None  # left as it is: prepare_data resolves a copy
     given = TrainConfig(task=SEQ, train="x", validation="v", monitor="val_accuracy")
-    assert given.choose_monitor({"neg": 100, "pos": 1}) is None and given.monitor_metric == "val_accuracy"
+    assert given.monitor_for({"neg": 100, "pos": 1}) == ({}, []) and given.monitor_metric == "val_accuracy"
 
 
 # --- metrics ------------------------------------------------------------------------------------------------

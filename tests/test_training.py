@@ -57,6 +57,24 @@ def test_train_writes_a_complete_run_directory(ner_config):
     assert (run / "reports" / "validation.txt").read_text().startswith("precision=")
     assert (run / "reports" / "training_curves.png").stat().st_size > 1000
     assert not work_dir_of(run).exists()
+    # What the data decided is recorded (packing and word shapes for this BERT); the caller's config is as given.
+    saved = TrainConfig.load(run / "config.yaml")
+    assert saved.packing is True and saved.word_shapes is not None and saved.attention_dropout == 0.0
+    assert (ner_config.packing, ner_config.word_shapes, ner_config.attention_dropout) == (None, None, None)
+
+
+def test_what_the_data_decides_is_resolved_once_into_a_frozen_copy(ner_config):
+    import dataclasses
+
+    config = replace(ner_config, batch_size=None, epochs=None)
+    data = prepare_data(config)
+    assert (config.batch_size, config.epochs, config.packing) == (None, None, None)  # left as given
+    resolved = data.config
+    # 64 examples: batch 8, 8 updates an epoch, enough epochs for 500 updates but at most 20
+    assert (resolved.batch_size, resolved.epochs, resolved.packing) == (8, 20, True)
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to 'epochs'"):
+        resolved.epochs = 1
+    assert replace(resolved, epochs=1).epochs == 1 and resolved.epochs == 20
 
 
 def test_attention_dropout_reaches_every_encoder_layer_and_is_refused_where_it_has_no_name(ner_config):
@@ -170,8 +188,8 @@ def interrupted_and_resumed(config, data, work_dir, at: int):
 
 
 def test_an_interrupted_fit_resumes_where_it_stopped(ner_config, tmp_path):
-    config = replace(ner_config, epochs=3)
-    resumed_epochs, best_epoch, history = interrupted_and_resumed(config, prepare_data(config), tmp_path / "work", 2)
+    data = prepare_data(replace(ner_config, epochs=3))
+    resumed_epochs, best_epoch, history = interrupted_and_resumed(data.config, data, tmp_path / "work", 2)
     assert resumed_epochs == [2]
     assert len(history["val_f1"]) == 3
     assert best_epoch == int(np.argmax(history["val_f1"]))
@@ -213,6 +231,24 @@ def test_cli_rejects_bad_training_input_and_writes_nothing(case, tiny_model_dir,
     error = capsys.readouterr().err
     assert re.search(expected, error), error
     assert not run_dir.exists() and not work_dir_of(run_dir).exists()
+
+
+def test_a_diverging_run_stops_with_one_line_and_is_not_recorded_as_finished(tiny_model_dir, tmp_path, capsys):
+    # An absurd but finite learning rate: the loss becomes NaN within the first epoch.
+    run_dir = tmp_path / "run"
+    code = main(["train", "--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
+                 "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--model", str(tiny_model_dir),
+                 "--output-dir", str(run_dir), "--epochs", "3", "--batch-size", "16", "--max-train-examples", "64",
+                 "--learning-rate", "1e30", "--no-tensorboard"])
+    assert code == 2
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.startswith("tfft train: error:")]
+    assert len(lines) == 1 and "Traceback" not in error
+    assert re.search(r"the training loss became (nan|inf) in epoch 1: the model diverged", lines[0])
+    assert "a lower --learning-rate (it was 1e+30)" in lines[0] and str(work_dir_of(run_dir)) in lines[0]
+    assert not run_dir.exists()  # no finished run
+    assert not (work_dir_of(run_dir) / "history.csv").is_file() or "nan" not in (
+        work_dir_of(run_dir) / "history.csv").read_text()  # nothing was logged from the diverged weights
 
 
 def test_cli_rejects_a_validation_label_never_seen_in_training(tiny_model_dir, tmp_path, capsys):
@@ -420,8 +456,8 @@ def test_a_resumed_fit_stops_early_at_the_epoch_of_an_uninterrupted_one(ner_conf
     # Best at epoch 2; epochs 3 and 4 exhaust a patience of 2. A resume after epoch 3 must keep
     # that best and the one epoch already waited, not start counting again.
     scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.58, 0.59, 0.9])
-    config = replace(ner_config, epochs=6, patience=2)
-    data = prepare_data(config)
+    data = prepare_data(replace(ner_config, epochs=6, patience=2))
+    config = data.config
     _, whole_best, whole = fit_model(config, data, tmp_path / "whole", cluster=Cluster.current())
     assert len(whole["val_f1"]) == 4
     resumed_epochs, best_epoch, history = interrupted_and_resumed(config, data, tmp_path / "work", 3)

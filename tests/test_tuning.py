@@ -66,9 +66,17 @@ def test_search_space_from_yaml_values_and_flags(tmp_path):
     assert space.batch_size == Dimension(choices=(16, 32))
     assert space.epochs == Dimension(choices=(3,))  # the flag wins over the file; one value fixes
 
-    for bad, message in [({"batch_size": [16.5]}, "expects integers"), ({"lr": 1e-5}, "unknown search-space"),
+    for bad, message in [({"batch_size": [16.5]}, "'batch_size' option must be an integer from 1 to 2147483647"),
+                         ({"lr": 1e-5}, "unknown search-space"),
                          ({"dropout": {"min": 0.3, "max": 0.1}}, "min <= max"),
-                         ({"learning_rate": {"min": 0, "max": 1e-4}}, "needs min > 0"),
+                         ({"weight_decay": {"min": 0, "max": 0.1, "sampling": "log"}}, "needs min > 0"),
+                         # the options' own ranges (tfft.config.Range), as for a run's options
+                         ({"learning_rate": {"min": 0, "max": 1e-4}}, "'learning_rate' option must be a finite "
+                                                                     "number > 0. Got 0"),
+                         ({"learning_rate": [1e-4, float("inf")]}, "'learning_rate' option .* Got inf"),
+                         ({"dropout": {"min": 0.1, "max": 1.0}}, r"'dropout' option must be a number in \[0, 1\)"),
+                         ({"epochs": {"min": 1, "max": 3, "step": 0}}, "'epochs' range's 'step' option must be an "
+                                                                       "integer from 1"),
                          ({"epochs": {"low": 1, "max": 2}}, "needs 'min' and 'max'")]:
         with pytest.raises(ConfigError, match=message):
             SearchSpace.default(config).updated(bad)
@@ -134,7 +142,7 @@ def test_random_search_reports_best_loads_best_models_and_resumes(tiny_model_dir
     assert isinstance(model, keras.Model)
     data = tuner.hypermodel.data
     scorer = ValidationMetrics.from_examples(data.tokenizer, data.validation_examples, data.label_map,
-                                             word_inputs=config.word_inputs)
+                                             word_inputs=tuner.hypermodel.config.word_inputs)  # as resolved
     scorer.set_model(model)
     assert scorer.score()["f1"] == pytest.approx(report.best.objective)  # the best epoch's weights
 
@@ -190,7 +198,7 @@ def test_failed_trial_is_counted_and_reported(tiny_model_dir, tmp_path, capsys):
     assert report.best.hyperparameters["warmup_fraction"] == 0.0
     assert report.completed[0].hyperparameters["learning_rate"] == config.learning_rate  # not searched
     (failed,) = report.failed
-    assert failed.error == "tfft.errors.ConfigError: The 'warmup_fraction' option must be in [0, 1). Got 1.0 instead."
+    assert failed.error == "tfft.errors.ConfigError: The 'warmup_fraction' option must be a number in [0, 1). Got 1.0 instead."
     output = capsys.readouterr().out
     assert "2 trials, 1 completed, 1 failed" in output and f"trial {failed.trial_id} failed: tfft.errors.ConfigError" in output
     results = json.loads(json.dumps(report.to_dict()))
@@ -200,10 +208,12 @@ def test_failed_trial_is_counted_and_reported(tiny_model_dir, tmp_path, capsys):
 def test_cli_refuses_a_search_space_no_trial_can_run_before_training(tiny_model_dir, tmp_path, capsys):
     from tfft.cli import main
 
-    code = main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--warmup-range", "1.0"))
-    assert code == 2
+    with pytest.raises(SystemExit) as stopped:  # a usage error: nothing is read
+        main(cli_args(tiny_model_dir, tmp_path, "--max-trials", "2", "--warmup-range", "1.0"))
+    assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert "'warmup_fraction' option must be in [0, 1)" in error and "Traceback" not in error
+    assert ("argument --warmup-range: each value must be a number in [0, 1) (warmup_fraction); got '1.0'" in error
+            and "Traceback" not in error)
     assert not (tmp_path / "tune" / "best").exists()
 
 

@@ -59,6 +59,7 @@ def test_another_worker_trains_without_scoring_checkpoints_or_logs_and_writes_no
                          batch_size=16, max_train_examples=64, max_validation_examples=16,
                          output_dir=str(tmp_path / "run"))
     data = prepare_data(config)
+    config = data.config
     seeds = []
     import tfft.training.fit as fit
 

@@ -21,7 +21,9 @@ import threading
 from typing import List, Optional
 
 from tfft import __version__
-from tfft.config import EXPORT_PRECISIONS, TrainConfig, read_yaml
+from tfft.config import (
+    EXPORT_PRECISIONS, POSITIVE_INT, TrainConfig, non_empty, option_keys, option_range, read_yaml,
+)
 from tfft.data import TOKEN_CLASSIFICATION
 from tfft.errors import ConfigError, TfftError, os_failure
 from tfft.export.tflite import QUANTIZATIONS
@@ -30,8 +32,9 @@ from tfft.words import WORD_SPLITS
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, documented by the field's help text."""
-    parser.add_argument("--config", metavar="YAML", help="YAML file of options (keys as the flags, without --); "
-                                                         "flags given on the command line override it")
+    parser.add_argument("--config", metavar="YAML", type=non_empty,
+                        help="YAML file of options (keys as the flags, without --); "
+                             "flags given on the command line override it")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
@@ -42,23 +45,21 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
             kwargs["help"] = f"{help_text}; one of: {', '.join(f.metadata['choices'])}"
-        kwargs["type"] = _field_parser(f)
+        kwargs["type"] = option_range(f).parse_flag if option_range(f) is not None else non_empty
         parser.add_argument(flag, metavar=f.name.upper(), **kwargs)
 
 
-def _field_parser(f: dataclasses.Field):
-    annotation = str(f.type)
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
-    return str
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line, ``tfft train: error: argument --learning-rate: must be ...``, exit 2: the
+    full usage of ``train`` runs to dozens of lines and buries the one that matters (``--help`` shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the YAML file, then the flags actually given."""
-    values = read_yaml(args.config) if getattr(args, "config", None) else {}
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    values = option_keys(read_yaml(args.config), args.config) if getattr(args, "config", None) else {}
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     return TrainConfig.from_dict({**values, **flags}, source=args.config or "configuration")
 
@@ -69,7 +70,7 @@ export them for TF Serving. `tfft COMMAND --help` documents each command's optio
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfft", description=DESCRIPTION)
+    parser = OneLineErrorParser(prog="tfft", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"tfft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
@@ -91,32 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Print the evaluation report of a run on labelled data (same "
                                                "format and reader options as training) and write it to "
                                                "RUN_DIR/reports/<file stem>.txt/.json (and a confusion matrix PNG).")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train`")
-    evaluate.add_argument("--data", required=True, metavar="FILE", help="labelled data file to evaluate on")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=None,
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=non_empty, help="a directory written by `tfft train`")
+    evaluate.add_argument("--data", required=True, metavar="FILE", type=non_empty,
+                          help="labelled data file to evaluate on")
+    evaluate.add_argument("--batch-size", type=POSITIVE_INT.parse_flag, default=None,
                           help="prediction batch size (default: the run's)")
-    evaluate.add_argument("--max-examples", type=int, default=None,
+    evaluate.add_argument("--max-examples", type=POSITIVE_INT.parse_flag, default=None,
                           help="score only the first N examples (default: all; for the run's own validation file, "
                                "the run's --max-validation-examples, so its recorded figures are reproduced)")
     evaluate.add_argument("--strategy", choices=("auto", "one-device", "mirrored", "tpu"), default="auto",
                           help="tf.distribute strategy whose replicas share each prediction batch: auto (mirrored "
                                "when this process sees more than one GPU), one-device, mirrored, tpu (experimental: untested "
                                "on TPUs) (default: auto)")
-    evaluate.add_argument("--tpu", default=None, help="--strategy tpu (experimental): the TPU's name or grpc:// "
-                                                      "address")
+    evaluate.add_argument("--tpu", default=None, type=non_empty,
+                          help="--strategy tpu (experimental): the TPU's name or grpc:// address")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="predict on raw text, one JSON object per line",
                                   description="Read one text per line (a file or - for stdin) and print one JSON "
                                               "object per line: entities with type, text, start, end and score for "
                                               "NER; label and class probabilities for classification.")
-    predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a directory written by `tfft train`")
-    predict.add_argument("--saved-model", metavar="DIR", help="predict with an exported SavedModel "
-                                                              "(saved_models/NAME/VERSION) instead of a run directory")
-    predict.add_argument("--tflite", metavar="FILE",
+    predict.add_argument("run_dir", metavar="RUN_DIR", nargs="?", type=non_empty,
+                         help="a directory written by `tfft train`")
+    predict.add_argument("--saved-model", metavar="DIR", type=non_empty,
+                         help="predict with an exported SavedModel (saved_models/NAME/VERSION) instead of a run "
+                              "directory")
+    predict.add_argument("--tflite", metavar="FILE", type=non_empty,
                          help="predict with a TensorFlow Lite export (saved_models/NAME/tflite/model-QUANTIZE.tflite, "
                               "its assets/ beside it; tokenization runs in Python)")
-    predict.add_argument("--input", required=True, metavar="FILE_OR_-", help="text file, one input per line; - reads stdin")
+    predict.add_argument("--input", required=True, metavar="FILE_OR_-", type=non_empty,
+                         help="text file, one input per line; - reads stdin")
     predict.add_argument("--input-format", choices=("text", "tokens"), default="text",
                          help="text: raw text, split into words by --word-split (default); "
                               'tokens (NER): JSON lines {"tokens": [...]}, already split into words')
@@ -124,15 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="NER: how raw text is split into words: natural (text as people write it: "
                               "punctuation, quotes and clitics become words of their own, as in CoNLL tokens) or "
                               "whitespace (text already tokenized with spaces); default: the run's word_split")
-    predict.add_argument("--encoding", default="utf-8", help="encoding of the input file (default: utf-8)")
-    predict.add_argument("--batch-size", type=_positive_int, default=None,
+    predict.add_argument("--encoding", default="utf-8", type=non_empty,
+                         help="encoding of the input file (default: utf-8)")
+    predict.add_argument("--batch-size", type=POSITIVE_INT.parse_flag, default=None,
                          help="prediction batch size (default: the run's)")
     predict.add_argument("--context", choices=("sentence", "document"), default="sentence",
                          help="NER with a run trained with --context-window: 'document' when the input lines are "
                               "consecutive sentences of one document, so each is tagged with its neighbours as "
                               "context (default: sentence, each line on its own)")
     predict.add_argument("--words", action="store_true", help="NER: also print every word with its tag and score")
-    predict.add_argument("--pair-separator", metavar="SEP", default=None,
+    predict.add_argument("--pair-separator", metavar="SEP", default=None, type=non_empty,
                          help="sentence-pair models: each line is TEXT<SEP>TEXT_PAIR, split at the first SEP "
                               "(e.g. $'\\t' for a tab)")
     predict.set_defaults(handler=_predict)
@@ -142,12 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                                              "raw-text `serving_default` signature (tokenizer in the graph, core "
                                              "TensorFlow ops only) and a `predict_ids` signature for token ids. The "
                                              "version directory is written elsewhere and renamed into place.")
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `tfft train` (or `tfft tune`'s best/)")
+    export.add_argument("run_dir", metavar="RUN_DIR", type=non_empty,
+                        help="a directory written by `tfft train` (or `tfft tune`'s best/)")
     export.add_argument("--name", required=True, help="model name: one directory under EXPORT_DIR (no '/', not "
                                                       "starting with '.')")
     export.add_argument("--version", type=int, default=None, help="version number, a whole number from 1 (default: "
                                                                   "the next free one)")
-    export.add_argument("--export-dir", default="saved_models", help="root of the model store (default: saved_models)")
+    export.add_argument("--export-dir", default="saved_models", type=non_empty,
+                        help="root of the model store (default: saved_models)")
     export.add_argument("--format", choices=("saved-model", "tflite"), default="saved-model",
                         help="saved-model: EXPORT_DIR/NAME/VERSION/ for TF Serving (default); tflite: the classifier "
                              "on token ids as EXPORT_DIR/NAME/tflite/model-QUANTIZE.tflite with its assets (tokenizer, "
@@ -278,11 +286,11 @@ def _tune(args) -> int:
     from tfft.tuning import search_space_from_args, tune
     from tfft.tuning.distributed import search_role, workers_told_of_failure
 
-    if not args.trial_lease > 0:
-        raise ConfigError(f"The 'trial_lease' option must be > 0 seconds. Got {args.trial_lease!r} instead.")
     with workers_told_of_failure(search_role(), args.trial_lease):  # a chief's bad data or model stops them too
         config = config_from_args(args)
-        data = prepare_data(config)  # settles an unset batch size and number of epochs, which the space starts from
+        search_space_from_args(args, config)  # refuses a bad --search-space file before any data is read
+        data = prepare_data(config)
+        config = data.config  # an unset batch size and number of epochs settled, which the space starts from
         space = search_space_from_args(args, config)
     result = tune(config, tuner=args.tuner, max_trials=args.max_trials, space=space,
                   retrain_on_all=args.retrain_on_all, overwrite=args.overwrite, hyperband_factor=args.hyperband_factor,
@@ -332,17 +340,6 @@ def _native_logs_filtered():
         os.dup2(terminal, 2)  # closes the pipe's last write end, so the thread reads to the end
         thread.join(timeout=5)
         os.close(terminal)
-
-
-def _positive_int(value: str) -> int:
-    """An argparse type for counts that must be at least 1 (a clear usage error, exit 2, before any work)."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return number
 
 
 def main(argv: Optional[List[str]] = None) -> int:

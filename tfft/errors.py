@@ -59,3 +59,7 @@ def os_failure(error: BaseException) -> Optional[str]:
         return f"{os.fsdecode(error.filename)}: {problem}" if error.filename else problem
     found = type(error).__module__.startswith("tensorflow") and _TENSORFLOW_OS_FAILURE.search(str(error))
     return f"{found.group(1)}: {found.group(2)}" if found else None
+
+
+class TrainingDivergedError(TfftError, ArithmeticError):
+    """A fit whose training loss became NaN or infinite: its weights are no longer numbers."""

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tfft.config import POSITIVE_INT
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError
@@ -280,6 +281,9 @@ def evaluate_run(run_dir, data: str, batch_size: Optional[int] = None,
     from tfft.models import label_map_of
     from tfft.run_dir import REPORTS_SUBDIR, load_run, read_config_examples
 
+    for name, value in (("batch_size", batch_size), ("max_examples", max_examples)):
+        if value is not None:
+            POSITIVE_INT.check(name, value)  # as `tfft evaluate` checks its flags: 0 or -1 are not "all"
     if strategy == "multi-worker":
         raise ConfigError("tfft evaluate runs in one process: use --strategy mirrored (every local GPU) or tpu, "
                           "not multi-worker")

@@ -56,6 +56,7 @@ def _delimited_rows(path: PathLike, encoding: str, file_format: str, headerless:
         if any(fields):
             if names is None and not headerless:
                 names = list(fields)
+                _refuse_repeated(names, "the header names the column", path, line)
             else:
                 if names is None:
                     names = list(range(len(fields)))
@@ -75,12 +76,26 @@ def _json_rows(path: PathLike, encoding: str) -> Iterator[Tuple[int, Row]]:
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = json.loads(text, object_pairs_hook=lambda pairs: _object(pairs, path, line))
         except json.JSONDecodeError as error:
             raise DataFormatError(f"invalid JSON: {error.msg} (column {error.colno})", path, line) from None
         if not isinstance(row, dict):
             raise DataFormatError(f"expected a JSON object per line, got {type(row).__name__}", path, line)
         yield line, row
+
+
+def _refuse_repeated(names: Sequence[str], what: str, path: PathLike, line: int) -> None:
+    """A column (or key) named twice is refused: a reader would silently use one of the two."""
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DataFormatError(f"{what} {name!r} twice; rename or remove one of them", path, line)
+        seen.add(name)
+
+
+def _object(pairs: List[Tuple[str, object]], path: PathLike, line: int) -> dict:
+    _refuse_repeated([key for key, _ in pairs], "the object has the key", path, line)
+    return dict(pairs)
 
 
 def _value(row: Row, column: Column, path: PathLike, line: int) -> object:

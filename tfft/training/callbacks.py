@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from tfft.backend import keras
 from tfft.data.labels import LabelMap
 from tfft.distribution import Cluster
+from tfft.errors import TrainingDivergedError
 from tfft.files import atomic_write, hdf5_written_in_memory
 from tfft.features import Encoding, encode_for_inference, inference_length, is_token_task
 from tfft.inference import predict_encoded
@@ -115,6 +117,28 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in self.last_scores.items()})
         self.seconds += time.perf_counter() - started
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop a fit whose training loss has become NaN or infinite, with an error naming the epoch and ``advice``
+    (the options most likely to blame).
+
+    Why: Keras trains on, and the run would finish "successfully" with NaN weights, NaN scores
+    and empty predictions. The check runs at the end of each epoch, whose mean loss is NaN or
+    infinite once any step's is, so no step waits to hand its loss over; the callback must come
+    before every other ``on_epoch_end``, so that no validation score, best checkpoint, history row
+    or backup is written from the diverged weights.
+    """
+
+    def __init__(self, advice: str):
+        super().__init__()
+        self.advice = advice
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDivergedError(f"the training loss became {float(loss)} in epoch {epoch + 1}: the model "
+                                        f"diverged and its weights are no longer numbers. {self.advice}")
 
 
 class EarlyStoppingAfterLearning(keras.callbacks.EarlyStopping):

@@ -9,14 +9,15 @@ regression model's target scale, balanced class weights).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from tfft.backend import tf
 from tfft.config import DEFAULT_MAX_LENGTH, VALIDATION_METRICS, TrainConfig
-from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
+from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.data.tfds import default_text_keys
 from tfft.distribution import Cluster
@@ -48,6 +49,7 @@ class PreparedData:
     row_lengths: Optional[np.ndarray] = None
     targets: Optional[np.ndarray] = None
     share: Tuple[int, int] = (0, 1)
+    config: Optional[TrainConfig] = None  # resolved and frozen by prepare_data (None: data put together by hand)
 
     def __post_init__(self):
         if self.row_lengths is None:
@@ -111,30 +113,20 @@ class PreparedData:
 
 def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> PreparedData:
     """Read, check and encode the data of ``config``, to be trained by ``replicas`` replicas
-    (default: those of the strategy in scope); fails before anything is written."""
+    (default: those of the strategy in scope); fails before anything is written.
+
+    What ``config`` leaves to tfft is decided here, once (:func:`resolve_config`): the data's
+    ``config`` is that resolved configuration, frozen, and it is what config.yaml, the resume key
+    and every later step read. ``config`` itself is left as given.
+    """
     config.validate()
     replicas = replicas or Cluster.current().replicas
     tokenizer = load_tokenizer(config.model)
-    window = inference_length(tokenizer)
-    if config.max_length > window:
-        if config.max_length != DEFAULT_MAX_LENGTH:
-            raise ConfigError(f"The 'max_length' option must be at most {window} for this model, whose inputs hold "
-                              f"at most {window} tokens (its position window). Got {config.max_length!r} instead.")
-        config.max_length = window  # the default, for a model with a shorter window (recorded in config.yaml)
-    if config.task == TOKEN_CLASSIFICATION and not config.stride < window - 3:
-        raise ConfigError(f"The 'stride' option must be below {window - 3} for this model, whose windows hold "
-                          f"{window} tokens. Got {config.stride!r} instead.")
-    if config.lora_rank:  # the run loads its base again, from wherever it is used
-        config.model = absolute_base_model(config.model)
-    if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
-        config.word_shapes = word_shapes_by_default(config.model, tokenizer)
-    resolve_packing(config)
+    check_model_window(config, tokenizer)
     train_examples = read_config_examples(config, config.train, config.max_train_examples)
-    if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
-        # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
-        config.text_pair_column = default_text_keys(config.train, config.tfds_data_dir)[1]
-    for choice in config.resolve_schedule(len(train_examples), replicas):
-        print(f"Chose {choice}", flush=True)
+    config, chosen = resolve_config(config, tokenizer, train_examples, replicas)
+    for sentence in chosen:
+        print(f"Chose {sentence}", flush=True)
     config.check_replica_split(replicas)
     label_map = label_map_for(config, train_examples)
     validation_examples = None
@@ -142,12 +134,7 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
         validation_examples = read_config_examples(config, config.validation, config.max_validation_examples)
         label_map.check(validation_examples)
     data = PreparedData(tokenizer, label_map, train_examples, validation_examples,
-                        encode_training_examples(config, tokenizer, train_examples, label_map))
-    if data.targets is not None and data.targets.dtype == np.int32:  # sequence classification: class ids
-        counts = np.bincount(data.targets, minlength=len(label_map))
-        chosen = config.choose_monitor(dict(zip(label_map.labels, counts.tolist())))
-        if chosen:
-            print(f"Chose {chosen}", flush=True)
+                        encode_training_examples(config, tokenizer, train_examples, label_map), config=config)
     weights = class_weights(config, label_map, data.targets)
     if weights is not None:
         kind = "positive weights" if config.task == MULTI_LABEL_CLASSIFICATION else "class weights"
@@ -156,9 +143,52 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
     return data
 
 
-def resolve_packing(config: TrainConfig) -> None:
-    """Decide ``config.packing`` (recorded in config.yaml): on for token classification with an encoder that
-    :func:`tfft.training.packing.supports_packing` covers, unless set; refused when set for another encoder.
+def check_model_window(config: TrainConfig, tokenizer) -> None:
+    """Refuse a ``max_length`` or ``stride`` the model's position window cannot hold (before any data is read)."""
+    window = inference_length(tokenizer)
+    if config.max_length > window and config.max_length != DEFAULT_MAX_LENGTH:
+        raise ConfigError(f"The 'max_length' option must be at most {window} for this model, whose inputs hold "
+                          f"at most {window} tokens (its position window). Got {config.max_length!r} instead.")
+    if config.task == TOKEN_CLASSIFICATION and not config.stride < window - 3:
+        raise ConfigError(f"The 'stride' option must be below {window - 3} for this model, whose windows hold "
+                          f"{window} tokens. Got {config.stride!r} instead.")
+
+
+def resolve_config(config: TrainConfig, tokenizer, train_examples: list,
+                   replicas: int = 1) -> Tuple[TrainConfig, List[str]]:
+    """``config`` with every option it leaves to tfft filled in from the model and the training examples,
+    frozen (:meth:`TrainConfig.frozen`), and a sentence per choice worth a line in the run's log.
+
+    The one place these are decided: the default max length for a model with a shorter window,
+    the LoRA base model's absolute path (a run loads it again from wherever it is used), word
+    shapes, packing (and attention dropout on packed rows), the pair column of a TFDS set, the
+    batch size and number of epochs, and the monitored metric for skewed labels.
+    """
+    window = inference_length(tokenizer)
+    changes: Dict[str, Any] = {}
+    if config.max_length > window:  # the default (check_model_window refuses any other value)
+        changes["max_length"] = window
+    if config.lora_rank:
+        changes["model"] = absolute_base_model(config.model)
+    if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
+        changes["word_shapes"] = word_shapes_by_default(changes.get("model", config.model), tokenizer)
+    changes.update(packing_options(config))
+    if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
+        # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
+        changes["text_pair_column"] = default_text_keys(config.train, config.tfds_data_dir)[1]
+    schedule, sentences = config.schedule_for(len(train_examples), replicas)
+    changes.update(schedule)
+    if config.task == SEQUENCE_CLASSIFICATION:
+        monitor, why = config.monitor_for(dict(Counter(example.label for example in train_examples)))
+        changes.update(monitor)
+        sentences += why
+    return replace(config, **changes).frozen(), sentences
+
+
+def packing_options(config: TrainConfig) -> Dict[str, Any]:
+    """``packing`` (and ``attention_dropout``) as ``config`` trains with them: packing is on for token
+    classification with an encoder that :func:`tfft.training.packing.supports_packing` covers, unless set;
+    refused when set for another encoder.
 
     Packed rows also train without attention-probability dropout unless ``attention_dropout`` is set:
     on 128-token packs the attention probabilities are a step's largest tensor, and drawing their
@@ -166,15 +196,14 @@ def resolve_packing(config: TrainConfig) -> None:
     from transformers import AutoConfig
 
     if config.task != TOKEN_CLASSIFICATION or config.packing is False:
-        config.packing = False
-        return
+        return {"packing": False}
     supported = supports_packing(AutoConfig.from_pretrained(resolve_model(config.model)))
     if config.packing and not supported:
         raise ConfigError(f"The 'packing' option needs a BERT encoder with absolute positions; {config.model!r} is "
                           f"not one. Remove --packing to train on unpacked rows.")
-    config.packing = supported
     if supported and config.attention_dropout is None:
-        config.attention_dropout = 0.0
+        return {"packing": True, "attention_dropout": 0.0}
+    return {"packing": supported}
 
 
 def label_map_for(config: TrainConfig, train_examples: list) -> LabelMap:

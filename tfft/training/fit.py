@@ -17,7 +17,7 @@ from tfft.backend import keras
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, EARLY_STOPPING_STATE, HISTORY_CSV, LOGS_SUBDIR
-from tfft.training.callbacks import BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog
+from tfft.training.callbacks import BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, StopOnNonFiniteLoss
 from tfft.training.data import PreparedData
 from tfft.training.model import create_model
 from tfft.training.timing import FitTimes, Stopwatch
@@ -52,7 +52,7 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
         model = create_model(config, data.label_map, steps_per_epoch, data.targets, cluster)
     keras.utils.set_random_seed(config.seed + cluster.index)
     fit_times = FitTimes()
-    callbacks: List[keras.callbacks.Callback] = [fit_times]
+    callbacks: List[keras.callbacks.Callback] = [StopOnNonFiniteLoss(divergence_advice(config, work_dir)), fit_times]
     backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
     validation_metrics = data.validation_metrics(config, cluster)
     checkpoint = None
@@ -88,6 +88,16 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
         return model, best_epoch_of(history.get(config.monitor_metric), config.monitor_mode), history
     best_epoch = checkpoint.restore() if checkpoint is not None else None
     return model, best_epoch, read_history(work_dir / HISTORY_CSV)
+
+
+def divergence_advice(config: TrainConfig, work_dir: Optional[Path]) -> str:
+    """What a diverged fit's error tells the user: the options to change, and what became of the run."""
+    options = [f"a lower --learning-rate (it was {config.learning_rate:g})"]
+    if config.precision != "fp32":
+        options.append(f"--precision fp32 (it was {config.precision})")
+    kept = (f"; the unfinished run stays in {work_dir} for inspection, and a run with other options there needs "
+            "--overwrite" if work_dir is not None else "")
+    return f"Train again with {' or '.join(options)}. Nothing was recorded as a finished run{kept}."
 
 
 def best_epoch_of(values: Optional[List[float]], mode: str) -> Optional[int]:

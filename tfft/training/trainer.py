@@ -42,8 +42,9 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
     """Fine-tune per ``config`` and write the run directory; see the module docstring.
 
     ``overwrite`` replaces a finished run directory and discards an unfinished run of the
-    same directory instead of resuming it. ``stopwatch`` (the CLI's, which has timed the process's
-    start-up) receives the seconds of each phase of the run.
+    same directory instead of resuming it. ``config`` is left as given: the run trains with, and
+    records, the copy :func:`~tfft.training.data.prepare_data` resolves for the data. ``stopwatch``
+    (the CLI's, which has timed the process's start-up) receives the seconds of each phase of the run.
     """
     started = time.time()
     stopwatch = stopwatch or Stopwatch()
@@ -61,6 +62,7 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
                 refuse_data_inside(config, run_dir)
             with stopwatch.phase("data"):
                 data = prepare_data(config, cluster.replicas)
+            config = data.config  # resolved for the data, and frozen: what config.yaml and the resume key hold
             if cluster.is_chief:
                 print(f"Training {config.task} on {len(data.train_examples)} examples ({data.encoding.num_truncated} "
                       f"truncated to {config.max_length} tokens), {len(data.label_map)} labels", flush=True)

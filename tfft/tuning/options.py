@@ -16,26 +16,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from tfft.config import DEFAULT_EPOCHS, TrainConfig, read_yaml
+from tfft.config import DEFAULT_EPOCHS, POSITIVE, POSITIVE_INT, Range, TrainConfig, non_empty, option_range, read_yaml
 from tfft.errors import ConfigError
 
 TUNERS = ("random", "bayesian", "hyperband")
-# The TrainConfig options a search can vary: value type and default sampling of a range.
-TUNED_OPTIONS: Dict[str, Tuple[type, str]] = {
-    "learning_rate": (float, "log"),
-    "batch_size": (int, "linear"),
-    "epochs": (int, "linear"),
-    "warmup_fraction": (float, "linear"),
-    "weight_decay": (float, "linear"),
-    "dropout": (float, "linear"),
-    "lora_rank": (int, "linear"),
+# The TrainConfig options a search can vary, and the default sampling of a range of each. Their values
+# are checked against the option's declared range (tfft.config.Range), as a run's own options are.
+TUNED_OPTIONS: Dict[str, str] = {
+    "learning_rate": "log",
+    "batch_size": "linear",
+    "epochs": "linear",
+    "warmup_fraction": "linear",
+    "weight_decay": "linear",
+    "dropout": "linear",
+    "lora_rank": "linear",
 }
 # BERT's hidden_dropout_prob, which its classifier uses when classifier_dropout is unset:
 # the untuned dropout when --dropout is not given (a hyperparameter cannot be None).
 CHECKPOINT_DROPOUT = 0.1
 RANGE_KEYS = {"min", "max", "sampling", "step"}
+# KerasTuner's Hyperband keeps 1/factor of the trials each round: a factor of 1 never narrows.
+HYPERBAND_FACTOR = Range(integer=True, low=2)
 
 Number = Union[int, float]
 
@@ -53,7 +56,7 @@ class Dimension:
     @classmethod
     def parse(cls, name: str, value: Any, source: str = "search space") -> Optional["Dimension"]:
         """A YAML/flag value: ``None``, a scalar (fixed), a list (choices) or a min/max mapping (range)."""
-        kind, sampling = TUNED_OPTIONS[name]
+        sampling = TUNED_OPTIONS[name]
         if value is None:
             return None
         if isinstance(value, Mapping):
@@ -61,14 +64,14 @@ class Dimension:
             if unknown or not {"min", "max"} <= set(value):
                 raise ConfigError(f"{source}: '{name}' as a range needs 'min' and 'max' (optional: 'sampling', "
                                   f"'step'); got keys {sorted(value)}")
-            low, high = _number(name, value["min"], kind, source), _number(name, value["max"], kind, source)
-            step = None if value.get("step") is None else _number(name, value["step"], kind, source)
+            low, high = _number(name, value["min"], source), _number(name, value["max"], source)
+            step = None if value.get("step") is None else _step(name, value["step"], source)
             dimension = cls(low=low, high=high, sampling=str(value.get("sampling", sampling)), step=step)
         else:
             values = value if isinstance(value, (list, tuple)) else [value]
             if not values:
                 raise ConfigError(f"{source}: '{name}' has an empty list of choices")
-            dimension = cls(choices=tuple(_number(name, v, kind, source) for v in values))
+            dimension = cls(choices=tuple(_number(name, v, source) for v in values))
         return dimension.checked(name, source)
 
     def checked(self, name: str, source: str = "search space") -> "Dimension":
@@ -93,7 +96,7 @@ class Dimension:
         ``default`` (the run's own option value, moved inside the dimension) is what
         KerasTuner uses for an entry it does not tune (``tune_new_entries=False``).
         """
-        kind = TUNED_OPTIONS[name][0]
+        kind = int if _option_range(name).integer else float
         if len(self.choices) == 1 or (not self.choices and self.low == self.high):
             return hp.Fixed(name, self.choices[0] if self.choices else self.low)
         if self.choices:
@@ -191,20 +194,20 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """The tune-only flags; ``tfft tune`` also takes every ``tfft train`` flag."""
     group = parser.add_argument_group("search")
     group.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default: random)")
-    group.add_argument("--max-trials", type=int, default=10, metavar="N",
+    group.add_argument("--max-trials", type=POSITIVE_INT.parse_flag, default=10, metavar="N",
                        help="trials to run at most, counting those of a resumed search (default: 10)")
-    group.add_argument("--search-space", metavar="YAML", help="search-space file (see above)")
+    group.add_argument("--search-space", metavar="YAML", type=non_empty, help="search-space file (see above)")
     for flag, (option, style) in SPACE_FLAGS.items():
         what = "comma-separated choices" if style == "choices" else "LOW,HIGH range"
-        group.add_argument(flag, metavar="LOW,HIGH" if style == "range" else "A,B,...",
+        group.add_argument(flag, metavar="LOW,HIGH" if style == "range" else "A,B,...", type=_SpaceFlag(option, style),
                            help=f"{option}: {what}; one value fixes it")
-    group.add_argument("--hyperband-factor", type=int, default=3, metavar="F",
+    group.add_argument("--hyperband-factor", type=HYPERBAND_FACTOR.parse_flag, default=3, metavar="F",
                        help="Hyperband's reduction factor between rounds (default: 3)")
     group.add_argument("--retrain-on-all", action="store_true",
                        help="write best/ by retraining the best configuration on train+validation data, for "
                             "as many epochs as its trial needed to reach its best score")
     group.add_argument("--overwrite", action="store_true", help="discard an existing search in OUTPUT_DIR")
-    group.add_argument("--trial-lease", type=float, default=120.0, metavar="SECONDS",
+    group.add_argument("--trial-lease", type=POSITIVE.parse_flag, default=120.0, metavar="SECONDS",
                        help="distributed search (KERASTUNER_TUNER_ID etc., see docs/scaling.md): the chief runs "
                             "a trial again on another worker when its worker has been silent this long (default: 120)")
 
@@ -216,25 +219,47 @@ def search_space_from_args(args: argparse.Namespace, config: TrainConfig) -> Sea
         space = space.updated(read_yaml(args.search_space), source=args.search_space)
     flags = {}
     for flag, (option, style) in SPACE_FLAGS.items():
-        text = getattr(args, flag[2:].replace("-", "_"))
-        if text is None:
+        values = getattr(args, flag[2:].replace("-", "_"))
+        if values is None:
             continue
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        if style == "range" and len(values) == 2:
-            flags[option] = {"min": values[0], "max": values[1]}
-        elif style == "choices" or len(values) == 1:
-            flags[option] = values
-        else:
-            raise ConfigError(f"{flag}: expected LOW,HIGH or one value; got {text!r}")
+        flags[option] = {"min": values[0], "max": values[1]} if style == "range" and len(values) == 2 else values
     return space.updated(flags, source="command line") if flags else space
 
 
-def _number(name: str, value: Any, kind: type, source: str) -> Number:
-    """``value`` (a YAML number or a flag's text) as the option's type, or a ConfigError naming it."""
-    try:
-        number = float(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or (kind is int and not number.is_integer()):
-        raise ConfigError(f"{source}: '{name}' expects {'integers' if kind is int else 'numbers'}; got {value!r}")
-    return int(number) if kind is int else number
+class _SpaceFlag:
+    """The argparse ``type`` of a range flag: its comma-separated numbers, each within the option's range,
+    so a bad value is a usage error before any data is read."""
+
+    def __init__(self, option: str, style: str):
+        self.option, self.style = option, style
+
+    def __call__(self, text: str) -> List[Number]:
+        parts = [part.strip() for part in text.split(",")]
+        if not text.strip() or "" in parts or (self.style == "range" and len(parts) > 2):
+            expected = "LOW,HIGH or one value" if self.style == "range" else "comma-separated values"
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        values = []
+        for part in parts:
+            try:
+                values.append(_number(self.option, part, "command line"))
+            except ConfigError:
+                raise argparse.ArgumentTypeError(f"each value must be {_option_range(self.option).describe()} "
+                                                 f"({self.option}); got {part!r}") from None
+        if self.style == "range" and len(values) == 2 and values[0] > values[1]:
+            raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW <= HIGH; got {text!r}")
+        return values
+
+
+def _option_range(name: str) -> Range:
+    return option_range(next(f for f in dataclasses.fields(TrainConfig) if f.name == name))
+
+
+def _number(name: str, value: Any, source: str) -> Number:
+    """``value`` (a YAML number or a flag's text) as the option's number, within its declared range."""
+    return _option_range(name).check(name, value, source)
+
+
+def _step(name: str, value: Any, source: str) -> Number:
+    """A range's step: a positive number (an integer for an integer option)."""
+    positive = POSITIVE_INT if _option_range(name).integer else POSITIVE
+    return positive.check(f"{name}' range's 'step", value, source)

@@ -350,7 +350,8 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
     and with ``tune_new_entries=False`` only those are searched, the rest keeping the
     config's values. The project lives in ``directory/search`` (default
     ``tune_dir_of(config)``); an existing one is resumed unless ``overwrite``. ``data``:
-    the config's data if already read (default: ``prepare_data(config)``). ``lease_seconds``: in a
+    the config's data if already read (default: ``prepare_data(config)``), whose resolved
+    configuration (``data.config``) is the one searched. ``lease_seconds``: in a
     distributed search, how long the chief waits for a silent worker before running its trial again.
     """
     if not config.validation:
@@ -360,7 +361,8 @@ def create_tuner(config: TrainConfig, *, tuner: str = "random", max_trials: int 
     if config.strategy == "multi-worker":
         raise ConfigError("A search runs each trial in one process: give trials --strategy mirrored (a worker's "
                           "GPUs) and spread trials over processes with a distributed search (docs/tuning.md, 'A distributed search').")
-    data = data or prepare_data(config)  # also settles an unset batch size and number of epochs
+    data = data or prepare_data(config)
+    config = data.config or config  # resolved for the data (an unset batch size and number of epochs settled)
     space = space or SearchSpace.default(config)
     if tuner == "hyperband":
         if space.epochs not in (None, SearchSpace.default(config).epochs):
