@@ -61,7 +61,8 @@ class PreparedData:
     def every_text_labelled(self) -> bool:
         """Multi-label: whether every training text has at least one label (then "at least one label" may
         be the decision rule)."""
-        return self.targets is not None and self.targets.ndim == 2 and bool(self.targets.sum(axis=1).min(initial=0) > 0)
+        targets = self.targets
+        return targets is not None and targets.ndim == 2 and len(targets) > 0 and bool(targets.sum(axis=1).min() > 0)
 
     def worker_share(self, cluster: Cluster) -> "PreparedData":
         """This worker's rows of a multi-worker cluster: rows ``i, i + W, ...`` for worker ``i`` of ``W``
