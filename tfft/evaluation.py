@@ -20,8 +20,8 @@ from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
 from tfft.heads import at_least_one_of, set_decision_rule, thresholds_of
 from tfft.metrics import (
-    RuleChoice, candidate_key, choose_decision_rule, decide, label_set_matrix, multi_label_scores, score_predictions,
-    tags_from_probabilities,
+    AT_LEAST_ONE_SUFFIX, RuleChoice, candidate_key, choose_decision_rule, decide, label_set_matrix, multi_label_scores,
+    score_predictions, tags_from_probabilities,
 )
 from tfft.models import word_inputs_for
 from tfft.words import WordInputs
@@ -192,8 +192,8 @@ def _rule_choice_text(choice: RuleChoice) -> str:
              f"on {choice.folds - 1} folds, scored on the one left out):", "rule".ljust(34) + "micro_f1".rjust(11)
              + "macro_f1".rjust(11)]
     for key, scores in choice.held_out.items():
-        name, _, plus = key.partition(" +")
-        label = names[name] + (", at least one" if plus else "")
+        name = key.partition(AT_LEAST_ONE_SUFFIX)[0]
+        label = names[name] + (", at least one" if key != name else "")
         lines.append(label.ljust(34) + f"{scores['micro_f1']:.4f}".rjust(11) + f"{scores['macro_f1']:.4f}".rjust(11)
                      + ("  <- chosen" if key == chosen else ""))
     return "\n".join(lines) + "\n"

@@ -62,6 +62,7 @@ DECISION_FOLDS = 5
 # the global threshold, t = (n t_label + k t_global) / (n + k) for a label with n positives.
 SHRINKAGE_POSITIVES = 10
 DECISION_METRICS = ("micro_f1", "macro_f1")
+AT_LEAST_ONE_SUFFIX = "+at-least-one"  # a candidate's name with "at least one label" (RuleChoice.held_out)
 
 
 def label_set_matrix(label_sets: Sequence[Sequence[str]], label_map) -> np.ndarray:
@@ -90,9 +91,6 @@ class DecisionRule:
     name: str  # "fixed", "global", "per-label" or "shrunk"
     thresholds: Tuple[float, ...]
     at_least_one: bool = False
-
-    def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        return decide(probabilities, self.thresholds, self.at_least_one)
 
     def describe(self) -> str:
         kinds = {"fixed": "every label at 0.5", "global": f"one threshold {self.thresholds[0]:.4f} for every label",
@@ -207,7 +205,8 @@ def joint_thresholds(probabilities: np.ndarray, truth: np.ndarray, metric: str =
             scores = _metric_of_counts(metric, trial_tp, trial_predicted, positives)
             k = int(np.argmax(scores))
             if scores[k] > best + 1e-12:
-                best, thresholds[j], tp[j], predicted[j], changed = float(scores[k]), cuts[k], hits[k], selected[k], True
+                best, thresholds[j], tp[j], predicted[j] = float(scores[k]), cuts[k], hits[k], selected[k]
+                changed = True
         if not changed:
             break
     return thresholds
@@ -239,7 +238,7 @@ def decision_metric_for(monitor: str) -> str:
 
 def candidate_key(name: str, at_least_one: bool) -> str:
     """A candidate rule's name in :attr:`RuleChoice.held_out`."""
-    return name + (" +1" if at_least_one else "")
+    return name + (AT_LEAST_ONE_SUFFIX if at_least_one else "")
 
 
 def choose_decision_rule(probabilities: np.ndarray, truth: np.ndarray, metric: str = "micro_f1",

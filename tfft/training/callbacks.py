@@ -36,9 +36,10 @@ class ValidationMetrics(keras.callbacks.Callback):
     ``val_f1`` plus ``val_accuracy`` (per word) and ``val_loss``. Sequence
     classification: ``val_accuracy``, ``val_macro_f1``, ``val_macro_precision``,
     ``val_macro_recall`` and ``val_loss``. Multi-label: micro and macro scores of the decision rule
-    training would keep if the epoch were the best (:func:`tfft.metrics.score_predictions`). Long examples are scored over sliding
-    windows, exactly as ``evaluate`` and ``predict`` do. Under a multi-worker strategy the
-    chief's scores are given to every worker (see :meth:`tfft.distribution.Cluster.chief_values`).
+    training would keep if the epoch were the best (:func:`tfft.metrics.score_predictions`). Long
+    examples are scored over sliding windows, exactly as ``evaluate`` and ``predict`` do. Under a
+    multi-worker strategy the chief's scores are given to every worker (see
+    :meth:`tfft.distribution.Cluster.chief_values`).
     """
 
     def __init__(self, encoding: Optional[Encoding], true_labels: Sequence, label_map: LabelMap, *,
