@@ -272,6 +272,7 @@ def test_predict_and_the_saved_model_serve_the_recorded_rule_and_old_runs_their_
     import shutil
 
     from tfft.export.predictor import SavedModelPredictor
+    from tfft.export.tflite_predictor import TFLitePredictor
     from tfft.prediction import Predictor
 
     texts = texts_of(runs["paths"]["multi"])
@@ -288,6 +289,7 @@ def test_predict_and_the_saved_model_serve_the_recorded_rule_and_old_runs_their_
     at_least_one = with_rule("at-least-one", tfft_at_least_one=True, tfft_decision_rule="fixed")
     results = Predictor.from_run_dir(at_least_one).predict(texts)
     top = [[max(r["probabilities"], key=r["probabilities"].get)] for r in results]
+    assert len({tuple(labels) for labels in top}) > 1  # not one label for every text
     assert [r["labels"] for r in results] == top  # no threshold passed: each text its most probable label
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     capsys.readouterr()
@@ -298,6 +300,10 @@ def test_predict_and_the_saved_model_serve_the_recorded_rule_and_old_runs_their_
     assert card["at_least_one"] is True
     served = SavedModelPredictor(tmp_path / "export" / "one" / "1").predict(texts)
     assert [r["labels"] for r in served] == top
+    assert main(["export", str(at_least_one), "--name", "one", "--export-dir", str(tmp_path / "export"),
+                 "--format", "tflite", "--quantize", "float16"]) == 0
+    lite = TFLitePredictor.from_file(tmp_path / "export" / "one" / "tflite" / "model-float16.tflite").predict(texts)
+    assert [r["labels"] for r in lite] == [[max(r["probabilities"], key=r["probabilities"].get)] for r in lite]
 
     old = with_rule("old")  # a run from before the rule was recorded: its thresholds alone decide
     assert all(r["labels"] == [] for r in Predictor.from_run_dir(old).predict(texts))
