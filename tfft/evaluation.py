@@ -170,12 +170,12 @@ def _multi_label_report(true_sets, probabilities: np.ndarray, label_map: LabelMa
     text = f"{_score_line(scores)}\n\n" + "\n".join(lines) + f"\n\n{len(true_sets)} examples, " \
         f"{int(truth.sum())} labels in all, {int((truth.sum(axis=1) == 0).sum())} examples without a label\n"
     rule = {"at_least_one": at_least_one}
-    if at_least_one:
-        text += "A text that no threshold selects takes its most probable label.\n"
     if choice is not None:
         rule = {"name": choice.rule.name, "at_least_one": choice.rule.at_least_one, "chosen_for": choice.metric,
                 "folds": choice.folds, "held_out": choice.held_out}
         text += _rule_choice_text(choice)
+    elif at_least_one:
+        text += "A text that no threshold selects takes its most probable label.\n"
     return EvaluationReport(MULTI_LABEL_CLASSIFICATION, scores, per_class, text, labels=names,
                             num_examples=len(true_sets), decision_rule=rule,
                             plots={"label_f1": lambda path: plot_label_f1(per_class, path)})
