@@ -16,7 +16,10 @@ from tfft.config import TrainConfig
 from tfft.data import LabelMap, from_texts, read_table
 from tfft.errors import ConfigError, DataFormatError
 from tfft.features import text_targets
-from tfft.metrics import best_f1_threshold, multi_label_scores, regression_scores, tune_thresholds
+from tfft.metrics import (
+    DecisionRule, best_f1_threshold, choose_decision_rule, decide, decision_metric_for, global_threshold,
+    joint_thresholds, multi_label_scores, regression_scores, shrunk_thresholds,
+)
 from tfft.training.losses import BinaryCrossEntropy, CrossEntropy, RegressionLoss, class_weights, target_scale
 
 ML = "multi-label-classification"
@@ -140,16 +143,107 @@ def test_the_f1_threshold_cuts_between_ranked_probabilities_without_splitting_ti
     assert best_f1_threshold(probabilities, truth) == pytest.approx(np.float32(0.45))
 
 
-def test_rare_labels_take_the_threshold_best_for_all_labels():
-    rng = np.random.default_rng(0)
-    truth = np.zeros((40, 2), np.float32)
-    truth[:20, 0] = 1
-    truth[0, 1] = 1  # one positive: too rare to tune
-    probabilities = np.clip(truth * 0.5 + rng.uniform(0, 0.45, truth.shape), 0, 1).astype(np.float32)
-    thresholds, tuned = tune_thresholds(probabilities, truth, min_positives=5)
-    assert tuned.tolist() == [True, False]
-    assert thresholds[1] == pytest.approx(best_f1_threshold(probabilities.ravel(), truth.ravel()))
-    assert multi_label_scores(truth[:, :1], probabilities[:, :1], thresholds[:1])["micro_f1"] == 1.0
+def weak_rare_label():
+    """20 texts: label A sure and frequent (10 positives at 0.22, negatives at 0.01), label B rare and weak
+    (positives at 0.30 and 0.12, three negatives above 0.12: 0.35, 0.25, 0.20, the others at 0.02)."""
+    truth = np.zeros((20, 2), np.float32)
+    truth[:10, 0] = 1
+    truth[[1, 4], 1] = 1
+    probabilities = np.zeros((20, 2), np.float32)
+    probabilities[:, 0] = np.where(truth[:, 0] > 0, 0.22, 0.01)
+    probabilities[:, 1] = 0.02
+    probabilities[[0, 1, 2, 3, 4], 1] = [0.35, 0.30, 0.25, 0.20, 0.12]
+    return probabilities, truth
+
+
+def test_joint_micro_f1_thresholds_do_not_flood_a_weak_rare_label():
+    probabilities, truth = weak_rare_label()
+    # B's own best F1 takes its 5 most probable texts (F1 4/7 > 2/4 for 2): 3 false positives.
+    assert best_f1_threshold(probabilities[:, 1], truth[:, 1]) == pytest.approx(np.float32(0.07))
+    # Micro-F1 = 2 TP / (predicted + 12 positives); A alone is perfect (TP 10, predicted 10).
+    # B's 5 texts: 24/27 = 0.889; its top 2: 22/24 = 0.917; none: 20/22 = 0.909. Global cut: after 0.12 (0.889).
+    assert global_threshold(probabilities, truth) == pytest.approx(np.float32(0.07))
+    thresholds = joint_thresholds(probabilities, truth)
+    assert thresholds.tolist() == pytest.approx([np.float32(0.07), np.float32(0.275)])
+    assert multi_label_scores(truth, probabilities, thresholds)["micro_f1"] == pytest.approx(22 / 24)
+    per_label_own_f1 = [best_f1_threshold(probabilities[:, j], truth[:, j]) for j in range(2)]
+    assert multi_label_scores(truth, probabilities, np.float32(per_label_own_f1))["micro_f1"] == pytest.approx(24 / 27)
+    # Macro-F1 is each label's own F1: B keeps its 5 texts there (4/7 > 2/4).
+    assert joint_thresholds(probabilities, truth, "macro_f1")[1] == pytest.approx(np.float32(0.07))
+
+
+def test_shrinkage_draws_a_rare_labels_threshold_toward_the_global_one():
+    probabilities, truth = weak_rare_label()
+    # (n t_label + 10 t_global) / (n + 10): A (10 positives) is at the global 0.07 already; B (2 positives)
+    # moves from 0.275 to (2 * 0.275 + 10 * 0.07) / 12.
+    assert shrunk_thresholds(probabilities, truth, shrinkage=10).tolist() == pytest.approx(
+        [0.07, (2 * 0.275 + 10 * 0.07) / 12], rel=1e-5)
+
+
+def test_at_least_one_label_gives_a_text_no_threshold_selects_its_most_probable_label():
+    probabilities = np.array([[0.2, 0.4, 0.1], [0.7, 0.6, 0.1], [0.1, 0.1, 0.1]], np.float32)
+    thresholds = [0.5, 0.5, 0.5]
+    assert decide(probabilities, thresholds).tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert decide(probabilities, thresholds, at_least_one=True).tolist() == [[0, 1, 0], [1, 1, 0], [1, 0, 0]]
+    assert multi_label_scores(np.float32([[0, 1, 0], [1, 0, 0], [0, 0, 1]]), probabilities, thresholds,
+                              at_least_one=True)["micro_f1"] == pytest.approx(2 * 2 / (4 + 3))
+
+
+def one_label_each_text(copies: int = 10):
+    """Every text has one label, whose probability is the text's highest but, for label a, below another
+    text's false a: no threshold separates a; taking the most probable label does."""
+    block_truth = np.float32([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    block = np.float32([[0.30, 0.10, 0.05], [0.35, 0.60, 0.05], [0.05, 0.10, 0.70]])
+    return np.tile(block, (copies, 1)), np.tile(block_truth, (copies, 1))
+
+
+def test_at_least_one_label_is_chosen_when_every_text_has_a_label_and_it_wins_held_out():
+    probabilities, truth = one_label_each_text()
+    choice = choose_decision_rule(probabilities, truth, "micro_f1", at_least_one=True)
+    assert choice.rule.at_least_one and choice.folds == 5
+    # 0.5, then the most probable label: every text right
+    assert choice.rule.name == "fixed" and choice.held_out["fixed+at-least-one"]["micro_f1"] == 1.0
+    assert choice.held_out["fixed"]["micro_f1"] == pytest.approx(2 * 20 / (20 + 30))  # b and c found, a never
+    assert max(v["micro_f1"] for k, v in choice.held_out.items() if "at-least-one" not in k) < 1.0
+    assert not choose_decision_rule(probabilities, truth, "micro_f1", at_least_one=False).rule.at_least_one
+
+
+def test_the_rule_falls_back_to_0_5_when_tuning_only_fits_the_examples_it_is_tuned_on():
+    rng = np.random.default_rng(1)
+    truth = np.zeros((200, 2), np.float32)
+    truth[:100, 0] = 1  # a frequent label the model gets right at 0.5
+    truth[rng.choice(200, 10, replace=False), 1] = 1  # a rare one whose probabilities are noise below 0.5
+    probabilities = np.stack([np.where(truth[:, 0] > 0, 0.9, 0.1), rng.uniform(0, 0.45, 200)], 1).astype(np.float32)
+    # Tuned on all 200 texts, each rule beats 0.5 there (on noise) ...
+    assert best_f1_threshold(probabilities[:, 1], truth[:, 1]) < 0.45
+    fixed = multi_label_scores(truth, probabilities, [0.5, 0.5])["micro_f1"]
+    assert multi_label_scores(truth, probabilities, joint_thresholds(probabilities, truth))["micro_f1"] > fixed
+    # ... but not on the folds it was not tuned on: 0.5 is kept.
+    choice = choose_decision_rule(probabilities, truth)
+    assert choice.held_out["fixed"]["micro_f1"] == pytest.approx(fixed)
+    assert all(scores["micro_f1"] < fixed for name, scores in choice.held_out.items() if name != "fixed")
+    assert choice.rule == DecisionRule("fixed", (0.5, 0.5), False)
+
+
+def test_at_least_one_label_is_a_candidate_only_when_every_training_text_has_a_label():
+    from tfft.training.data import PreparedData
+
+    def data(targets):
+        return PreparedData(None, None, [], None, None, row_lengths=np.ones(len(targets)), targets=np.float32(targets))
+
+    assert data([[1, 0], [0, 1], [1, 1]]).every_text_labelled
+    assert not data([[1, 0], [0, 0], [1, 1]]).every_text_labelled
+    assert not PreparedData(None, None, [], None, None, row_lengths=np.ones(2), targets=np.int32([0, 1])
+                            ).every_text_labelled  # sequence classification: class ids
+
+
+def test_the_decision_rule_maximises_the_monitored_metric():
+    assert decision_metric_for("val_macro_f1") == "macro_f1"
+    assert decision_metric_for("val_micro_f1") == decision_metric_for("val_loss") == "micro_f1"
+    probabilities, truth = weak_rare_label()
+    tiled = np.tile(probabilities, (5, 1)), np.tile(truth, (5, 1))
+    micro, macro = (choose_decision_rule(*tiled, metric).rule for metric in ("micro_f1", "macro_f1"))
+    assert micro.thresholds[1] == pytest.approx(0.275) and macro.thresholds[1] == pytest.approx(0.07)
 
 
 def test_multi_label_scores_on_a_worked_example():

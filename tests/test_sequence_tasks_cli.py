@@ -80,6 +80,14 @@ def test_multi_label_thresholds_are_tuned_on_validation_saved_with_the_model_and
     # The saved model at its saved thresholds scores what the best epoch logged.
     assert report["scores"]["micro_f1"] == pytest.approx(metrics["best"]["val_micro_f1"], abs=1e-6)
     assert report["scores"]["micro_f1"] > 0.5
+    # The rule was chosen for the monitored micro-F1 by 5-fold cross-validation, 0.5 and global among the candidates.
+    rule = report["decision_rule"]
+    assert rule["chosen_for"] == "micro_f1" and rule["folds"] == 5 and rule["name"] == config["tfft_decision_rule"]
+    assert rule["at_least_one"] is config["tfft_at_least_one"] is False  # some training texts have no label
+    chosen = rule["held_out"][rule["name"]]["micro_f1"]
+    assert chosen >= rule["held_out"]["fixed"]["micro_f1"] and "global" in rule["held_out"]
+    text = (runs["multi"] / "reports" / "validation.txt").read_text()
+    assert "Decision rule chosen for micro_f1" in text and "0.5" in text and "global threshold" in text
     png = runs["multi"] / "reports" / "validation_label_f1.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["evaluate", str(runs["multi"]), "--data", str(runs["paths"]["multi"])]) == 0
@@ -258,3 +266,44 @@ def test_bad_input_is_refused_before_training_naming_the_file_and_line(case, tin
                  "--output-dir", str(run), *options]) == 2
     assert expected in capsys.readouterr().err
     assert not run.exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_predict_and_the_saved_model_serve_the_recorded_rule_and_old_runs_their_thresholds(runs, tmp_path, capsys):
+    import shutil
+
+    from tfft.export.predictor import SavedModelPredictor
+    from tfft.export.tflite_predictor import TFLitePredictor
+    from tfft.prediction import Predictor
+
+    texts = texts_of(runs["paths"]["multi"])
+
+    def with_rule(name, **entries):
+        """A copy of the run whose model config holds thresholds no probability reaches, and ``entries``."""
+        run = shutil.copytree(runs["multi"], tmp_path / name)
+        path = run / "model" / "config.json"
+        config = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("tfft_at_least_one",
+                                                                                    "tfft_decision_rule")}
+        path.write_text(json.dumps({**config, "tfft_thresholds": [1.5, 1.5, 1.5], **entries}))
+        return run
+
+    at_least_one = with_rule("at-least-one", tfft_at_least_one=True, tfft_decision_rule="fixed")
+    results = Predictor.from_run_dir(at_least_one).predict(texts)
+    top = [[max(r["probabilities"], key=r["probabilities"].get)] for r in results]
+    assert len({tuple(labels) for labels in top}) > 1  # not one label for every text
+    assert [r["labels"] for r in results] == top  # no threshold passed: each text its most probable label
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", str(at_least_one), "--input", str(tmp_path / "in.txt")]) == 0
+    assert [json.loads(line)["labels"] for line in capsys.readouterr().out.splitlines()] == top
+    assert main(["export", str(at_least_one), "--name", "one", "--export-dir", str(tmp_path / "export")]) == 0
+    card = json.loads((tmp_path / "export" / "one" / "1" / "assets" / "model_card.json").read_text())
+    assert card["at_least_one"] is True
+    served = SavedModelPredictor(tmp_path / "export" / "one" / "1").predict(texts)
+    assert [r["labels"] for r in served] == top
+    assert main(["export", str(at_least_one), "--name", "one", "--export-dir", str(tmp_path / "export"),
+                 "--format", "tflite", "--quantize", "float16"]) == 0
+    lite = TFLitePredictor.from_file(tmp_path / "export" / "one" / "tflite" / "model-float16.tflite").predict(texts)
+    assert [r["labels"] for r in lite] == [[max(r["probabilities"], key=r["probabilities"].get)] for r in lite]
+
+    old = with_rule("old")  # a run from before the rule was recorded: its thresholds alone decide
+    assert all(r["labels"] == [] for r in Predictor.from_run_dir(old).predict(texts))

@@ -19,9 +19,11 @@ from tfft.errors import ConfigError
 from tfft.features import encode_for_inference, inference_length, is_token_task
 from tfft.files import atomic_write, write_json, write_text
 from tfft.inference import predict_encoded
-from tfft import metrics
-from tfft.heads import set_thresholds, thresholds_of
-from tfft.metrics import label_set_matrix, multi_label_scores, score_predictions, tags_from_probabilities
+from tfft.heads import at_least_one_of, set_decision_rule, thresholds_of
+from tfft.metrics import (
+    AT_LEAST_ONE_SUFFIX, RuleChoice, candidate_key, choose_decision_rule, decide, label_set_matrix, multi_label_scores,
+    score_predictions, tags_from_probabilities,
+)
 from tfft.models import word_inputs_for
 from tfft.words import WordInputs
 
@@ -37,6 +39,7 @@ class EvaluationReport:
     labels: List[str] = field(default_factory=list)
     confusion_matrix: Optional[List[List[int]]] = None
     num_examples: int = 0
+    decision_rule: Optional[dict] = None  # multi-label: the rule applied (and how it was chosen, when it just was)
     # Figures of the report: file name suffix -> a function drawing it into a PNG path.
     plots: Dict[str, Callable[[Path], None]] = field(default_factory=dict, repr=False)
 
@@ -44,6 +47,7 @@ class EvaluationReport:
         return {
             "task": self.task, "num_examples": self.num_examples, "scores": self.scores,
             "per_class": self.per_class, "labels": self.labels, "confusion_matrix": self.confusion_matrix,
+            **({"decision_rule": self.decision_rule} if self.decision_rule is not None else {}),
         }
 
     def write(self, directory: Path, name: str) -> List[Path]:
@@ -61,15 +65,17 @@ class EvaluationReport:
 
 def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap, *, max_length: Optional[int] = None,
                       stride: int = 32, batch_size: int = 64, jit_compile: bool = False,
-                      word_inputs: Optional[WordInputs] = None, tune_thresholds: bool = False) -> EvaluationReport:
+                      word_inputs: Optional[WordInputs] = None, choose_rule_for: Optional[str] = None,
+                      at_least_one: bool = False) -> EvaluationReport:
     """Predict ``examples`` (sliding windows for long token examples) and build the full report.
 
     ``max_length`` defaults to the model's maximum; for sequence classification pass the
     training ``max_length`` (as ``evaluate_run`` does), so that evaluation sees what training saw.
     ``word_inputs`` default to what the model takes (:func:`tfft.models.word_inputs_for`).
-    Multi-label examples are scored at the model's decision thresholds; ``tune_thresholds``
-    first tunes them on these examples and stores them in the model's config (training does,
-    on the validation set).
+    Multi-label examples are decided by the model's decision rule; ``choose_rule_for`` (a metric,
+    ``micro_f1`` or ``macro_f1``) first chooses the rule on these examples
+    (:func:`tfft.metrics.choose_decision_rule`, ``at_least_one`` among the candidates when every training
+    text has a label) and stores it in the model's config (training does, on the validation set).
     """
     label_map.check(examples)
     encoding = encode_for_inference(tokenizer, examples, max_length or inference_length(tokenizer), stride,
@@ -82,12 +88,14 @@ def evaluate_examples(model, tokenizer, examples: Sequence, label_map: LabelMap,
     )
     first = true_labels[0]
     if isinstance(first, tuple):
-        tuned = None
-        if tune_thresholds:
-            thresholds, tuned = metrics.tune_thresholds(probabilities, label_set_matrix(true_labels, label_map))
-            set_thresholds(model.config, thresholds)
+        choice = None
+        if choose_rule_for:
+            choice = choose_decision_rule(probabilities, label_set_matrix(true_labels, label_map), choose_rule_for,
+                                          at_least_one)
+            set_decision_rule(model.config, choice.rule)
         thresholds = np.asarray(thresholds_of(model.config, len(label_map)), np.float32)
-        return _multi_label_report(true_labels, probabilities, label_map, thresholds, tuned)
+        return _multi_label_report(true_labels, probabilities, label_map, thresholds, at_least_one_of(model.config),
+                                   choice)
     scores = score_predictions(true_labels, probabilities, label_map)
     if token_task:
         return _entity_report(true_labels, tags_from_probabilities(probabilities, label_map.labels), scores)
@@ -140,14 +148,14 @@ def normalise_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def _multi_label_report(true_sets, probabilities: np.ndarray, label_map: LabelMap, thresholds: np.ndarray,
-                        tuned: Optional[np.ndarray] = None) -> EvaluationReport:
-    """Micro/macro scores at the model's thresholds, and per label its threshold, precision, recall, F1, support
-    (``tuned``: which labels' thresholds were just tuned on these examples, the others taking the global one)."""
+                        at_least_one: bool, choice: Optional[RuleChoice] = None) -> EvaluationReport:
+    """Micro/macro scores of the model's decisions, and per label its threshold, precision, recall, F1, support
+    (``choice``: the rule just chosen on these examples, whose candidates' held-out scores are reported)."""
     from sklearn.metrics import precision_recall_fscore_support
 
     truth = label_set_matrix(true_sets, label_map)
-    scores = multi_label_scores(truth, probabilities, thresholds)
-    predicted = (probabilities >= thresholds[None, :]).astype(np.int32)
+    scores = multi_label_scores(truth, probabilities, thresholds, at_least_one)
+    predicted = decide(probabilities, thresholds, at_least_one).astype(np.int32)
     precision, recall, f1, support = precision_recall_fscore_support(truth.astype(np.int32), predicted,
                                                                      average=None, zero_division=0)
     names = [str(label) for label in label_map.labels]
@@ -162,14 +170,34 @@ def _multi_label_report(true_sets, probabilities: np.ndarray, label_map: LabelMa
               + f"{int(row['support'])}".rjust(11) for name, row in per_class.items()]
     text = f"{_score_line(scores)}\n\n" + "\n".join(lines) + f"\n\n{len(true_sets)} examples, " \
         f"{int(truth.sum())} labels in all, {int((truth.sum(axis=1) == 0).sum())} examples without a label\n"
-    if tuned is not None:
-        rare = [name for name, own in zip(names, tuned) if not own]
-        text += (f"Thresholds tuned on these examples for {int(tuned.sum())} labels with at least "
-                 f"{metrics.MIN_POSITIVES_TO_TUNE} positives" + (f"; {', '.join(rare)} take the threshold best for all "
-                                                               "labels together" if rare else "") + "\n")
+    rule = {"at_least_one": at_least_one}
+    if choice is not None:
+        rule = {"name": choice.rule.name, "at_least_one": choice.rule.at_least_one, "chosen_for": choice.metric,
+                "folds": choice.folds, "held_out": choice.held_out}
+        text += _rule_choice_text(choice)
+    elif at_least_one:
+        text += "A text that no threshold selects takes its most probable label.\n"
     return EvaluationReport(MULTI_LABEL_CLASSIFICATION, scores, per_class, text, labels=names,
-                            num_examples=len(true_sets),
+                            num_examples=len(true_sets), decision_rule=rule,
                             plots={"label_f1": lambda path: plot_label_f1(per_class, path)})
+
+
+def _rule_choice_text(choice: RuleChoice) -> str:
+    """The rule chosen and every candidate's scores on the folds it was not tuned on (0.5 and global among them)."""
+    text = f"Decision rule chosen for {choice.metric}: {choice.rule.describe()}"
+    if not choice.held_out:
+        return text + " (too few examples to hold any out)\n"
+    chosen = candidate_key(choice.rule.name, choice.rule.at_least_one)
+    names = {"fixed": "0.5", "global": "global threshold", "shrunk": "per-label, shrunk", "per-label": "per-label"}
+    lines = [f"{text}.", f"Scores held out ({choice.folds}-fold cross-validation on these examples: each rule tuned "
+             f"on {choice.folds - 1} folds, scored on the one left out):", "rule".ljust(34) + "micro_f1".rjust(11)
+             + "macro_f1".rjust(11)]
+    for key, scores in choice.held_out.items():
+        name = key.partition(AT_LEAST_ONE_SUFFIX)[0]
+        label = names[name] + (", at least one" if key != name else "")
+        lines.append(label.ljust(34) + f"{scores['micro_f1']:.4f}".rjust(11) + f"{scores['macro_f1']:.4f}".rjust(11)
+                     + ("  <- chosen" if key == chosen else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _regression_report(targets: np.ndarray, predicted: np.ndarray, scores: Dict[str, float]) -> EvaluationReport:

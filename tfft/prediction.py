@@ -21,7 +21,8 @@ from tfft.errors import ConfigError, DataFormatError
 from tfft.features import encode_for_inference, inference_length
 from tfft.inference import Forward, forward_function, predict_with
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
-from tfft.heads import thresholds_of
+from tfft.heads import at_least_one_of, thresholds_of
+from tfft.metrics import decide
 from tfft.models import label_map_of, word_inputs_for
 from tfft.run_dir import load_run
 from tfft.words import NATURAL, WHITESPACE, WordInputs, word_spans
@@ -41,12 +42,15 @@ class Predictor:
     with_pairs: bool = False
     max_length: Optional[int] = None  # sequence classification: the training max_length
     word_split: str = NATURAL  # token classification: how raw text is split into words (tfft.words)
-    thresholds: Optional[Sequence[float]] = None  # multi-label: per label (default: the model config's)
+    # Multi-label: the decision rule, per label thresholds and "at least one label" (default: the model config's).
+    thresholds: Optional[Sequence[float]] = None
+    at_least_one: bool = False
 
     def __post_init__(self) -> None:
         self.word_inputs = word_inputs_for(self.model, self.word_inputs)
         if self.task == MULTI_LABEL_CLASSIFICATION and self.thresholds is None:
             self.thresholds = thresholds_of(getattr(self.model, "config", None), len(self.label_map))
+            self.at_least_one = at_least_one_of(getattr(self.model, "config", None))
 
     @classmethod
     def from_run_dir(cls, run_dir: Union[str, Path], batch_size: Optional[int] = None) -> "Predictor":
@@ -56,9 +60,10 @@ class Predictor:
 
     @classmethod
     def from_config(cls, config: TrainConfig, model, tokenizer, label_map: LabelMap,
-                    batch_size: Optional[int] = None, thresholds: Optional[Sequence[float]] = None) -> "Predictor":
-        """A predictor with a run's settings (``config.yaml``) around ``model`` (``thresholds``: a multi-label
-        model's, when ``model`` has no config to hold them)."""
+                    batch_size: Optional[int] = None, thresholds: Optional[Sequence[float]] = None,
+                    at_least_one: bool = False) -> "Predictor":
+        """A predictor with a run's settings (``config.yaml``) around ``model`` (``thresholds`` and
+        ``at_least_one``: a multi-label model's decision rule, when ``model`` has no config to hold it)."""
         return cls(
             model=model,
             tokenizer=tokenizer,
@@ -72,6 +77,7 @@ class Predictor:
             max_length=config.max_length,
             word_split=config.word_split,
             thresholds=thresholds,
+            at_least_one=at_least_one,
         )
 
     @property
@@ -110,7 +116,7 @@ class Predictor:
         examples = [TextExample(text=t, text_pair=p) for t, p in zip(texts, pairs)]
         encoding = encode_for_inference(self.tokenizer, examples, self.window_length, self.stride)
         outputs = self._run(encoding)
-        selected = outputs >= np.asarray(self.thresholds)[None, :] if self.thresholds is not None else None
+        selected = decide(outputs, self.thresholds, self.at_least_one) if self.thresholds is not None else None
         return [sequence_result(self.task, text, self.label_map.labels, row, None if selected is None else selected[i])
                 for i, (text, row) in enumerate(zip(texts, outputs))]
 
@@ -181,7 +187,7 @@ def sequence_result(task: str, text: str, labels: Sequence[str], outputs: np.nda
     """The JSON object of one prediction of a sequence task (shared like :func:`entity_result`).
 
     Sequence classification: ``{"text", "label", "probabilities": {label: p}}``; multi-label:
-    ``{"text", "labels": [the labels at or above their threshold, ``selected``], "probabilities"}``;
+    ``{"text", "labels": [the labels the decision rule selects, ``selected``], "probabilities"}``;
     regression: ``{"text", "value"}``.
     """
     if task == REGRESSION:

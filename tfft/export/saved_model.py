@@ -12,8 +12,9 @@ Signatures:
   Sequence classification returns ``label`` (string ``[batch]``), ``label_id`` (int32)
   and ``probabilities`` (float32 ``[batch, classes]``). Multi-label classification returns
   ``probabilities`` (float32 ``[batch, labels]``, one sigmoid each), ``predicted`` (bool
-  ``[batch, labels]``: at or above the label's decision threshold, tuned on validation data and
-  kept in the model card), ``labels`` (string ``[batch, labels]``: the predicted labels first, in
+  ``[batch, labels]``: at or above the label's decision threshold, chosen on validation data and
+  kept in the model card, and with ``at_least_one`` in the card the most probable label of a text
+  no threshold selects), ``labels`` (string ``[batch, labels]``: the predicted labels first, in
   label order, padded with ``""``) and ``num_labels`` (int32). Regression returns ``value``
   (float32 ``[batch]``, in the training targets' units).
 
@@ -57,7 +58,7 @@ from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATI
 from tfft.config import EXPORT_PRECISIONS
 from tfft.errors import ConfigError
 from tfft.features import inference_length
-from tfft.heads import TARGET_SCALE, logits_to_outputs, thresholds_of
+from tfft.heads import TARGET_SCALE, at_least_one_of, logits_to_outputs, thresholds_of
 from tfft.lean_bert import inference_logits
 from tfft.lora import merge_adapters
 from tfft.run_dir import METRICS_FILE, MODEL_SUBDIR, load_run, load_run_config
@@ -90,6 +91,7 @@ class ServingModule(tf.Module):
         self.with_pairs = with_pairs
         self.label_names = tf.constant(list(labels))
         self.thresholds = tf.constant(thresholds_of(model.config, len(self.labels)), tf.float32)
+        self.at_least_one = at_least_one_of(model.config)
         # Assets are copied into the SavedModel's assets/ directory and tracked by path.
         self.asset_files = {name: tf.saved_model.Asset(path) for name, path in assets.items()}
         prefixes, types, type_names = _label_structure(labels)
@@ -118,6 +120,9 @@ class ServingModule(tf.Module):
             return {"value": outputs[:, 0]}
         if self.task == MULTI_LABEL_CLASSIFICATION:
             predicted = outputs >= self.thresholds
+            if self.at_least_one:  # a text no threshold selects takes its most probable label
+                top = tf.one_hot(tf.argmax(outputs, axis=-1), len(self.labels), on_value=True, off_value=False)
+                predicted |= top & ~tf.reduce_any(predicted, axis=-1, keepdims=True)
             # Predicted labels first (a stable sort keeps label order), then "" for the rest.
             order = tf.argsort(tf.cast(~predicted, tf.int32), axis=-1, stable=True)
             chosen = tf.gather(predicted, order, batch_dims=1)
@@ -379,6 +384,7 @@ def model_card(run_dir: Union[str, Path], config, tokenizer, labels: Sequence[st
     head = {}
     if config.task == MULTI_LABEL_CLASSIFICATION:
         head["thresholds"] = dict(zip(labels, thresholds_of(model_config, len(labels))))
+        head["at_least_one"] = at_least_one_of(model_config)
     if config.task == REGRESSION:
         head["target_scale"] = dict(zip(("mean", "std"), getattr(model_config, TARGET_SCALE)))
     return {

@@ -91,7 +91,8 @@ class TFLitePredictor(Predictor):
         config = TrainConfig.load(assets / CONFIG_ASSET)
         thresholds = card.get("thresholds")  # a multi-label model's, by label
         return cls.from_config(config, classifier, load_tokenizer(str(assets / TOKENIZER_SUBDIR)), labels, batch_size,
-                               thresholds=None if thresholds is None else [thresholds[label] for label in labels])
+                               thresholds=None if thresholds is None else [thresholds[label] for label in labels],
+                               at_least_one=bool(card.get("at_least_one", False)))
 
     def forward(self) -> Forward:
         return self.model

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from tfft.config import TrainConfig
+from tfft.data import MULTI_LABEL_CLASSIFICATION
 from tfft.evaluation import evaluate_examples, plot_training_curves
 from tfft.features import inference_length
 from tfft.files import hdf5_written_in_memory, replace_directory, write_json
 from tfft.lora import save_adapters
+from tfft.metrics import decision_metric_for
 from tfft.ownership import RUN, check_owned, mark, resolved
 from tfft.run_dir import (
     BACKUP_SUBDIR, BEST_WEIGHTS, CONFIG_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_SUBDIR, REPORTS_SUBDIR,
@@ -47,13 +49,15 @@ def write_run(config: TrainConfig, data: PreparedData, model, work_dir: Path, be
     stopwatch = stopwatch or Stopwatch()
     best_scores = scores_of_epoch(history, best_epoch)
     report = None
-    if data.validation_examples is not None:  # first: it tunes a multi-label model's thresholds, saved with it
+    if data.validation_examples is not None:  # first: it chooses a multi-label model's decision rule, saved with it
         with stopwatch.phase("validation report"):
             report = evaluate_examples(
                 model, data.tokenizer, data.validation_examples, data.label_map,
                 max_length=inference_length(data.tokenizer, config.task, config.max_length),
                 stride=config.stride, batch_size=config.eval_batch_size, jit_compile=config.xla,
-                word_inputs=config.word_inputs, tune_thresholds=True,
+                word_inputs=config.word_inputs, at_least_one=data.every_text_labelled,
+                choose_rule_for=decision_metric_for(config.monitor_metric) if config.task == MULTI_LABEL_CLASSIFICATION
+                else None,
             )
     with stopwatch.phase("writing"), hdf5_written_in_memory():  # a full disk: an OSError, not a crash
         if config.lora_rank:  # the adapters and head alone: the base checkpoint is named, not copied

@@ -37,15 +37,20 @@ class ValidationMetrics(keras.callbacks.Callback):
     Token classification: seqeval entity-level ``val_precision``, ``val_recall``,
     ``val_f1`` plus ``val_accuracy`` (per word) and ``val_loss``. Sequence
     classification: ``val_accuracy``, ``val_macro_f1``, ``val_macro_precision``,
-    ``val_macro_recall`` and ``val_loss``. Long examples are scored over sliding
-    windows, exactly as ``evaluate`` and ``predict`` do. Under a multi-worker strategy the
-    chief's scores are given to every worker (see :meth:`tfft.distribution.Cluster.chief_values`).
+    ``val_macro_recall`` and ``val_loss``. Multi-label: micro and macro scores of the decision rule
+    training would keep if the epoch were the best (:func:`tfft.metrics.score_predictions`). Long
+    examples are scored over sliding windows, exactly as ``evaluate`` and ``predict`` do. Under a
+    multi-worker strategy the chief's scores are given to every worker (see
+    :meth:`tfft.distribution.Cluster.chief_values`).
     """
 
     def __init__(self, encoding: Optional[Encoding], true_labels: Sequence, label_map: LabelMap, *,
                  batch_size: int = 64, pad_token_id: int = 0, jit_compile: bool = False,
-                 names: Optional[Sequence[str]] = None, cluster: Optional[Cluster] = None):
+                 names: Optional[Sequence[str]] = None, cluster: Optional[Cluster] = None,
+                 decision_metric: str = "micro_f1", at_least_one: bool = False):
         super().__init__()
+        # Multi-label: the metric the decision rule is chosen for, and whether "at least one label" is a candidate.
+        self.decision_metric, self.at_least_one = decision_metric, at_least_one
         self._cluster = cluster
         # The scores' names (no "val_"), in the order the chief sends them: given, the other workers of a
         # cluster skip scoring, whose result they would throw away for the chief's (and need no encoding).
@@ -106,7 +111,8 @@ class ValidationMetrics(keras.callbacks.Callback):
             self.model, self.encoding, words_per_example=words_per_example, batch_size=self.batch_size,
             pad_token_id=self.pad_token_id, jit_compile=self.jit_compile, cluster=self.cluster,
         )
-        return score_predictions(self.true_labels, probabilities, self.label_map)
+        return score_predictions(self.true_labels, probabilities, self.label_map, self.decision_metric,
+                                 self.at_least_one)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         started = time.perf_counter()

@@ -24,6 +24,7 @@ from tfft.distribution import Cluster
 from tfft.errors import ConfigError
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.lora import absolute_base_model
+from tfft.metrics import decision_metric_for
 from tfft.models import load_tokenizer, resolve_model, word_shapes_by_default
 from tfft.pipeline import make_dataset, pack_length_for, worker_input_fn
 from tfft.run_dir import read_config_examples
@@ -57,6 +58,13 @@ class PreparedData:
         if self.targets is None and self.encoding.word_index is None:
             # A sequence task's training targets, one per example (see tfft.features.text_targets).
             self.targets = self.encoding.labels
+
+    @property
+    def every_text_labelled(self) -> bool:
+        """Multi-label: whether every training text has at least one label (then "at least one label" may
+        be the decision rule)."""
+        targets = self.targets
+        return targets is not None and targets.ndim == 2 and len(targets) > 0 and bool(targets.sum(axis=1).min() > 0)
 
     def worker_share(self, cluster: Cluster) -> "PreparedData":
         """This worker's rows of a multi-worker cluster: rows ``i, i + W, ...`` for worker ``i`` of ``W``
@@ -107,7 +115,8 @@ class PreparedData:
             self.tokenizer, self.validation_examples, self.label_map,
             max_length=inference_length(self.tokenizer, config.task, config.max_length), stride=config.stride,
             batch_size=config.eval_batch_size, jit_compile=config.xla, word_inputs=config.word_inputs,
-            names=names, cluster=cluster,
+            names=names, cluster=cluster, decision_metric=decision_metric_for(config.monitor_metric),
+            at_least_one=self.every_text_labelled,
         )
 
 
