@@ -411,7 +411,7 @@ def test_serving_signature_answers_one_word_and_empty_batches_whatever_the_tags(
 
 
 def test_saved_model_predictor_rejects_what_it_cannot_serve(exports, tmp_path):
-    from tfft.export.saved_model import MAX_TEXT_CHARS
+    from tfft.export.request_limits import MAX_TEXT_CHARS
 
     too_long = "x" * (MAX_TEXT_CHARS + 1)
     with pytest.raises(ConfigError, match=r"input 2 has more than the 100000 characters"):
@@ -423,6 +423,150 @@ def test_saved_model_predictor_rejects_what_it_cannot_serve(exports, tmp_path):
         SavedModelPredictor(exports / "ner")
     with pytest.raises(ConfigError, match="single texts, not text pairs"):
         SavedModelPredictor(exports / "sentiment" / "1").predict(["a"], text_pairs=["b"])
+
+
+def _request_body(function, inputs):
+    """The FunctionDef that computes ``function`` (a signature, loaded or traced): the largest one taking
+    every request input, whether ``function`` itself or one it calls."""
+    candidates = [function.function_def, *function.graph.as_graph_def().library.function]
+    takes_all = [f for f in candidates if set(inputs) <= {arg.name for arg in f.signature.input_arg}]
+    return max(takes_all, key=lambda f: len(f.node_def))
+
+
+def unchecked_ops(function, inputs):
+    """The ops of a signature that read the request (``inputs``) but can run before one of its size checks
+    passed: through data or control edges, they do not follow every check."""
+    body = _request_body(function, inputs)
+    nodes = {node.name: node for node in body.node_def}
+    parents = {name: {i.lstrip("^").split(":")[0] for i in node.input} for name, node in nodes.items()}
+    checks = {name for name, node in nodes.items()
+              if node.op == "Assert" or (node.op in ("If", "StatelessIf") and name.endswith("AssertGuard"))}
+    assert checks, "the signature checks nothing"
+    reads, follows, order = {}, {}, []
+    pending = {name: {p for p in parents[name] if p in nodes} for name in nodes}
+    ready = [name for name, waiting in pending.items() if not waiting]
+    children = collections.defaultdict(list)
+    for name, waiting in pending.items():
+        for parent in waiting:
+            children[parent].append(name)
+    while ready:  # topological order
+        name = ready.pop()
+        order.append(name)
+        for child in children[name]:
+            pending[child].discard(name)
+            if not pending[child]:
+                ready.append(child)
+    for name in order:
+        reads[name] = any(p in inputs or reads.get(p, False) for p in parents[name])
+        follows[name] = set().union(*[follows[p] | ({p} & checks) for p in parents[name] if p in nodes])
+    support = set()  # what computes the checks' conditions
+    stack = list(checks)
+    while stack:
+        for parent in parents[stack.pop()] & nodes.keys():
+            if parent not in support:
+                support.add(parent)
+                stack.append(parent)
+    # And what belongs to a check, e.g. a guard's output.
+    support |= {name for name in nodes if any(name.startswith(check + "/") for check in checks)}
+    return sorted(f"{name} ({nodes[name].op})" for name in order
+                  if reads[name] and name not in checks | support and follows[name] != checks)
+
+
+def test_every_signature_checks_the_request_size_before_any_other_op(runs, exports):
+    """The word rule, tokenizer and model wait for the size checks (control dependencies): a graph runs
+    independent ops in any order, so a check that gates nothing could pass after the work, or with it."""
+    from tfft.export.tokenizer import InGraphBertTokenizer
+    from tfft.run_dir import MODEL_SUBDIR, load_run
+
+    ids = ["input_ids", "attention_mask", "token_type_ids"]
+    signatures = {"ner": {"serving_default": ["text"], "serving_pretokenized": ["text"], "predict_ids": ids},
+                  "sentiment": {"serving_default": ["text"], "predict_ids": ids}}
+    for task, inputs_of in signatures.items():
+        loaded = tf.saved_model.load(str(exports / task / "1"))
+        assert sorted(loaded.signatures) == sorted(inputs_of)
+        for name, inputs in inputs_of.items():
+            assert unchecked_ops(loaded.signatures[name], inputs) == [], (task, name)
+    config, model, _ = load_run(runs["sentiment"])  # pair classification: traced here, as export_run traces it
+    pairs = ServingModule(model, InGraphBertTokenizer.from_pretrained_dir(runs["sentiment"] / MODEL_SUBDIR),
+                          config.task, ["negative", "positive"], 64, assets={}, with_pairs=True)
+    assert unchecked_ops(pairs.signatures()["serving_default"], ["text", "text_pair"]) == []
+
+
+REFUSAL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    def kib(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+
+    path, requests = sys.argv[1], json.load(sys.stdin)
+    loaded = tf.saved_model.load(path)
+    loaded.signatures["serving_default"](text=tf.constant(["Anna flew to Tokyo ."]))  # traced, warm
+    results = []
+    for signature, inputs in requests:
+        inputs = {name: tf.constant(value["text"] * value["times"]) if "text" in value
+                  else tf.zeros(value["shape"], tf.int32) for name, value in inputs.items()}
+        with open("/proc/self/clear_refs", "w") as reset:
+            reset.write("5")  # VmHWM := VmRSS
+        before = kib("VmHWM")
+        try:
+            loaded.signatures[signature](**inputs)
+            refused = None
+        except tf.errors.InvalidArgumentError as error:
+            refused = error.message
+        results.append({"refused": refused, "peak_mib": (kib("VmHWM") - before) / 1024})
+    print(json.dumps(results))
+    """
+)
+
+
+def test_a_refused_request_costs_no_more_memory_than_its_own_text(exports):
+    """A request over a limit is refused, naming the limit, before the graph works on it: the process grows
+    by less than 40 MiB (a 2-million-character text is 2 MB; tagging a text of 100,000 takes about 100 MiB
+    with this tiny model)."""
+    from tfft.export.request_limits import MAX_REQUEST_CHARS, MAX_REQUEST_TEXTS, MAX_TEXT_CHARS
+
+    ids = ("input_ids", "attention_mask", "token_type_ids")
+    # One word: the graph before the fix ran its word rule and tokenizer on it (+500 MiB) before refusing it,
+    # and would have copied a text of many words once per word.
+    huge = {"text": ["x" * 2_000_000], "times": 1}
+    long_texts = {"text": ["x" * MAX_TEXT_CHARS], "times": MAX_REQUEST_CHARS // MAX_TEXT_CHARS + 1}
+    expected = {
+        "ner": [("serving_default", {"text": huge}, "MAX_TEXT_CHARS"),
+                ("serving_pretokenized", {"text": huge}, "MAX_TEXT_CHARS"),
+                ("serving_default", {"text": {"text": ["a"], "times": MAX_REQUEST_TEXTS + 1}}, "MAX_REQUEST_TEXTS"),
+                ("serving_default", {"text": long_texts}, "MAX_REQUEST_CHARS"),
+                ("predict_ids", {name: {"shape": [1, 65]} for name in ids}, "longer than the 64 positions"),
+                ("predict_ids", {name: {"shape": [MAX_REQUEST_TEXTS + 1, 2]} for name in ids}, "MAX_REQUEST_TEXTS")],
+        "sentiment": [("serving_default", {"text": huge}, "MAX_TEXT_CHARS")],
+    }
+    for task, requests in expected.items():
+        process = subprocess.run([sys.executable, "-c", REFUSAL_SCRIPT, str(exports / task / "1")],
+                                 input=json.dumps([request[:2] for request in requests]), capture_output=True,
+                                 text=True, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
+        assert process.returncode == 0, process.stderr[-3000:]
+        for (signature, _, limit), result in zip(requests, json.loads(process.stdout.strip().splitlines()[-1])):
+            assert result["peak_mib"] < 40, (task, signature, result)
+            assert result["refused"] is not None and limit in result["refused"], (task, signature, result)
+
+
+def test_predictor_cuts_requests_within_the_limits(exports, monkeypatch):
+    import tfft.export.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "MAX_REQUEST_TEXTS", 3)
+    monkeypatch.setattr(predictor_module, "MAX_REQUEST_CHARS", 40)
+    predictor = SavedModelPredictor(exports / "ner" / "1", batch_size=64)
+    sent = []
+    serve = predictor._serve
+    predictor._serve = lambda **inputs: sent.append(inputs["text"].numpy().tolist()) or serve(**inputs)
+    texts = ["Anna", "Tokyo flew", "x" * 15, "a b", "Monday", "y" * 30]
+    results = predictor.predict(texts)
+    assert [r["text"] for r in results] == texts
+    # Sorted by length; at most 3 texts; texts times the longest at most 40 characters.
+    assert [[len(t) for t in chunk] for chunk in sent] == [[3, 4, 6], [10, 15], [30]]
 
 
 def test_bf16_export_predicts_like_the_float32_one(runs, exports, predictors, tmp_path):

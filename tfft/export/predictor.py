@@ -17,7 +17,8 @@ import numpy as np
 
 from tfft.backend import tf
 from tfft.errors import ConfigError, ModelLoadError
-from tfft.export.saved_model import MAX_TEXT_CHARS, MODEL_CARD, PRETOKENIZED_SIGNATURE, TOKEN_CLASSIFICATION
+from tfft.export.request_limits import MAX_REQUEST_CHARS, MAX_REQUEST_TEXTS, MAX_TEXT_CHARS
+from tfft.export.saved_model import MODEL_CARD, PRETOKENIZED_SIGNATURE, TOKEN_CLASSIFICATION
 from tfft.prediction import check_pairs, entity_result, sequence_result
 from tfft.words import WHITESPACE
 
@@ -28,7 +29,8 @@ class SavedModelPredictor:
     """An exported ``EXPORT_DIR/NAME/VERSION`` directory, predicting like :class:`~tfft.prediction.Predictor`.
 
     Texts are sent to ``serving_default`` in chunks of ``batch_size`` sorted by length, so a
-    chunk pads little. Task and labels come from the SavedModel's own assets.
+    chunk pads little, and cut smaller where a chunk would pass the export's request limits
+    (:mod:`tfft.export.request_limits`). Task and labels come from the SavedModel's own assets.
     """
 
     def __init__(self, path: Union[str, Path], batch_size: int = 64, word_split: Optional[str] = None):
@@ -89,8 +91,13 @@ class SavedModelPredictor:
 
         order = sorted(range(len(texts)), key=length)
         rows: List[Dict[str, np.ndarray]] = [{} for _ in texts]
-        for begin in range(0, len(order), self.batch_size):
-            chunk = order[begin:begin + self.batch_size]
+        chunks: List[List[int]] = []
+        for i in order:  # longest last: the chunk's padded size is its size times this text's length
+            if not chunks or len(chunks[-1]) >= min(self.batch_size, MAX_REQUEST_TEXTS) \
+                    or (len(chunks[-1]) + 1) * length(i) > MAX_REQUEST_CHARS:
+                chunks.append([])
+            chunks[-1].append(i)
+        for chunk in chunks:
             inputs = {"text": tf.constant([texts[i] for i in chunk], tf.string)}
             if pairs is not None:
                 inputs["text_pair"] = tf.constant([pairs[i] for i in chunk], tf.string)

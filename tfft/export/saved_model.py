@@ -28,7 +28,7 @@ Signatures:
   padding ``""``), ``entity_start``/``entity_end`` (int64 character offsets, end exclusive,
   padding -1), ``entity_scores`` (float32, padding 0), ``num_entities`` (int32). Texts longer
   than the model's maximum are tagged in overlapping windows in the graph, like ``tfft
-  predict``; a text over ``MAX_TEXT_CHARS`` characters is refused (InvalidArgument).
+  predict``.
   Models trained with word shapes compute them in the graph (:mod:`tfft.export.graph_words`).
 
 * ``serving_pretokenized`` (token classification) -- ``text`` already split into words,
@@ -37,6 +37,9 @@ Signatures:
 * ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
   ``[batch, length]``) to ``logits`` and ``probabilities`` (regression: ``value``), for clients
   that tokenize.
+
+Every signature first checks the request's size against :mod:`tfft.export.request_limits` and
+refuses a request over a limit (InvalidArgument) before any other op runs.
 
 All run BERT models through :func:`tfft.lean_bert.lean_logits` (same weights and function,
 about half the graph ops of the transformers ``call``), which is what lets raw text in, with
@@ -53,6 +56,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from tfft.backend import tf
 from tfft.export.graph_words import split_words, valid_utf8, viterbi_decode
+from tfft.export.request_limits import checked_ids, checked_texts, request_limits
 from tfft.export.tokenizer import InGraphBertTokenizer
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
 from tfft.config import EXPORT_PRECISIONS
@@ -69,8 +73,6 @@ from tfft.ownership import EXPORT, checked_name, checked_version, mark
 MODEL_CARD = "model_card.json"
 # Token classification: text already split into words with spaces (no word rule; ``predict --input-format tokens``).
 PRETOKENIZED_SIGNATURE = "serving_pretokenized"
-# The longest text (in characters) serving_default accepts: one request cannot exhaust a server's memory.
-MAX_TEXT_CHARS = 100_000
 
 
 class ServingModule(tf.Module):
@@ -104,6 +106,9 @@ class ServingModule(tf.Module):
         return logits_to_outputs(self.model.config, inference_logits(self.model, features))
 
     def predict_ids(self, input_ids, attention_mask, token_type_ids):
+        input_ids, attention_mask, token_type_ids = checked_ids(
+            (input_ids, attention_mask, token_type_ids),
+            getattr(self.model.config, "max_position_embeddings", self.max_length))
         features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         logits = tf.cast(inference_logits(self.model, features), tf.float32)
         outputs = logits_to_outputs(self.model.config, logits)
@@ -112,7 +117,10 @@ class ServingModule(tf.Module):
         return {"logits": logits, "probabilities": outputs}
 
     def classify(self, text, text_pair=None):
-        _check_text_length(text if text_pair is None else tf.strings.join([text, text_pair]))
+        if text_pair is None:
+            text, = checked_texts(text)
+        else:
+            text, text_pair = checked_texts(text, text_pair)
         token_ids, _, _, _ = self.tokenizer.tokenize(text)
         pair_ids = None if text_pair is None else self.tokenizer.tokenize(text_pair)[0]
         outputs = self.probabilities(self.tokenizer.pack(token_ids, self.max_length, pair_ids))
@@ -142,18 +150,11 @@ class ServingModule(tf.Module):
         takes the window where its first subword has the most context (the earlier one on a tie),
         as ``tfft.inference.word_probabilities`` does.
         """
-        _check_text_length(text)
+        text, = checked_texts(text)
         text = valid_utf8(text)
         words = split_words(text, word_split)
         batch = tf.shape(text, out_type=tf.int64)[0]
-        word_row = words.start.value_rowids()
-        length = words.end.flat_values - words.start.flat_values
-        word_text = tf.strings.substr(tf.gather(text, word_row), words.start.flat_values, length, unit="UTF8_CHAR")
-        joined = tf.strings.reduce_join(words.start.with_flat_values(word_text), axis=1, separator=" ")
-        # Where each word starts in the joined text.
-        joined_start = tf.cumsum(length + 1, exclusive=True)
-        joined_start = words.start.with_flat_values(
-            joined_start - tf.gather(tf.concat([joined_start, [0]], 0), tf.gather(words.start.row_starts(), word_row)))
+        joined, joined_start = _join_words(text, words)
         token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(joined)
         far = tf.int64.max
         column = tf.fill([batch, 1], far)
@@ -282,10 +283,28 @@ class ServingModule(tf.Module):
                 **signatures}
 
 
-def _check_text_length(text: tf.Tensor) -> None:
-    tf.debugging.assert_less_equal(
-        tf.strings.length(text, unit="UTF8_CHAR"), MAX_TEXT_CHARS,
-        message=f"a text is longer than {MAX_TEXT_CHARS} characters; split it before sending it")
+def _join_words(text: tf.Tensor, words) -> tuple:
+    """Each row's words joined by single spaces, and where each word starts in it (``[batch, (words)]``).
+
+    Built from the text's code points, each copied once: cutting every word out of its whole row
+    (``substr`` of the row gathered per word) would copy the text once per word.
+    """
+    chars = tf.strings.unicode_decode(text, "UTF-8")
+    length = words.end.flat_values - words.start.flat_values
+    # Every word's characters, then a space; the space after a row's last word is cut off below.
+    word_of = tf.repeat(tf.range(tf.size(length, out_type=tf.int64)), length + 1)
+    word_first = tf.cumsum(length + 1, exclusive=True)
+    rank = tf.range(tf.size(word_of, out_type=tf.int64)) - tf.gather(word_first, word_of)
+    in_word = rank < tf.gather(length, word_of)
+    source = (tf.gather(chars.row_starts(), tf.gather(words.start.value_rowids(), word_of))
+              + tf.gather(words.start.flat_values, word_of) + rank)
+    code_points = tf.where(in_word, tf.gather(chars.flat_values, tf.where(in_word, source, 0)), ord(" "))
+    spaced = tf.strings.unicode_encode(tf.RaggedTensor.from_row_lengths(
+        code_points, tf.reduce_sum(words.start.with_flat_values(length + 1), axis=1), validate=False), "UTF-8")
+    kept = tf.strings.length(spaced) - tf.cast(words.start.row_lengths() > 0, tf.int32)
+    joined = tf.strings.substr(spaced, tf.zeros_like(kept), kept)
+    row_first = tf.gather(tf.concat([word_first, [0]], 0), words.start.row_starts())
+    return joined, words.start.with_flat_values(word_first - tf.gather(row_first, words.start.value_rowids()))
 
 
 def _label_structure(labels: Sequence[str]):
@@ -342,6 +361,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     labels = list(label_map_of(model).labels)
     card = {**model_card(run_dir, config, tokenizer, labels, name, model.config), "version": version, "precision": precision,
             "served_context": "sentence" if config.task == TOKEN_CLASSIFICATION else None,
+            "request_limits": request_limits(),
             "signatures": {"serving_default": "raw text in", "predict_ids": "token ids in",
                            **({PRETOKENIZED_SIGNATURE: "words joined by spaces in"}
                               if config.task == TOKEN_CLASSIFICATION else {})}}
