@@ -193,8 +193,10 @@ class ByteLevelBpeTokenizer(tf.Module):
         code_points = chars.flat_values
         row = chars.value_rowids()
         position = tf.range(tf.size(code_points, out_type=tf.int64)) - tf.gather(chars.row_starts(), row)
-        added_id, covered, stripped = self._matcher.match(code_points, row, position, tf.gather(chars.row_lengths(), row))
-        kept = tf.where(~stripped)[:, 0]
+        # Whitespace that lstrip/rstrip tokens take vanishes; their offsets exclude it, as trimming would.
+        added_id, covered, before, after = self._matcher.match(
+            code_points, row, position, tf.gather(chars.row_lengths(), row))
+        kept = tf.where(~before & ~after)[:, 0]
         code_points, row, position = (tf.gather(t, kept) for t in (code_points, row, position))
         added_id, covered = tf.gather(added_id, kept), tf.gather(covered, kept)
 

@@ -118,16 +118,17 @@ class AddedTokenMatcher:
         self.rstrip = np.array([t.rstrip for t in tokens], dtype=bool)
 
     def match(self, code_points: tf.Tensor, row: tf.Tensor, position: tf.Tensor, row_length: tf.Tensor):
-        """Per character of the flat batch: ``(token_id, covered, stripped)``.
+        """Per character of the flat batch: ``(token_id, covered, stripped_before, stripped_after)``.
 
         ``token_id`` is the id of the added token whose text starts there (-1 elsewhere),
-        ``covered`` marks its characters and ``stripped`` the whitespace lstrip/rstrip remove.
+        ``covered`` marks its characters, ``stripped_before`` / ``stripped_after`` the whitespace
+        that lstrip / rstrip tokens take (it belongs to their span and vanishes from the text).
         ``row`` and ``position`` are each character's row and place in it, ``row_length`` its row's length.
         """
         count = tf.size(code_points, out_type=tf.int64)
         if not self.tokens:
             nothing = tf.zeros([count], tf.bool)
-            return tf.fill([count], tf.constant(-1, tf.int64)), nothing, nothing
+            return tf.fill([count], tf.constant(-1, tf.int64)), nothing, nothing, nothing
         width = self.patterns.shape[1]
         patterns = tf.constant(self.patterns)[None]
         offsets = tf.range(width, dtype=tf.int64)
@@ -148,9 +149,9 @@ class AddedTokenMatcher:
         space = tf.reduce_any(code_points[:, None] == tf.constant(sorted(WHITESPACE), tf.int32), axis=1) & ~covered
         lstrip_at = tf.reduce_any(found & tf.constant(self.lstrip), axis=1)
         end_length = tf.reduce_max(tf.where(found & tf.constant(self.rstrip), tf.constant(self.lengths), 0), axis=1)
-        stripped = _next_after_run(space, row, lstrip_at, forward=True) | _next_after_run(
-            space, row, _shift(end_length > 0, end_length), forward=False)
-        return token_id, covered, stripped
+        before = _next_after_run(space, row, lstrip_at, forward=True)
+        after = _next_after_run(space, row, _shift(end_length > 0, end_length), forward=False) & ~before
+        return token_id, covered, before, after
 
 
 def _shift(flag: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
