@@ -155,6 +155,8 @@ class ByteLevelBpeTokenizer(tf.Module):
     def __init__(self, spec: dict):
         super().__init__(name="in_graph_byte_level_bpe")
         model, pre = spec["model"], spec["pre_tokenizer"]
+        if pre.get("type") == "Sequence":
+            (pre,) = pre["pretokenizers"]
         if spec.get("normalizer"):
             raise ValueError(f"normalizer {spec['normalizer'].get('type')!r} with a ByteLevel pre-tokenizer "
                              "is not supported in the graph")
