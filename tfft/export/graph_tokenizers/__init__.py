@@ -34,6 +34,19 @@ def _pre_tokenizer_types(spec: dict) -> list:
     return [p.get("type") for p in parts]
 
 
+def _as_tokenizers_reads_it(text: str) -> str:
+    """tokenizer.json as ``tokenizers`` holds it: its JSON parser may read a Unigram score one bit away
+    from Python's, which changes how ties between segmentations break; its own serialisation is exact."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # pragma: no cover - tokenizers comes with transformers
+        return text
+    try:
+        return Tokenizer.from_str(text).to_str()
+    except Exception:  # noqa: BLE001 - a file tokenizers rejects is refused below with its component named
+        return text
+
+
 def graph_tokenizer(model_dir: Union[str, Path], backend_json: Optional[str] = None):
     """The in-graph tokenizer of the checkpoint in ``model_dir``.
 
@@ -47,7 +60,7 @@ def graph_tokenizer(model_dir: Union[str, Path], backend_json: Optional[str] = N
         path = model_dir / TOKENIZER_FILE
         if not path.is_file():
             return InGraphBertTokenizer.from_pretrained_dir(model_dir)
-        backend_json = path.read_text(encoding="utf-8")
+        backend_json = _as_tokenizers_reads_it(path.read_text(encoding="utf-8"))
     spec = json.loads(backend_json)
     model = (spec.get("model") or {}).get("type")
     pre = _pre_tokenizer_types(spec)

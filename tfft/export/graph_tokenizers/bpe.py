@@ -236,7 +236,11 @@ class ByteLevelBpeTokenizer(tf.Module):
         start = tf.gather(position, tf.gather(byte_char, first))
         end = tf.gather(position, tf.gather(byte_char, last)) + 1
         if self.trim_offsets:
-            start, end = self._trim(byte, first, last, start, end, tf.gather(piece_row, symbol_piece))
+            # The first token of a row: its piece comes first in the row (added tokens are pieces too).
+            piece_first_in_row = tf.concat([[True], piece_row[1:] != piece_row[:-1]], 0)
+            first_in_piece = tf.concat([[True], symbol_piece[1:] != symbol_piece[:-1]], 0)[: tf.size(symbol_piece)]
+            start, end = self._trim(byte, first, last, start, end,
+                                    first_in_piece & tf.gather(piece_first_in_row, symbol_piece))
 
         # Added tokens: one token per added-token piece, spanning its characters.
         added_piece = tf.where(piece_added >= 0)[:, 0]
@@ -296,7 +300,7 @@ class ByteLevelBpeTokenizer(tf.Module):
         starts = tf.where(begins)[:, 0]
         return pieces, tf.gather(row, starts), tf.where(tf.gather(covered, starts), tf.gather(added_id, starts), -1)
 
-    def _trim(self, byte, first, last, start, end, token_row):
+    def _trim(self, byte, first, last, start, end, first_of_row):
         """Offsets without the spaces at either end of a token (tokenizers' ``process_offsets``)."""
         count = tf.size(byte, out_type=tf.int64)
         index = tf.range(count)
@@ -308,7 +312,6 @@ class ByteLevelBpeTokenizer(tf.Module):
                                    tf.searchsorted(not_space, index, side="right", out_type=tf.int64))
         leading = tf.minimum(tf.gather(next_other, first), last + 1) - first
         trailing = last - tf.maximum(tf.gather(previous_other, last), first - 1)
-        first_of_row = tf.concat([[True], token_row[1:] != token_row[:-1]], 0)
         keep_prefix = (first_of_row | (start == 0)) & tf.constant(self.trim_prefix_space) & (leading == 1)
         new_start = tf.where((leading > 0) & ~keep_prefix, tf.minimum(start + leading, end), start)
         new_end = tf.where((trailing > 0) & (end >= trailing), tf.maximum(end - trailing, new_start), end)
@@ -327,7 +330,8 @@ def _pad_id(spec: dict, vocab: dict[str, int]) -> int:
     padding = spec.get("padding") or {}
     if "pad_id" in padding:
         return int(padding["pad_id"])
+    tokens = {**vocab, **{t["content"]: t["id"] for t in spec.get("added_tokens", [])}}
     for token in ("<pad>", "[PAD]", "<|endoftext|>"):
-        if token in vocab:
-            return vocab[token]
+        if token in tokens:
+            return int(tokens[token])
     return 0

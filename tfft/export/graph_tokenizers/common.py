@@ -238,8 +238,8 @@ def pack(layout: tuple, pad_id: int, max_length: int, sequences: Sequence[tf.Rag
     ends = tf.cumsum(tf.stack(lengths, 1), axis=1)  # [batch, sections]
     length = ends[:, -1]
     column = tf.range(tf.reduce_max(tf.concat([length, [0]], 0)))
-    section = tf.searchsorted(ends, tf.broadcast_to(column[None], [batch, tf.size(column)]), side="right",
-                              out_type=tf.int64)
+    section = tf.searchsorted(ends, tf.broadcast_to(column[None], tf.stack([batch, tf.size(column, out_type=tf.int64)])),
+                              side="right", out_type=tf.int64)
     section = tf.minimum(section, len(layout) - 1)
     within = column[None] - (tf.gather(ends, section, batch_dims=1) - tf.gather(tf.stack(lengths, 1), section,
                                                                                   batch_dims=1))

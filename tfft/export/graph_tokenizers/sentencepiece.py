@@ -313,9 +313,8 @@ def _strip(text: _Text, left: bool, right: bool) -> _Text:
     keep = tf.ones_like(space)
     segments = tf.reduce_max(tf.concat([text.segment, [-1]], 0)) + 1
     index = tf.range(tf.size(space, out_type=tf.int64))
-    big = tf.int64.max
-    first_text = tf.math.unsorted_segment_min(tf.where(space, big, index), text.segment, segments)
-    last_text = tf.math.unsorted_segment_max(tf.where(space, -1, index), text.segment, segments)
+    first_text = tf.math.unsorted_segment_min(tf.where(space, tf.int64.max, index), text.segment, segments)
+    last_text = tf.math.unsorted_segment_max(tf.where(space, tf.constant(-1, tf.int64), index), text.segment, segments)
     if left:
         keep &= index >= tf.gather(first_text, text.segment)
     if right:
@@ -335,7 +334,9 @@ class SentencePieceTokenizer(tf.Module):
         self.kind = model["type"]
         if self.kind == "Unigram":
             pieces = [entry[0] for entry in model["vocab"]]
-            vocab = {piece: index for index, piece in reversed(list(enumerate(pieces)))}
+            vocab = {piece: index for index, piece in enumerate(pieces)}  # a repeated piece keeps its last id
+            # float64 as in tokenizers' lattice: equal-scoring segmentations then tie-break the same way.
+            # (Pass tokenizers' own serialisation: its JSON parser can differ from Python's in the last bit.)
             self._scores = np.array([float(entry[1]) for entry in model["vocab"]], np.float64)
             self.unk_id = model.get("unk_id")
             self.byte_fallback = bool(model.get("byte_fallback"))
@@ -555,7 +556,7 @@ class SentencePieceTokenizer(tf.Module):
         length = tf.concat([length, tf.ones_like(unknown_char)], 0)
         candidate_id = tf.concat([candidate_id, tf.fill(tf.shape(unknown_char), tf.constant(-2, tf.int64))], 0)
         score = tf.where(candidate_id >= 0, tf.gather(tf.constant(self._scores), tf.maximum(candidate_id, 0)),
-                         self._unk_score)
+                         tf.constant(self._unk_score, tf.float64))
         keep = tf.where(candidate_id != -1)[:, 0]
         candidate_char, length, candidate_id, score = (tf.gather(t, keep) for t in (candidate_char, length,
                                                                                      candidate_id, score))
@@ -587,7 +588,7 @@ class SentencePieceTokenizer(tf.Module):
         chosen = tf.math.unsorted_segment_min(
             tf.where(optimal & tf.equal(start_node, tf.gather(chosen_start, end_node)),
                      tf.range(tf.size(start_node, out_type=tf.int64)), big), end_node, num_nodes)
-        back = tf.where(chosen_start == big, -1, chosen_start)
+        back = tf.where(chosen_start == big, tf.constant(-1, tf.int64), chosen_start)
 
         # Walk back from every piece's end, marking the nodes where a token ends.
         piece_start_node = piece_start + tf.range(num_pieces)
