@@ -166,8 +166,8 @@ def test_ids_and_offsets_match_hugging_face_on_conll_and_sst2(specs, kind):
     from tfft.data.conll import read_conll
     from tfft.data.natural import natural_text
 
-    conll = [natural_text(example.tokens)[0] for example in read_conll(str(shared_file("conll2003/valid.txt")))[:300]]
-    sst2 = [line.split("\t")[0] for line in shared_file("sst2/dev.tsv").read_text(encoding="utf-8").splitlines()[1:301]]
+    conll = [natural_text(example.tokens)[0] for example in read_conll(str(shared_file("conll2003/valid.txt")))[:250]]
+    sst2 = [line.split("\t")[0] for line in shared_file("sst2/dev.tsv").read_text(encoding="utf-8").splitlines()[1:251]]
     hf, graph = _pair(specs, kind)
     assert _differences(hf, graph, conll + sst2) == []
 
@@ -244,3 +244,71 @@ def test_dispatcher_follows_tokenizer_json_and_refuses_what_it_cannot_run(specs,
     spec["normalizer"] = {"type": "NFKC"}
     with pytest.raises(ValueError, match="normalizer 'NFKC' is not supported in the graph"):
         graph_tokenizer(tmp_path, json.dumps(spec))
+
+
+def _tiny_roberta(vocab_size: int, head: str, num_labels: int):
+    """A random 1-layer RoBERTa-family classifier (hidden size 8) for a tokenizer of ``vocab_size``."""
+    config = transformers.RobertaConfig(vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1,
+                                        num_attention_heads=2, intermediate_size=16, max_position_embeddings=80,
+                                        type_vocab_size=1, pad_token_id=1, num_labels=num_labels)
+    model = getattr(transformers, head)(config)
+    model(model.dummy_inputs)
+    return model
+
+
+class _FirstSubwordProbe:
+    """Serves each token's id modulo the labels as its tag: a word's tag names its first subword."""
+
+    def probabilities(self, features):
+        ids = tf.cast(features["input_ids"], tf.int32) % len(self.labels)
+        return 0.9 * tf.one_hot(ids, len(self.labels)) + 0.1 / len(self.labels)
+
+
+@pytest.mark.parametrize("kind", ["roberta-prefix-space", "xlm-r"])
+def test_serving_module_tags_each_word_by_its_first_subword(specs, kind):
+    from tfft.export.saved_model import ServingModule
+    from tfft.words import NATURAL, word_spans
+
+    hf, graph = _pair(specs, kind)
+    labels = ["O", "B-A", "B-B", "B-C", "B-D"]
+    module = type("Probe", (_FirstSubwordProbe, ServingModule), {})(
+        _tiny_roberta(hf.get_vocab_size(), "TFRobertaForTokenClassification", len(labels)), graph,
+        "token-classification", labels, 24, assets={}, stride=8)
+    texts = ["Apple's CEO Tim Cook visited Paris.", "  Привет, мир! 北京 is big", "x" * 60 + " end", ""]
+    outputs = module.signatures()["serving_default"](text=tf.constant(texts))
+    for row, text in enumerate(texts):
+        spans = word_spans(text, NATURAL)
+        joined = " ".join(text[start:end] for start, end in spans)
+        encoding = hf.encode(joined, add_special_tokens=False)
+        starts, position = [], 0
+        for start, end in spans:
+            starts.append(position)
+            position += end - start + 1
+        # each word's first token: the first token of the first pre-token whose last character is in the word
+        first = {}
+        for token, piece in zip(encoding.ids, encoding.word_ids):
+            piece_end = max(o[1] for o, w in zip(encoding.offsets, encoding.word_ids) if w == piece)
+            first.setdefault(max(i for i, s in enumerate(starts) if s <= piece_end - 1), token)
+        count = int(outputs["num_words"][row])
+        assert count == len(spans)
+        assert outputs["word_start"][row, :count].numpy().tolist() == [s for s, _ in spans]
+        assert outputs["tag_ids"][row, :count].numpy().tolist() == [first[i] % len(labels) for i in range(count)]
+
+
+@pytest.mark.parametrize("kind", ["roberta"])
+def test_serving_module_classifies_raw_text_and_pairs_like_the_model_on_hugging_face_ids(specs, kind):
+    from tfft.export.saved_model import ServingModule
+
+    hf, graph = _pair(specs, kind)
+    model = _tiny_roberta(hf.get_vocab_size(), "TFRobertaForSequenceClassification", 2)
+    module = ServingModule(model, graph, "sequence-classification", ["neg", "pos"], 16, assets={}, with_pairs=True)
+    first, second = (list(side) for side in zip(*PAIRS))
+    served = module.signatures()["serving_default"](text=tf.constant(first), text_pair=tf.constant(second))
+    hf.enable_truncation(16)
+    hf.enable_padding(pad_id=hf.token_to_id("<pad>"), pad_token="<pad>")
+    encodings = hf.encode_batch(list(zip(first, second)))
+    hf.no_truncation()
+    hf.no_padding()
+    logits = model(input_ids=tf.constant([e.ids for e in encodings]),
+                   attention_mask=tf.constant([e.attention_mask for e in encodings]), training=False).logits
+    assert served["probabilities"].numpy() == pytest.approx(tf.nn.softmax(logits).numpy(), abs=1e-5)

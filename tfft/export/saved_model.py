@@ -149,12 +149,13 @@ class ServingModule(tf.Module):
         joined_start = tf.cumsum(length + 1, exclusive=True)
         joined_start = words.start.with_flat_values(
             joined_start - tf.gather(tf.concat([joined_start, [0]], 0), tf.gather(words.start.row_starts(), word_row)))
-        token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(joined)
+        token_ids, token_piece, _, piece_end = self.tokenizer.tokenize(joined)
         far = tf.int64.max
         column = tf.fill([batch, 1], far)
-        # The word of each pre-tokenizer piece (pieces never cross the spaces between words), then of each token.
+        # The word of each pre-tokenizer piece (pieces never cross the spaces between words), then of each token:
+        # the word holding the piece's last character (a SentencePiece "▁word" piece starts on the space before it).
         word_of_piece = tf.searchsorted(tf.concat([joined_start.to_tensor(far), column], 1),
-                                        tf.concat([piece_start.to_tensor(far), column], 1), side="right",
+                                        tf.concat([(piece_end - 1).to_tensor(far), column], 1), side="right",
                                         out_type=tf.int64) - 1
         token_row = token_ids.value_rowids()
         token_word = tf.gather_nd(word_of_piece, tf.stack([token_row, token_piece.flat_values], 1))  # within its row

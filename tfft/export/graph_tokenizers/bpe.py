@@ -89,7 +89,7 @@ def bpe_merge(symbols: tf.Tensor, piece: tf.Tensor, num_pieces: tf.Tensor, ranks
         run = tf.maximum(tf.cumsum(tf.cast(run_start, tf.int64)) - 1, 0)
         pair = tf.range(tf.size(matched, out_type=tf.int64))
         selected = matched & ((pair - tf.gather(tf.concat([starts, [0]], 0), run)) % 2 == 0)
-        joins = tf.concat([[False], selected], 0)
+        joins = tf.concat([[False], selected], 0)[: tf.size(symbols)]
         target = tf.cumsum(tf.cast(~joins, tf.int64)) - 1
         count = tf.reduce_sum(tf.cast(~joins, tf.int64))
         merged = [tf.strings.unsorted_segment_join(symbols, target, count),
