@@ -21,7 +21,6 @@ from typing import Optional, Union
 
 from tfft.export.graph_tokenizers.bpe import ByteLevelBpeTokenizer
 from tfft.export.graph_tokenizers.sentencepiece import SentencePieceTokenizer
-from tfft.export.tokenizer import InGraphBertTokenizer
 
 __all__ = ["ByteLevelBpeTokenizer", "SentencePieceTokenizer", "graph_tokenizer"]
 
@@ -55,6 +54,8 @@ def graph_tokenizer(model_dir: Union[str, Path], backend_json: Optional[str] = N
     from tokenizer_config.json, e.g. RoBERTa's ``add_prefix_space``); by default the
     directory's tokenizer.json, and a BERT ``vocab.txt`` when there is none.
     """
+    from tfft.export.tokenizer import InGraphBertTokenizer  # which itself uses this package's common pieces
+
     model_dir = Path(model_dir)
     if backend_json is None:
         path = model_dir / TOKENIZER_FILE

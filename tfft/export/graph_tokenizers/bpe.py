@@ -171,7 +171,7 @@ class ByteLevelBpeTokenizer(tf.Module):
                     if p.get("type") in ("RobertaProcessing", "ByteLevel")]
         self.trim_offsets = any(p.get("trim_offsets") for p in trimmers)
         self.trim_prefix_space = any(p.get("add_prefix_space") for p in trimmers)
-        self.layout = PostProcessor.from_spec(processor, model["vocab"])
+        self.layout = PostProcessor.from_spec(processor)
         vocab = model["vocab"]
         self.vocab_size = max(vocab.values()) + 1
         self.unk_id = vocab.get(model.get("unk_token"), -1) if model.get("unk_token") else -1

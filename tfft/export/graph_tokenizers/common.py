@@ -79,34 +79,35 @@ class AddedToken:
 
 
 def added_tokens_of(spec: dict) -> list[AddedToken]:
-    """The added tokens of a tokenizer.json, refusing options the matcher does not implement."""
+    """The added tokens of a tokenizer.json, refusing options :class:`AddedTokenMatcher` does not implement."""
     tokens = []
     for entry in spec.get("added_tokens", []):
         if entry.get("single_word"):
             raise ValueError(f"added token {entry['content']!r} with single_word is not supported in the graph")
         tokens.append(AddedToken(entry["content"], int(entry["id"]), bool(entry.get("lstrip")),
                                  bool(entry.get("rstrip"))))
-    contents = [t.content for t in tokens]
-    for a in contents:
-        if not a:
-            raise ValueError("an added token is empty")
-        for b in contents:
-            if a != b and a in b:
-                raise ValueError(f"added token {a!r} is inside {b!r}")
-            if any(a.endswith(b[:k]) for k in range(1, min(len(a), len(b)))):
-                raise ValueError(f"added tokens {a!r} and {b!r} can overlap")
     return tokens
 
 
 class AddedTokenMatcher:
     """Finds added tokens written in the raw text, as Hugging Face does before normalising.
 
-    Hugging Face matches them leftmost-longest; with tokens that cannot overlap (checked by
-    :func:`added_tokens_of`) a vectorised window comparison finds the same matches. ``lstrip``
+    Hugging Face matches them leftmost-longest; with tokens that cannot overlap (no token inside
+    another, none ending with the start of one; checked here) a vectorised window comparison
+    finds the same matches. ``lstrip``
     / ``rstrip`` tokens also take the whitespace next to them (which then vanishes).
     """
 
     def __init__(self, tokens: Sequence[AddedToken]):
+        contents = [t.content for t in tokens]
+        for a in contents:
+            if not a:
+                raise ValueError("an added token is empty")
+            for b in contents:
+                if a != b and a in b:
+                    raise ValueError(f"added token {a!r} is inside {b!r}")
+                if any(a.endswith(b[:k]) for k in range(1, min(len(a), len(b)))):
+                    raise ValueError(f"added tokens {a!r} and {b!r} can overlap")
         self.tokens = list(tokens)
         width = max((len(t.content) for t in tokens), default=0)
         self.patterns = np.full((len(tokens), width), -1, dtype=np.int32)
@@ -183,7 +184,7 @@ class PostProcessor(NamedTuple):
     pair: tuple
 
     @classmethod
-    def from_spec(cls, spec: dict | None, vocab: dict[str, int]) -> "PostProcessor":
+    def from_spec(cls, spec: dict | None) -> "PostProcessor":
         """Read RobertaProcessing, BertProcessing or TemplateProcessing from a tokenizer.json."""
         if not spec:
             raise ValueError("tokenizer.json has no post_processor (the graph needs its special tokens)")
@@ -192,7 +193,7 @@ class PostProcessor(NamedTuple):
             parts = [p for p in spec.get("processors", []) if p.get("type") != "ByteLevel"]
             if len(parts) != 1:
                 raise ValueError(f"post_processor Sequence of {[p.get('type') for p in spec['processors']]}")
-            return cls.from_spec(parts[0], vocab)
+            return cls.from_spec(parts[0])
         if kind in ("RobertaProcessing", "BertProcessing"):
             cls_id, sep_id = spec["cls"][1], spec["sep"][1]
             if kind == "RobertaProcessing":
@@ -223,8 +224,6 @@ def pack(layout: tuple, pad_id: int, max_length: int, sequences: Sequence[tf.Rag
     with Hugging Face's ``longest_first`` rule (:func:`longest_first`) so that every row has at
     most ``max_length`` tokens, and rows are padded with ``pad_id``.
     """
-    from tfft.export.tokenizer import _longest_first
-
     num_added = sum(1 for token, _ in layout if token >= 0)
     budget = max_length - num_added
     if budget < 0:
@@ -232,7 +231,7 @@ def pack(layout: tuple, pad_id: int, max_length: int, sequences: Sequence[tf.Rag
     if len(sequences) == 1:
         keeps = [tf.minimum(sequences[0].row_lengths(), budget)]
     else:
-        keeps = list(_longest_first(sequences[0].row_lengths(), sequences[1].row_lengths(), budget))
+        keeps = list(longest_first(sequences[0].row_lengths(), sequences[1].row_lengths(), budget))
     batch = tf.shape(keeps[0], out_type=tf.int64)[0]
     lengths = [tf.ones([batch], tf.int64) if token >= 0 else keeps[-1 - token] for token, _ in layout]
     ends = tf.cumsum(tf.stack(lengths, 1), axis=1)  # [batch, sections]
@@ -276,3 +275,24 @@ def assemble(token_id: tf.Tensor, token_piece: tf.Tensor, token_start: tf.Tensor
     token_ids = tf.RaggedTensor.from_value_rowids(token_id, token_row, nrows=nrows, validate=False)
     word_index = token_piece - tf.gather(word_start.row_starts(), token_row)
     return token_ids, token_ids.with_flat_values(word_index), word_start, word_start.with_flat_values(end)
+
+
+def longest_first(first: tf.Tensor, second: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """How many tokens of each sequence of a pair to keep: tokenizers' ``LongestFirst`` truncation.
+
+    A transcription of ``truncate_encodings`` in tokenizers, per row (``budget`` is
+    max_length minus the special tokens). When the pair is too long, the shorter sequence
+    is kept whole if the longer one can take the rest of the budget; otherwise the shorter
+    gets ``budget // 2`` and the longer ``budget // 2 + budget % 2`` (the second sequence
+    counts as the longer one on a tie).
+    """
+    swap = first > second
+    short = tf.minimum(first, second)
+    n2 = tf.where(short > budget, short, tf.maximum(short, budget - short))
+    over = short + n2 > budget
+    n1 = tf.where(over, tf.constant(budget // 2, tf.int64), short)
+    n2 = tf.where(over, tf.constant(budget // 2 + budget % 2, tf.int64), n2)
+    fits = first + second <= budget
+    first_keep = tf.where(fits, first, tf.minimum(first, tf.where(swap, n2, n1)))
+    second_keep = tf.where(fits, second, tf.minimum(second, tf.where(swap, n1, n2)))
+    return first_keep, second_keep

@@ -61,7 +61,7 @@ class _Text(NamedTuple):
     segment: tf.Tensor  # int64 [C], nondecreasing
 
 
-def _expand(text: _Text, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _expand(count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """For a rewrite where code point ``i`` becomes ``count[i]`` code points: each output's source and rank."""
     source = tf.repeat(tf.range(tf.size(count, out_type=tf.int64)), count)
     rank = tf.range(tf.size(source, out_type=tf.int64)) - tf.gather(tf.cumsum(count, exclusive=True), source)
@@ -102,7 +102,7 @@ def _apply_rules(text: _Text, rule: tf.Tensor, rules: _Rules, unit_first: tf.Ten
     is aligned to the unit's ``min(k, size - 1)``-th (Hugging Face's ``transform``).
     """
     count = tf.where(rule == 0, unit_size, tf.gather(rules.length, rule))
-    unit, rank = _expand(text, count)
+    unit, rank = _expand(count)
     rule_of = tf.gather(rule, unit)
     first = tf.gather(unit_first, unit)
     source = first + tf.where(rule_of == 0, rank, tf.minimum(rank, tf.gather(unit_size, unit) - 1))
@@ -289,7 +289,7 @@ def _replace(text: _Text, literal: str, minimum: int, content: str) -> _Text:
     last = inside & (covered_until == 1)
     new = len(content)
     output = tf.where(last, new, tf.where(inside, 0, 1))
-    source, rank = _expand(text, tf.cast(output, tf.int64))
+    source, rank = _expand(tf.cast(output, tf.int64))
     replaced = tf.gather(last, source)
     content_points = tf.constant([ord(c) for c in content] + [0], tf.int32)
     code = tf.where(replaced, tf.gather(content_points, tf.minimum(rank, new)), tf.gather(code_points, source))
@@ -360,7 +360,7 @@ class SentencePieceTokenizer(tf.Module):
             raise ValueError("byte_fallback is on but the vocabulary lacks some <0xXX> byte pieces")
         self.vocab_size = max(vocab.values()) + 1
         self.pad_id = _pad_id(spec, vocab)
-        self.layout = PostProcessor.from_spec(spec.get("post_processor"), vocab)
+        self.layout = PostProcessor.from_spec(spec.get("post_processor"))
         self._matcher = AddedTokenMatcher(added_tokens_of(spec))
         self._steps = self._normalizer_steps(spec.get("normalizer"))
         self._metaspace(spec.get("pre_tokenizer"))
@@ -520,7 +520,7 @@ class SentencePieceTokenizer(tf.Module):
             if self.prepend_scheme == "first":
                 insert &= tf.gather(segment_at_row_start, text.segment)
             count = 1 + tf.cast(insert, tf.int64)
-            source, rank = _expand(text, count)
+            source, rank = _expand(count)
             virtual = tf.gather(insert, source) & (rank == 0)
             text = _take(text, source, tf.where(virtual, marker, tf.gather(text.code_points, source)))
             first = tf.gather(first, source) & (rank == 0)
