@@ -72,6 +72,8 @@ def graph_tokenizer(model_dir: Union[str, Path], backend_json: Optional[str] = N
             return ByteLevelBpeTokenizer(spec)
         if model in ("Unigram", "BPE") and pre == ["Metaspace"]:
             return SentencePieceTokenizer(spec)
+    except ValueError as error:  # a component the graph does not run, named
+        raise ValueError(f"tokenizer.json: {error}") from None
     except (KeyError, TypeError, IndexError) as error:
         raise ValueError(f"tokenizer.json: a malformed {model} pipeline ({type(error).__name__}: {error})") from None
     raise ValueError(f"tokenizer.json: a {model} model with pre-tokenizer {' + '.join(map(str, pre)) or 'none'} "
