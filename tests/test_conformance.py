@@ -127,12 +127,13 @@ BAD = {
                                         r"pairs\.txt:1: expected TEXT'\|'TEXT_PAIR"),
     "export a directory that is no run": ({}, ["export", "{dir}/none", "--name", "x", "--export-dir", "{dir}/out"],
                                           r"none: not a tfft run directory"),
-    "export of a model without a WordPiece tokenizer": (
-        {"bpe/config.yaml": "task: token-classification\ntrain: x\n",
-         "bpe/model/tokenizer.json": '{"normalizer": null, "pre_tokenizer": {"type": "ByteLevel"}, '
-                                     '"model": {"type": "BPE", "vocab": {}}}'},
-        ["export", "{dir}/bpe", "--name", "x", "--export-dir", "{dir}/out"],
-        r"bpe: tfft export supports models with a BERT WordPiece tokenizer .*not a BERT WordPiece pipeline"),
+    "export of a model whose tokenizer has no graph twin": (
+        {"wl/config.yaml": "task: token-classification\ntrain: x\n",
+         "wl/model/tokenizer.json": '{"normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, '
+                                    '"model": {"type": "WordLevel", "vocab": {}}}'},
+        ["export", "{dir}/wl", "--name", "x", "--export-dir", "{dir}/out"],
+        r"wl: tfft export runs the tokenizer in the serving graph, and this run's tokenizer has no graph twin: "
+        r"tokenizer.json: a WordLevel model with pre-tokenizer Whitespace has no in-graph twin"),
     "evaluate with unseen labels": ({"test.txt": "Bonn B-LOC\n"}, ["evaluate", "{run}", "--data", "{dir}/test.txt"],
                                     r"test\.txt:1: .*B-LOC"),
     "task name": ({}, ["train", "--task", "ner"], r"argument --task: invalid choice: 'ner'"),

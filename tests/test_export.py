@@ -167,7 +167,7 @@ def test_versions_assets_and_refusals(checkpoint, runs, exports, capsys, monkeyp
         version = exports / task / "1"
         assert sorted(os.listdir(version)) == [".tfft", "assets", "fingerprint.pb", "saved_model.pb", "variables"]
         assets = version / "assets"
-        assert sorted(os.listdir(assets)) == ["labels.json", "model_card.json", "vocab.txt"]
+        assert sorted(os.listdir(assets)) == ["labels.json", "model_card.json", "tokenizer.json", "vocab.txt"]
         assert (assets / "vocab.txt").read_bytes() == (run / "model" / "vocab.txt").read_bytes()
         labels = json.loads((assets / "labels.json").read_text())
         assert labels == json.loads((run / "labels.json").read_text())["id2label"]

@@ -7,7 +7,8 @@ Signatures:
 
 * ``serving_default`` -- input ``text`` (tf.string ``[batch]``; plus ``text_pair`` for
   pair classification). Tokenization runs in the graph with core TensorFlow ops only
-  (:class:`~tfft.export.tokenizer.InGraphBertTokenizer`), so a stock model server loads it.
+  (:func:`~tfft.export.graph_tokenizers.graph_tokenizer`: WordPiece, byte-level BPE or
+  SentencePiece, built from the run's tokenizer.json), so a stock model server loads it.
 
   Sequence classification returns ``label`` (string ``[batch]``), ``label_id`` (int32)
   and ``probabilities`` (float32 ``[batch, classes]``). Multi-label classification returns
@@ -56,8 +57,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from tfft.backend import tf
 from tfft.export.graph_words import split_words, valid_utf8, viterbi_decode
+from tfft.export.graph_tokenizers import graph_tokenizer
 from tfft.export.request_limits import checked_ids, checked_texts, request_limits
-from tfft.export.tokenizer import InGraphBertTokenizer
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
 from tfft.config import EXPORT_PRECISIONS
 from tfft.errors import ConfigError
@@ -78,7 +79,7 @@ PRETOKENIZED_SIGNATURE = "serving_pretokenized"
 class ServingModule(tf.Module):
     """A trained classifier plus the in-graph tokenizer and label decoding it serves with."""
 
-    def __init__(self, model, tokenizer: InGraphBertTokenizer, task: str, labels: Sequence[str], max_length: int,
+    def __init__(self, model, tokenizer, task: str, labels: Sequence[str], max_length: int,
                  assets: Dict[str, str], with_pairs: bool = False, word_shapes: bool = False, stride: int = 32,
                  word_split: str = NATURAL):
         super().__init__(name="tfft_serving")
@@ -155,12 +156,13 @@ class ServingModule(tf.Module):
         words = split_words(text, word_split)
         batch = tf.shape(text, out_type=tf.int64)[0]
         joined, joined_start = _join_words(text, words)
-        token_ids, token_piece, piece_start, _ = self.tokenizer.tokenize(joined)
+        token_ids, token_piece, _, piece_end = self.tokenizer.tokenize(joined)
         far = tf.int64.max
         column = tf.fill([batch, 1], far)
-        # The word of each pre-tokenizer piece (pieces never cross the spaces between words), then of each token.
+        # The word of each pre-tokenizer piece (pieces never cross the spaces between words), then of each token:
+        # the word holding the piece's last character (a SentencePiece "▁word" piece starts on the space before it).
         word_of_piece = tf.searchsorted(tf.concat([joined_start.to_tensor(far), column], 1),
-                                        tf.concat([piece_start.to_tensor(far), column], 1), side="right",
+                                        tf.concat([(piece_end - 1).to_tensor(far), column], 1), side="right",
                                         out_type=tf.int64) - 1
         token_row = token_ids.value_rowids()
         token_word = tf.gather_nd(word_of_piece, tf.stack([token_row, token_piece.flat_values], 1))  # within its row
@@ -350,11 +352,10 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
     model_dir = Path(run_dir) / MODEL_SUBDIR
     load_run_config(run_dir)  # a clear error for a directory that is not a run, before the checks below
     try:
-        in_graph_tokenizer = InGraphBertTokenizer.from_pretrained_dir(model_dir)
+        in_graph_tokenizer = graph_tokenizer(model_dir, _backend_json(model_dir))
     except (ValueError, OSError) as error:
-        raise ConfigError(f"{run_dir}: tfft export supports models with a BERT WordPiece tokenizer (BERT, MiniLM, "
-                          f"ELECTRA and other BERT-family checkpoints), which it runs in the serving graph; "
-                          f"this run's tokenizer cannot be exported: {error}") from None
+        raise ConfigError(f"{run_dir}: tfft export runs the tokenizer in the serving graph, and this run's tokenizer "
+                          f"has no graph twin: {error}") from None
     # The export's precision, whatever the training's: float32 runs on any server.
     config, model, tokenizer = load_run(run_dir, precision=precision)
     merge_adapters(model)  # a LoRA run serves as a plain model: adapters folded into the kernels
@@ -373,7 +374,7 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         labels_path.write_text(json.dumps({str(i): label for i, label in enumerate(labels)}), encoding="utf-8")
         module = ServingModule(
             model, in_graph_tokenizer, config.task, labels, card["max_length"],
-            assets={"vocab": str(model_dir / "vocab.txt"), "model_card": str(card_path), "labels": str(labels_path)},
+            assets={**_tokenizer_assets(model_dir), "model_card": str(card_path), "labels": str(labels_path)},
             with_pairs=bool(config.text_pair_column), word_shapes=config.uses_word_shapes, stride=config.stride,
             word_split=config.word_split,
         )
@@ -384,6 +385,24 @@ def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = No
         except FileExistsError:  # another export took this version number meanwhile
             raise ConfigError(f"{target} was created by another export while this one ran; run it again") from None
     return target
+
+
+def _backend_json(model_dir: Path) -> Optional[str]:
+    """The pipeline the run's fast tokenizer really runs (transformers may adjust tokenizer.json from
+    tokenizer_config.json, e.g. RoBERTa's add_prefix_space); None when it does not load (load_run says why)."""
+    from tfft.errors import ModelLoadError
+    from tfft.models import load_tokenizer
+
+    try:
+        return load_tokenizer(str(model_dir)).backend_tokenizer.to_str()
+    except ModelLoadError:
+        return None
+
+
+def _tokenizer_assets(model_dir: Path) -> Dict[str, str]:
+    """The tokenizer files a SavedModel carries for clients: the vocabulary and/or tokenizer.json."""
+    files = {"vocab": model_dir / "vocab.txt", "tokenizer": model_dir / "tokenizer.json"}
+    return {name: str(path) for name, path in files.items() if path.is_file()}
 
 
 def context_warning(config) -> Optional[str]:

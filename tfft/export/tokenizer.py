@@ -51,6 +51,7 @@ from typing import Callable, NamedTuple, Sequence, TypeVar
 import numpy as np
 
 from tfft.backend import tf
+from tfft.export.graph_tokenizers.common import AddedToken, AddedTokenMatcher, longest_first
 from tfft.words import PUNCTUATION_RANGES as _PUNCTUATION
 
 __all__ = ["InGraphBertTokenizer"]
@@ -355,33 +356,10 @@ class InGraphBertTokenizer(tf.Module):
 
         if special_tokens is None:
             special_tokens = [t for t in (unk_token, sep_token, pad_token, cls_token, "[MASK]") if t in token_ids]
-        special_tokens = list(dict.fromkeys(special_tokens))
-        self._check_special_tokens(special_tokens)
-        # Code points of each special token, padded with -1 (matches anything) to the longest.
-        width = max((len(token) for token in special_tokens), default=0)
-        self._special_patterns = np.full((len(special_tokens), width), -1, dtype=np.int32)
-        for i, token in enumerate(special_tokens):
-            self._special_patterns[i, : len(token)] = [ord(ch) for ch in token]
-        self._special_ids = np.array([id_of(t, "special") for t in special_tokens], dtype=np.int64)
-        self._special_lengths = np.array([len(t) for t in special_tokens], dtype=np.int64)
-
-    @staticmethod
-    def _check_special_tokens(special_tokens: Sequence[str]) -> None:
-        """Reject special tokens whose matches could overlap.
-
-        Hugging Face finds them with leftmost-longest Aho-Corasick matching; the vectorised
-        matcher here is equivalent only when no match can overlap another, i.e. no token
-        contains another and no token ends with the beginning of one. BERT's bracketed
-        tokens satisfy this.
-        """
-        for a in special_tokens:
-            if not a:
-                raise ValueError("special tokens must not be empty")
-            for b in special_tokens:
-                if a != b and a in b:
-                    raise ValueError(f"special token {a!r} is inside {b!r}")
-                if any(a.endswith(b[:k]) for k in range(1, min(len(a), len(b)))):
-                    raise ValueError(f"special tokens {a!r} and {b!r} can overlap")
+        # Matched leftmost-longest by Hugging Face; the matcher needs tokens that cannot overlap
+        # (BERT's bracketed tokens cannot) and refuses others.
+        self._matcher = AddedTokenMatcher(
+            [AddedToken(t, id_of(t, "special")) for t in dict.fromkeys(special_tokens)])
 
     @classmethod
     def from_pretrained_dir(cls, path: str | pathlib.Path) -> "InGraphBertTokenizer":
@@ -462,33 +440,6 @@ class InGraphBertTokenizer(tf.Module):
 
     # ------------------------------------------------------------------ graph code
 
-    def _match_special_tokens(
-        self, code_points: tf.Tensor, position: tf.Tensor, row_length: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Find special tokens written in the raw text (Hugging Face matches them before normalising).
-
-        Returns, per input character, the id of the special token that starts there (-1 if
-        none) and whether the character lies inside such a match.
-        """
-        width = self._special_patterns.shape[1]
-        patterns = tf.constant(self._special_patterns)[None]
-        offsets = tf.range(width, dtype=tf.int64)
-        count = tf.size(code_points, out_type=tf.int64)
-        index = tf.range(count)[:, None] + offsets
-        window = tf.where(
-            position[:, None] + offsets < row_length[:, None],
-            tf.gather(tf.concat([code_points, [-1]], 0), tf.minimum(index, count)),
-            -1,
-        )
-        match = tf.reduce_all((window[:, None, :] == patterns) | (patterns < 0), axis=2)
-        start_id = tf.reduce_max(tf.where(match, tf.constant(self._special_ids), -1), axis=1)
-        start_length = tf.reduce_max(tf.where(match, tf.constant(self._special_lengths), 0), axis=1)
-        # Covered if a match starting j characters earlier is longer than j. A match never
-        # crosses a row end, so looking back into the previous row cannot give a false hit.
-        back = tf.range(count)[:, None] - offsets
-        reach = tf.gather(tf.concat([start_length, [0]], 0), tf.where(back >= 0, back, count))
-        return start_id, tf.reduce_any(reach > offsets, axis=1)
-
     def _segment(self, text: tf.Tensor) -> _Words:
         """Normalise (BertNormalizer) and pre-tokenize (BertPreTokenizer) a batch of strings."""
         text = tf.convert_to_tensor(text, dtype=tf.string)
@@ -502,9 +453,9 @@ class InGraphBertTokenizer(tf.Module):
         block = tf.gather(tables.block_index, tf.bitwise.right_shift(code_points, _BLOCK_BITS))
         in_block = tf.bitwise.bitwise_and(code_points, (1 << _BLOCK_BITS) - 1)
         rule = tf.gather(tables.block_rules, tf.bitwise.left_shift(block, _BLOCK_BITS) + in_block)
-        if len(self._special_ids):
-            special_start, covered = self._match_special_tokens(
-                code_points, position, tf.gather(chars.row_lengths(), row)
+        if self._matcher.tokens:
+            special_start, covered, _, _ = self._matcher.match(
+                code_points, row, position, tf.gather(chars.row_lengths(), row)
             )
             rule = tf.where(covered, _SPECIAL, rule)
 
@@ -531,7 +482,7 @@ class InGraphBertTokenizer(tf.Module):
         begins = (out_class == _ISOLATED) | (
             (out_class == _REGULAR) & (new_row | (previous_class != _REGULAR))
         )
-        if len(self._special_ids):
+        if self._matcher.tokens:
             begins |= (out_class == _SPECIAL) & (tf.gather(special_start, source) >= 0)
         kept = tf.where(out_class != _SPACE)[:, 0]
         kept_source = tf.gather(source, kept)
@@ -540,7 +491,7 @@ class InGraphBertTokenizer(tf.Module):
         )
         first_source = tf.gather(kept_source, words.row_starts())
         last_source = tf.gather(kept_source, words.row_limits() - 1)
-        if len(self._special_ids):
+        if self._matcher.tokens:
             special_id = tf.gather(special_start, first_source)
         else:
             special_id = tf.fill(tf.shape(first_source), tf.constant(-1, tf.int64))
@@ -694,7 +645,7 @@ class InGraphBertTokenizer(tf.Module):
             first_keep = tf.minimum(first_length, budget)
             second_keep = tf.zeros_like(first_keep)
         else:
-            first_keep, second_keep = _longest_first(first_length, pair_token_ids.row_lengths(), budget)
+            first_keep, second_keep = longest_first(first_length, pair_token_ids.row_lengths(), budget)
         length = first_keep + second_keep + num_added
         column = tf.range(tf.reduce_max(tf.concat([length, [0]], 0)))[None]
         first_keep, second_keep, length = first_keep[:, None], second_keep[:, None], length[:, None]
@@ -723,24 +674,3 @@ class InGraphBertTokenizer(tf.Module):
             "attention_mask": tf.cast(column < length, tf.int64),
             "token_type_ids": token_type_ids,
         }
-
-
-def _longest_first(first: tf.Tensor, second: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """How many tokens of each sequence of a pair to keep: tokenizers' ``LongestFirst`` truncation.
-
-    A transcription of ``truncate_encodings`` in tokenizers, per row (``budget`` is
-    max_length minus the 3 special tokens). When the pair is too long, the shorter sequence
-    is kept whole if the longer one can take the rest of the budget; otherwise the shorter
-    gets ``budget // 2`` and the longer ``budget // 2 + budget % 2`` (the second sequence
-    counts as the longer one on a tie).
-    """
-    swap = first > second
-    short = tf.minimum(first, second)
-    n2 = tf.where(short > budget, short, tf.maximum(short, budget - short))
-    over = short + n2 > budget
-    n1 = tf.where(over, tf.constant(budget // 2, tf.int64), short)
-    n2 = tf.where(over, tf.constant(budget // 2 + budget % 2, tf.int64), n2)
-    fits = first + second <= budget
-    first_keep = tf.where(fits, first, tf.minimum(first, tf.where(swap, n2, n1)))
-    second_keep = tf.where(fits, second, tf.minimum(second, tf.where(swap, n1, n2)))
-    return first_keep, second_keep
