@@ -17,7 +17,8 @@ from conftest import REPO, SAMPLE_DATA
 from tfft.cli import main
 from tfft.config import TrainConfig
 from tfft.errors import ConfigError, os_failure
-from tfft.ownership import EXPORT, MARKER_FILE, RUN, check_owned, mark
+from tfft.export.saved_model import next_version
+from tfft.ownership import EXPORT, MARKER_FILE, MAX_VERSION, RUN, check_owned, mark, remove_owned
 from tfft.training.trainer import train
 
 TRAIN_FILE = SAMPLE_DATA / "ner_train.txt"
@@ -121,6 +122,24 @@ def test_overwrite_keeps_a_work_directory_that_tfft_did_not_make(tiny_model_dir,
     assert snapshot(work) == before and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_work_directory_that_is_a_link_is_refused_and_what_it_points_to_kept(tiny_model_dir, tmp_path, capsys,
+                                                                                overwrite):
+    elsewhere = tmp_path / "elsewhere"
+    mark(elsewhere, RUN)  # even a directory tfft made: the link at its staging name is not tfft's
+    (elsewhere / "keep.txt").write_text("mine\n")
+    before = snapshot(elsewhere)
+    link = tmp_path / ".run.partial"
+    link.symlink_to(elsewhere)
+    line = refused(capsys, train_args(tiny_model_dir, tmp_path / "run", *overwrite))
+    assert line == (f"tfft train: error: {link} is a symbolic link (to {elsewhere}), not a directory tfft made; tfft "
+                    "deletes and moves only directories it made: remove the link, or choose another --output-dir")
+    assert link.is_symlink() and snapshot(elsewhere) == before and not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="is a symbolic link"):  # and so is every deletion of what tfft owns
+        remove_owned(link, RUN)
+    assert link.is_symlink() and snapshot(elsewhere) == before
+
+
 def test_an_empty_folder_takes_a_run_and_every_spelling_of_it_is_the_same_run(tiny_model_dir, tmp_path, capsys,
                                                                               monkeypatch):
     runs = tmp_path / "runs"
@@ -197,6 +216,16 @@ def test_export_names_and_versions_stay_inside_the_export_dir(finished_run, tmp_
     line = refused(capsys, ["export", str(finished_run), "--export-dir", str(exports), *options])
     assert line.startswith("tfft export: error: ") and expected in line
     assert not (tmp_path / "store").exists()  # nothing written, inside the export dir or beside it
+
+
+def test_only_folders_named_with_ascii_digits_are_export_versions(tmp_path):
+    for name in ("1", "7", "²", "١٢", "07x", "tflite"):  # str.isdigit() holds for ² and ١٢ (Arabic-Indic 12)
+        (tmp_path / name).mkdir()
+    assert next_version(tmp_path) == 8
+    (tmp_path / str(MAX_VERSION)).mkdir()  # no version after it that TF Serving loads
+    with pytest.raises(ConfigError, match=f"the next free version under {tmp_path} must be a whole number from 1 to "
+                                          f"{MAX_VERSION}"):
+        next_version(tmp_path)
 
 
 def test_a_trial_id_cannot_lead_out_of_the_search():

@@ -67,11 +67,17 @@ def marked_kind(directory: Union[str, os.PathLike]) -> Optional[str]:
     return record.get("kind") if isinstance(record, dict) and record.get("made_by") == "tfft" else None
 
 
-def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir") -> bool:
+def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir",
+                follow_link: bool = True) -> bool:
     """Refuse ``path`` unless it is absent, an empty directory or a directory tfft made as ``kind``.
 
     Returns True when it holds such a directory (False: absent or empty). The refusal names
-    ``path`` as given and says what is there."""
+    ``path`` as given and says what is there. Without ``follow_link``, a symbolic link is refused
+    too: tfft makes no links, so one at a name tfft deletes or moves (a ``.NAME.partial`` work
+    directory) was put there by someone else."""
+    if not follow_link and os.path.islink(path):
+        raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}), not a directory tfft made; tfft "
+                          f"deletes and moves only directories it made: remove the link, or choose another {option}")
     place = resolved(path)
     if not place.exists():
         return False
@@ -93,8 +99,9 @@ def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--outp
 
 
 def remove_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir") -> None:
-    """Delete ``path`` if tfft made it as ``kind`` (or it is empty); refuse anything else (:func:`check_owned`)."""
-    check_owned(path, kind, option)
+    """Delete ``path`` if tfft made it as ``kind`` (or it is empty); refuse anything else, a symbolic link
+    included (:func:`check_owned`)."""
+    check_owned(path, kind, option, follow_link=False)
     if os.path.lexists(path):
         shutil.rmtree(path)
 

@@ -58,7 +58,8 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
                 if check_owned(config.run_dir, RUN) and not overwrite:
                     raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace "
                                       "it, or choose another --output-dir")
-                check_owned(cluster.work_dir(run_dir), RUN)  # --overwrite deletes it: refuse one tfft did not make
+                # --overwrite deletes it and a finished run renames it: refuse one tfft did not make, or a link
+                check_owned(cluster.work_dir(run_dir), RUN, follow_link=False)
                 refuse_data_inside(config, run_dir)
             with stopwatch.phase("data"):
                 data = prepare_data(config, cluster.replicas)
