@@ -140,6 +140,24 @@ def test_a_work_directory_that_is_a_link_is_refused_and_what_it_points_to_kept(t
     assert link.is_symlink() and snapshot(elsewhere) == before
 
 
+def test_a_link_loop_or_a_file_on_the_way_is_refused_before_any_work(tiny_model_dir, tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    line = refused(capsys, train_args(tiny_model_dir, loop))
+    assert line == (f"tfft train: error: {loop} is a symbolic link that leads to no directory (a loop, or a missing "
+                    "target); choose another --output-dir")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    line = refused(capsys, train_args(tiny_model_dir, notes / "run"))
+    assert line == (f"tfft train: error: {notes / 'run'} cannot be made: {notes} is a file, not a folder; choose "
+                    "another --output-dir")
+    tune = ["tune", *TINY_RUN, "--model", str(tiny_model_dir), "--train", str(TRAIN_FILE), "--validation",
+            str(SAMPLE_DATA / "ner_valid.txt"), "--max-trials", "1", "--output-dir", str(notes / "a" / "tune")]
+    assert refused(capsys, tune) == (f"tfft tune: error: {notes / 'a' / 'tune'} cannot be made: {notes} is a file, "
+                                     "not a folder; choose another --output-dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "notes.txt"] and notes.read_text() == "mine\n"
+
+
 def test_an_empty_folder_takes_a_run_and_every_spelling_of_it_is_the_same_run(tiny_model_dir, tmp_path, capsys,
                                                                               monkeypatch):
     runs = tmp_path / "runs"

@@ -80,6 +80,12 @@ def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--outp
                           f"deletes and moves only directories it made: remove the link, or choose another {option}")
     place = resolved(path)
     if not place.exists():
+        if os.path.lexists(place):  # still a link once resolved: a loop, or a link that leads nowhere
+            raise ConfigError(f"{path} is a symbolic link that leads to no directory (a loop, or a missing target); "
+                              f"choose another {option}")
+        blocking = next((p for p in place.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise ConfigError(f"{path} cannot be made: {blocking} is a file, not a folder; choose another {option}")
         return False
     if not place.is_dir():
         raise ConfigError(f"{path} is a file, not a tfft {kind.name} directory; tfft replaces only directories "

@@ -54,6 +54,7 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
     with contextlib.ExitStack() as claimed:
         try:
             if cluster.is_chief:
+                check_owned(config.run_dir, RUN)  # a file in the way, a link loop: refused before the lock beside it
                 claimed.enter_context(run_lock(run_dir))
                 if check_owned(config.run_dir, RUN) and not overwrite:
                     raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace "
