@@ -233,6 +233,17 @@ def test_export_names_and_versions_stay_inside_the_export_dir(finished_run, tmp_
     assert not (tmp_path / "store").exists()  # nothing written, inside the export dir or beside it
 
 
+@pytest.mark.parametrize("options", [[], ["--format", "tflite", "--quantize", "float16"]])
+def test_an_export_inside_a_run_directory_is_refused(finished_run, capsys, options):
+    """``train --overwrite`` on the run would delete the export with it."""
+    before = snapshot(finished_run)
+    line = refused(capsys, ["export", str(finished_run), "--name", "ner", "--export-dir",
+                            str(finished_run / "exports"), *options])
+    assert line == (f"tfft export: error: --export-dir {finished_run / 'exports'} is inside {finished_run}, a tfft run "
+                    "directory, which --overwrite replaces as a whole; choose another --export-dir")
+    assert snapshot(finished_run) == before
+
+
 def test_only_folders_named_with_ascii_digits_are_export_versions(tmp_path):
     for name in ("1", "7", "²", "١٢", "07x", "tflite"):  # str.isdigit() holds for ² and ١٢ (Arabic-Indic 12)
         (tmp_path / name).mkdir()

@@ -257,8 +257,10 @@ def json_line(value) -> str:
 
 def _export(args) -> int:
     from tfft.export.saved_model import MODEL_CARD, context_warning, export_run
+    from tfft.ownership import check_outside_owned
     from tfft.run_dir import load_run_config
 
+    check_outside_owned(args.export_dir, "--export-dir")
     if args.format == "tflite":
         if args.quantize is None or args.version is not None or args.precision != "fp32":
             raise ConfigError("--format tflite needs --quantize (dynamic-int8 or float16) and takes no --version or "

@@ -104,6 +104,17 @@ def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--outp
                       f"only directories it made: choose another {option}, or an empty or new directory")
 
 
+def check_outside_owned(path: Union[str, os.PathLike], option: str) -> None:
+    """Refuse ``path`` inside a directory that tfft replaces as a whole (a run, a search): its ``--overwrite``
+    would delete what was written there (an export inside a run directory, say)."""
+    place = resolved(path)
+    for folder in (place, *place.parents):
+        kind = marked_kind(folder)
+        if kind is not None and kind != EXPORT.name:
+            raise ConfigError(f"{option} {path} is inside {folder}, a tfft {kind} directory, which --overwrite "
+                              f"replaces as a whole; choose another {option}")
+
+
 def remove_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir") -> None:
     """Delete ``path`` if tfft made it as ``kind`` (or it is empty); refuse anything else, a symbolic link
     included (:func:`check_owned`)."""
