@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
-                        help="also print TensorFlow's native start-up log lines (hidden by default)")
+                        help="also print TensorFlow's native log lines and error records (hidden by default)")
 
     train = commands.add_parser("train", parents=[common], help="fine-tune a token or sequence classifier",
                                 description="Fine-tune a TF BERT classifier with model.fit, stop early on the "
