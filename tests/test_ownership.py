@@ -214,6 +214,21 @@ def test_tune_overwrite_discards_only_a_search(tiny_model_dir, tmp_path, capsys)
     assert line.endswith(f"error: {run} is a tfft run directory, not a search directory; choose another --output-dir")
 
 
+def test_a_search_directory_holding_the_searchs_own_data_is_refused(tiny_model_dir, tmp_path, capsys):
+    from tfft.tuning.tuner import SEARCH
+
+    search = tmp_path / "tune"
+    (search / "search").mkdir(parents=True)
+    mark(search, SEARCH)
+    data = search / "search" / "train.txt"  # KerasTuner's --overwrite deletes search/ with it
+    shutil.copy(TRAIN_FILE, data)
+    tune = ["tune", *TINY_RUN, "--model", str(tiny_model_dir), "--train", str(data), "--validation",
+            str(SAMPLE_DATA / "ner_valid.txt"), "--max-trials", "1", "--output-dir", str(search), "--overwrite"]
+    assert refused(capsys, tune) == (f"tfft tune: error: --train {data} is inside --output-dir {search}, which the "
+                                     "search partly replaces (search/, best/); choose another --output-dir")
+    assert data.read_bytes() == TRAIN_FILE.read_bytes()
+
+
 @pytest.mark.parametrize("options, expected", [
     (["--name", "../x"], "--name must be a plain name (a directory inside its folder), got '../x': it holds a path "
                          "separator"),

@@ -93,11 +93,13 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
     write_json(work_dir / RUN_KEY_FILE, key)
 
 
-def refuse_data_inside(config: TrainConfig, run_dir: Path) -> None:
-    """Refuse a run directory holding the run's own data files: replacing it would delete them."""
+def refuse_data_inside(config: TrainConfig, directory: Path, replaced: str = "the run replaces") -> None:
+    """Refuse a directory tfft replaces (a run's; a search's, whose ``search/`` and ``best/`` go) holding the
+    run's own data files: replacing it would delete them. ``directory`` as the user gave it."""
+    place = resolved(directory)
     for name, path in (("train", config.train), ("validation", config.validation)):
-        if path and not path.startswith("tfds:") and resolved(path).is_relative_to(run_dir):
-            raise ConfigError(f"--{name} {path} is inside --output-dir {config.run_dir}, which the run replaces; "
+        if path and not path.startswith("tfds:") and resolved(path).is_relative_to(place):
+            raise ConfigError(f"--{name} {path} is inside --output-dir {directory}, which {replaced}; "
                               "choose another --output-dir")
 
 

@@ -61,7 +61,7 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
                                       "it, or choose another --output-dir")
                 # --overwrite deletes it and a finished run renames it: refuse one tfft did not make, or a link
                 check_owned(cluster.work_dir(run_dir), RUN, follow_link=False)
-                refuse_data_inside(config, run_dir)
+                refuse_data_inside(config, config.run_dir)
             with stopwatch.phase("data"):
                 data = prepare_data(config, cluster.replicas)
             config = data.config  # resolved for the data, and frozen: what config.yaml and the resume key hold
