@@ -362,6 +362,24 @@ def test_a_chief_and_two_workers_run_every_trial_once(tiny_model_dir, tmp_path):
     assert all("the chief writes the results" in logs[role] for role in roles[1:])
 
 
+@pytest.mark.slow  # a start-order race between processes: no in-process form
+def test_workers_that_start_before_the_chief_do_not_make_it_refuse_the_directory(tiny_model_dir, tmp_path):
+    directory = tmp_path / "search"
+    roles = ["chief", "tuner0", "tuner1"]
+    environments = dict(zip(roles, search_environments(roles)))
+    with Processes(tmp_path) as processes:
+        workers = [processes.start(role, tune_args(tiny_model_dir, directory), environments[role]) for role in roles[1:]]
+        deadline = time.monotonic() + TIMEOUT
+        while not (directory / "search").is_dir():  # a worker has written its part of the KerasTuner project
+            assert time.monotonic() < deadline and all(p.poll() is None for p in workers), processes.log("tuner0")
+            time.sleep(0.1)
+        chief = processes.start("chief", tune_args(tiny_model_dir, directory), environments["chief"])
+        codes = processes.wait([chief, *workers])
+        log = processes.log("chief")
+    assert codes == [0, 0, 0], log[-3000:]
+    check_search_results(directory)
+
+
 def test_a_worker_killed_mid_trial_gives_its_trial_back(tiny_model_dir, tmp_path):
     directory = tmp_path / "search"
     roles = ["chief", "tuner0", "tuner1"]
