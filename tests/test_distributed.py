@@ -368,7 +368,8 @@ def test_workers_that_start_before_the_chief_do_not_make_it_refuse_the_directory
     roles = ["chief", "tuner0", "tuner1"]
     environments = dict(zip(roles, search_environments(roles)))
     with Processes(tmp_path) as processes:
-        workers = [processes.start(role, tune_args(tiny_model_dir, directory), environments[role]) for role in roles[1:]]
+        workers = [processes.start(role, tune_args(tiny_model_dir, directory), environments[role])
+                   for role in roles[1:]]
         deadline = time.monotonic() + TIMEOUT
         while not (directory / "search").is_dir():  # a worker has written its part of the KerasTuner project
             assert time.monotonic() < deadline and all(p.poll() is None for p in workers), processes.log("tuner0")
