@@ -45,7 +45,7 @@ def test_ner_on_a_conll_slice_learns_and_written_text_predictions_match_the_eval
     from tfft.features import encode_for_inference
     from tfft.inference import predict_encoded
     from tfft.metrics import tags_from_probabilities
-    from tfft.run_dir import read_config_examples
+    from tfft.run_dir import load_run_config, read_config_examples
 
     config = TrainConfig(
         task="token-classification", train=str(shared_file("conll2003/train.txt")),
@@ -55,6 +55,7 @@ def test_ner_on_a_conll_slice_learns_and_written_text_predictions_match_the_eval
     result = train(config)
     # 63 steps from a sentence-embedding checkpoint: measured F1 ~0.6 with word shapes; chance is ~0.
     assert result.best_scores["val_f1"] > 0.4, result.best_scores
+    config = load_run_config(result.run_dir)  # as resolved for the data: word shapes, batch size, ...
     assert config.word_shapes is True  # the default for the uncased default model
 
     predictor = Predictor.from_run_dir(result.run_dir)
