@@ -11,23 +11,23 @@ for each sentence exactly what that sentence alone computes.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from tfft.backend import tf
-from tfft.lean_bert import is_absolute_bert
+from tfft.families import family_of
 
 
-def supports_packing(model_config) -> bool:
-    """True for BERT token classifiers' configs (absolute positions, no decoder), whose layers
-    :func:`packed_logits` calls; other architectures train on unpacked rows."""
-    return is_absolute_bert(model_config)
+def packing_refusal(model_config) -> Optional[str]:
+    """Why rows of this model cannot be packed (None for BERT token classifiers' configs with absolute
+    positions and no decoder, whose layers :func:`packed_logits` calls); others train on length buckets."""
+    return family_of(model_config).packing_refusal(model_config)
 
 
 def training_logits(model, features: Dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
     """The model's logits on a training batch, packed (:func:`packed_logits`: it has ``segment_ids``) or not."""
     if "segment_ids" in features:
         return packed_logits(model, features, training)
-    return model(features, training=training).logits
+    return model(family_of(model).model_inputs(model.config, features), training=training).logits
 
 
 def packed_logits(model, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
