@@ -131,6 +131,21 @@ def train_tokenizer(spec: Spec, vocab_size: int = 400):
     return tokenizer
 
 
+def tiny_config(family: str, vocab_size: int, pad_token_id: int = 0, dropout: float = 0.0):
+    """``family``'s transformers config for a random-init encoder of 1 layer, hidden size 16."""
+    import transformers
+
+    spec = SPECS[family]
+    options = dict(HIDDEN) if family != "distilbert" else {}
+    options.update(spec.config)
+    dropouts = (dict(dropout=dropout, attention_dropout=dropout) if family == "distilbert"
+                else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
+    if family == "albert":  # its classifier's dropout is a config entry of its own
+        dropouts.update(classifier_dropout_prob=dropout)
+    return getattr(transformers, spec.config_class)(vocab_size=vocab_size, pad_token_id=pad_token_id, **options,
+                                                    **dropouts)
+
+
 def write_family_checkpoint(family: str, directory: Path, dropout: float = 0.0) -> Path:
     """Save ``family``'s tiny checkpoint (tokenizer and random-init TF encoder) into ``directory``.
 
@@ -149,12 +164,7 @@ def write_family_checkpoint(family: str, directory: Path, dropout: float = 0.0) 
         settings = json.loads(config_file.read_text(encoding="utf-8"))
         settings.pop("add_prefix_space", None)
         config_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-    options = dict(HIDDEN) if family != "distilbert" else {}
-    options.update(spec.config)
-    dropouts = (dict(dropout=dropout, attention_dropout=dropout) if family == "distilbert"
-                else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
-    config = getattr(transformers, spec.config_class)(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **options, **dropouts)
+    config = tiny_config(family, len(tokenizer), pad_token_id=tokenizer.pad_token_id, dropout=dropout)
     model = getattr(transformers, spec.model_class)(config)
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))

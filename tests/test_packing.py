@@ -147,7 +147,8 @@ def test_packing_is_on_for_bert_token_classifiers_and_refused_where_it_cannot_ap
     config = TrainConfig(task="token-classification", train="x", model=str(tmp_path))
     resolve_packing(config)
     assert config.packing is False and config.attention_dropout is None  # unpacked by default, refuses --packing
-    with pytest.raises(ConfigError, match="'packing' option needs a BERT encoder"):
+    with pytest.raises(ConfigError, match="'packing' option cannot apply: packed rows are built for BERT's layers, "
+                                          "not DistilBERT's"):
         resolve_packing(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
     with pytest.raises(ConfigError, match="'packing' options are for token classification"):
         TrainConfig(task="sequence-classification", train="x", packing=True).validate()

@@ -161,7 +161,7 @@ def build_model(
 
     ``model`` is a name/path (see module docstring) or a ``transformers`` config for
     random initialisation. ``dropout`` sets the classifier dropout when given, ``attention_dropout``
-    the encoder's attention-probability dropout (BERT-style configs only). ``head``:
+    the encoder's attention-probability dropout (under its family's config name). ``head``:
     config entries of the task's head (:func:`tfft.heads.head_config`; default: a new one's).
     ``word_shapes`` widens the token type embedding to one row per word shape
     (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
@@ -181,7 +181,7 @@ def build_model(
     if dropout is not None:
         label_config["classifier_dropout"] = dropout
     if attention_dropout is not None:
-        label_config[_attention_dropout_name(model)] = attention_dropout
+        label_config[family_of_checkpoint(model).attention_dropout] = attention_dropout
     if isinstance(model, PretrainedConfig):
         config = model.__class__.from_dict({**model.to_dict(), **label_config})
         classifier = auto_class.from_config(config)
@@ -242,16 +242,6 @@ def word_inputs_for(model, word_inputs: Optional[WordInputs] = None) -> WordInpu
                           f"{'with' if shaped else 'without'} word shapes (type_vocab_size "
                           f"{model.config.type_vocab_size}); leave word_inputs unset to follow the model")
     return word_inputs
-
-
-def _attention_dropout_name(model: Union[str, None, "object"]) -> str:
-    """The config entry of the encoder's attention-probability dropout; refused for a family without one,
-    where it would be set and silently ignored."""
-    family = family_of_checkpoint(model)
-    if family.attention_dropout is None:
-        raise ConfigError(f"The 'attention_dropout' option needs an encoder with an attention-probability dropout; "
-                          f"a {family.name} model has none. Remove --attention-dropout.")
-    return family.attention_dropout
 
 
 def _widen_token_types(model, count: int) -> None:

@@ -72,15 +72,17 @@ def convert_to_tflite(model, quantize: str) -> bytes:
 
     check_quantization(quantize)
     # The inputs the model's family takes: no token_type_ids for DistilBERT, MPNet or DeBERTa-v3.
-    spec = family_of(model).model_inputs(model.config, model_input_signature())
+    family = family_of(model)
+    spec = family.model_inputs(model.config, model_input_signature())
 
-    # Keyword arguments, so that the TFLite signature's inputs carry the feature names.
+    # The specs' names become the TFLite signature's input names.
     @tf.function(input_signature=[spec])
     def token_ids_to_probabilities(features):
         logits = tf.cast(inference_logits(model, features), tf.float32)
         return {"logits": logits, "probabilities": logits_to_outputs(model.config, logits)}
 
-    function = token_ids_to_probabilities.get_concrete_function()
+    with family.tflite_tracing(model):
+        function = token_ids_to_probabilities.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":

@@ -41,7 +41,7 @@ def family_table() -> str:
         projections = " / ".join(f"`{'.'.join(family.projections[name])}`" for name in ("query", "value"))
         rows.append(" | ".join([
             f"| {family.name} ({', '.join(f'`{t}`' for t in family.model_types)})",
-            f"{family.tokenizer}: {family.subwords}",
+            f"`{family.tokenizer}`: {family.subwords}",
             "yes" if family.token_types else "no",
             family.positions,
             "yes" if family.packing else "no (length buckets)",

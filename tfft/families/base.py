@@ -11,9 +11,10 @@ is rendered from the same entries.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Set, Tuple
+from typing import ContextManager, Dict, Mapping, Optional, Set, Tuple
 
 TOKENIZER_KINDS: Dict[str, str] = {
     # kind -> how a word's subwords are marked, which word alignment and the in-graph twin follow
@@ -50,7 +51,7 @@ class Family:
     positions: str
     projections: Mapping[str, Tuple[str, ...]] = field(default_factory=lambda: dict(BERT_PROJECTIONS))
     blocks_path: Tuple[str, ...] = ("encoder", "layer")
-    attention_dropout: Optional[str] = "attention_probs_dropout_prob"
+    attention_dropout: str = "attention_probs_dropout_prob"  # the config's name for it
     packing: bool = False
     lean_pass: bool = False
     checkpoints: str = ""
@@ -71,8 +72,7 @@ class Family:
         return {"add_prefix_space": True} if self.tokenizer == "byte_bpe" else {}
 
     def uses_token_types(self, config) -> bool:
-        """Whether the model takes ``token_type_ids`` and has a token type embedding to use them
-        (DeBERTa-v3 takes them but has none: ``type_vocab_size`` 0)."""
+        """Whether the model takes ``token_type_ids`` and has a token type embedding to use them."""
         return self.token_types and int(getattr(config, "type_vocab_size", 0) or 0) > 0
 
     def model_inputs(self, config, features: Mapping) -> Dict:
@@ -88,10 +88,15 @@ class Family:
             node = getattr(node, name)
         return list(node)
 
+    def tflite_tracing(self, model) -> ContextManager[None]:
+        """A context in which the model traces to ops TFLite's builtins have (a family whose transformers
+        code divides integers, which TensorFlow does in float64, computes that in float32 inside it)."""
+        return contextlib.nullcontext()
+
     def packing_refusal(self, config) -> Optional[str]:
         """Why rows of this model cannot be packed (None when they can)."""
         if not self.packing:
-            return f"{self.name} has {self.positions} positions, which tfft's packed pass does not build"
+            return f"packed rows are built for BERT's layers, not {self.name}'s ({self.positions} positions)"
         return _bert_layout_refusal(self.name, config)
 
     def lean_refusal(self, config) -> Optional[str]:
