@@ -153,6 +153,8 @@ def write_family_checkpoint(family: str, directory: Path, dropout: float = 0.0) 
     its tokenizer_config.json, which tfft must handle itself."""
     import transformers
 
+    from tfft.backend import keras
+
     spec = SPECS[family]
     directory.mkdir(parents=True, exist_ok=True)
     fast_class = getattr(transformers, spec.fast_class)
@@ -165,6 +167,7 @@ def write_family_checkpoint(family: str, directory: Path, dropout: float = 0.0) 
         settings.pop("add_prefix_space", None)
         config_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     config = tiny_config(family, len(tokenizer), pad_token_id=tokenizer.pad_token_id, dropout=dropout)
+    keras.utils.set_random_seed(0)  # the same weights in every session
     model = getattr(transformers, spec.model_class)(config)
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))

@@ -49,8 +49,8 @@ def trained(request, family_checkpoint, tmp_path_factory):
     runs = {"family": family, "root": root, "model": model}
     commands = {
         "ner": [*NER, "--epochs", "2"],
-        "sentiment": [*SENTIMENT, "--epochs", "3", "--batch-size", "8", "--gradient-accumulation-steps", "2",
-                      "--gradient-checkpointing", "--learning-rate", "3e-2"],
+        "sentiment": [*SENTIMENT, "--epochs", "6", "--patience", "6", "--batch-size", "8",
+                      "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--learning-rate", "5e-3"],
         "lora": [*NER[:4], "--epochs", "2", "--lora-rank", "4", "--learning-rate", "3e-2"],
     }
     for name, args in commands.items():
@@ -65,7 +65,7 @@ def trained(request, family_checkpoint, tmp_path_factory):
 def test_training_lowers_the_loss_on_every_path(trained):
     for name in ("ner", "sentiment", "lora"):
         history = losses(trained[name])
-        assert history[-1] < 0.95 * history[0], (trained["family"], name, history)
+        assert history[-1] < 0.9 * history[0], (trained["family"], name, history)
 
 
 def test_evaluate_reproduces_the_validation_scores(trained, capsys):
@@ -288,3 +288,14 @@ def test_the_tflite_position_buckets_are_the_transformers_ones():
             traced = deberta.make_log_bucket_position(relative, bucket_size, max_position)
         assert tf.reduce_all(traced == expected), bucket_size
     assert deberta.make_log_bucket_position is original
+
+
+def test_tune_searches_a_family_without_token_types(family_checkpoint, tmp_path, capsys):
+    out = tmp_path / "tune"
+    assert main(["tune", *SENTIMENT, "--model", str(family_checkpoint("mpnet")), "--output-dir", str(out),
+                 "--epochs", "1", "--max-train-examples", "64", "--max-validation-examples", "16",
+                 "--no-tensorboard", "--batch-sizes", "16", "--max-trials", "2"]) == 0
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    assert len(trials) == 2 and all(t["status"] == "COMPLETED" for t in trials), trials
+    results = predicted(capsys, [str(out / "best")], SAMPLE_DATA / "sentiment_predict.txt")
+    assert {r["label"] for r in results} <= {"0", "1"} and len(results) == 2

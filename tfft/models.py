@@ -215,11 +215,6 @@ def word_shapes_by_default(model: Union[str, None], tokenizer) -> bool:
     return refusal is None
 
 
-def encoder_blocks(model) -> list:
-    """The transformer blocks of a transformers TF model, where its family keeps them."""
-    return family_of(model).blocks(model)
-
-
 def takes_word_shapes(model) -> Optional[bool]:
     """Whether ``model`` was built to take word shapes as token types: its token type embedding has one
     row per shape (``type_vocab_size`` :data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`, against 2 for BERT).

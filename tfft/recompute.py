@@ -29,7 +29,7 @@ import inspect
 from typing import Iterator, Optional
 
 from tfft.backend import keras, tf
-from tfft.models import encoder_blocks
+from tfft.families import family_of
 
 _SEED_RANGE = 2**31 - 1
 
@@ -41,7 +41,7 @@ def recompute_encoder_layers(model) -> int:
     Returns the number of layers wrapped: the blocks the model's family names (ALBERT's shared
     layer is one, recomputed at each of its calls).
     """
-    layers = encoder_blocks(model)
+    layers = family_of(model).blocks(model)
     if not model.built:
         model(model.dummy_inputs, training=False)
     for layer in layers:
