@@ -49,7 +49,7 @@ def trained(request, family_checkpoint, tmp_path_factory):
     runs = {"family": family, "root": root, "model": model}
     commands = {
         "ner": [*NER, "--epochs", "2"],
-        "sentiment": [*SENTIMENT, "--epochs", "6", "--patience", "6", "--batch-size", "8",
+        "sentiment": [*SENTIMENT, "--epochs", "8", "--patience", "8", "--batch-size", "8",
                       "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--learning-rate", "5e-3"],
         "lora": [*NER[:4], "--epochs", "2", "--lora-rank", "4", "--learning-rate", "3e-2"],
     }
@@ -299,3 +299,20 @@ def test_tune_searches_a_family_without_token_types(family_checkpoint, tmp_path,
     assert len(trials) == 2 and all(t["status"] == "COMPLETED" for t in trials), trials
     results = predicted(capsys, [str(out / "best")], SAMPLE_DATA / "sentiment_predict.txt")
     assert {r["label"] for r in results} <= {"0", "1"} and len(results) == 2
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_dropout_reaches_each_family_head_under_its_config_name(family, family_checkpoint):
+    """``--dropout`` (searched by ``tune``) and ``--attention-dropout`` under the names each family's config uses."""
+    from tfft.data.labels import LabelMap
+    from tfft.models import build_model
+
+    for task in ("token-classification", "sequence-classification"):
+        model = build_model(task, LabelMap(["a", "b"]), str(family_checkpoint(family)), dropout=0.3,
+                            attention_dropout=0.2)
+        adapter = REGISTRY[family]
+        assert all(getattr(model.config, name) == 0.3 for name in adapter.classifier_dropout(task))
+        assert getattr(model.config, adapter.attention_dropout) == 0.2
+        rates = {round(float(getattr(layer, "rate", getattr(layer, "drop_prob", -1))), 3) for layer in model.submodules
+                 if "dropout" in type(layer).__name__.lower()}
+        assert {0.3, 0.2} <= rates, (task, rates)

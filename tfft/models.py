@@ -169,7 +169,7 @@ def build_model(
     """
     from transformers import PretrainedConfig
 
-    family_of_checkpoint(model)  # an unsupported family is refused before anything is built
+    family = family_of_checkpoint(model)  # an unsupported family is refused before anything is built
     auto_class = _auto_class(task)
     label_config = dict(
         num_labels=len(label_map),
@@ -179,11 +179,14 @@ def build_model(
     head = dict(head_config(task) if head is None else head)
     label_config["problem_type"] = head.pop("problem_type", None)
     if dropout is not None:
-        label_config["classifier_dropout"] = dropout
+        label_config.update(dict.fromkeys(family.classifier_dropout(task), dropout))
     if attention_dropout is not None:
-        label_config[family_of_checkpoint(model).attention_dropout] = attention_dropout
+        label_config[family.attention_dropout] = attention_dropout
+    # Set on the config, not passed to from_pretrained: a name its config class lacks (DeBERTa's
+    # cls_dropout) would reach the model's constructor, which refuses it.
+    base = checkpoint_config(model)
+    config = type(base).from_dict({**base.to_dict(), **label_config})
     if isinstance(model, PretrainedConfig):
-        config = model.__class__.from_dict({**model.to_dict(), **label_config})
         classifier = auto_class.from_config(config)
     else:
         source = resolve_model(model)
@@ -191,7 +194,7 @@ def build_model(
             raise ModelLoadError(f"{source}: cannot load a {task} model: no weights in the directory "
                                  f"(expected one of {', '.join(WEIGHT_FILES)})")
         try:
-            classifier = auto_class.from_pretrained(source, **label_config)
+            classifier = auto_class.from_pretrained(source, config=config)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
     for name, value in head.items():  # tfft's own entries: set, not passed, as from_pretrained would refuse them

@@ -25,5 +25,6 @@ FAMILY = AlbertFamily(
         "intermediate": ("ffn",),
         "output": ("ffn_output",),
     },
+    head_dropout=("classifier_dropout_prob", "classifier_dropout_prob"),
     checkpoints="albert-base-v2",
 )

@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import ContextManager, Dict, Mapping, Optional, Set, Tuple
 
+from tfft.data import TOKEN_CLASSIFICATION
+
 TOKENIZER_KINDS: Dict[str, str] = {
     # kind -> how a word's subwords are marked, which word alignment and the in-graph twin follow
     "wordpiece": "a word's continuation subwords start with ##",
@@ -52,6 +54,9 @@ class Family:
     projections: Mapping[str, Tuple[str, ...]] = field(default_factory=lambda: dict(BERT_PROJECTIONS))
     blocks_path: Tuple[str, ...] = ("encoder", "layer")
     attention_dropout: str = "attention_probs_dropout_prob"  # the config's name for it
+    # The config entries of the classification heads' dropout (token, sequence tasks); where a head reads the
+    # encoder's hidden dropout (MPNet, DistilBERT's and DeBERTa's token heads), --dropout sets that one.
+    head_dropout: Tuple[str, str] = ("classifier_dropout", "classifier_dropout")
     packing: bool = False
     lean_pass: bool = False
     checkpoints: str = ""
@@ -61,6 +66,10 @@ class Family:
             raise ValueError(f"{self.name}: tokenizer kind {self.tokenizer!r} is not one of {', '.join(TOKENIZER_KINDS)}")
         if set(self.projections) != set(PROJECTIONS):
             raise ValueError(f"{self.name}: LoRA projections must name {', '.join(PROJECTIONS)}")
+
+    def classifier_dropout(self, task: str) -> Tuple[str, ...]:
+        """The config entries of the ``task`` head's dropout (what ``--dropout`` sets)."""
+        return (self.head_dropout[0] if task == TOKEN_CLASSIFICATION else self.head_dropout[1],)
 
     @property
     def subwords(self) -> str:

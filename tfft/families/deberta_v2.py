@@ -48,5 +48,6 @@ FAMILY = DebertaV2Family(
         "intermediate": ("intermediate", "dense"),
         "output": ("bert_output", "dense"),
     },
+    head_dropout=("hidden_dropout_prob", "cls_dropout"),
     checkpoints="microsoft/deberta-v3-base, microsoft/deberta-v3-small",
 )

@@ -18,5 +18,6 @@ FAMILY = Family(
     },
     blocks_path=("transformer", "layer"),
     attention_dropout="attention_dropout",
+    head_dropout=("dropout", "seq_classif_dropout"),
     checkpoints="distilbert-base-uncased, distilbert-base-cased",
 )

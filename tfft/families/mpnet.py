@@ -47,5 +47,6 @@ FAMILY = MPNetFamily(
         "intermediate": ("intermediate", "dense"),
         "output": ("out", "dense"),
     },
+    head_dropout=("hidden_dropout_prob", "hidden_dropout_prob"),
     checkpoints="microsoft/mpnet-base, all-mpnet-base-v2",
 )
