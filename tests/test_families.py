@@ -49,7 +49,7 @@ def trained(request, family_checkpoint, tmp_path_factory):
     runs = {"family": family, "root": root, "model": model}
     commands = {
         "ner": [*NER, "--epochs", "2"],
-        "sentiment": [*SENTIMENT, "--epochs", "8", "--patience", "8", "--batch-size", "8",
+        "sentiment": [*SENTIMENT, "--epochs", "8", "--patience", "8", "--batch-size", "4",
                       "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--learning-rate", "5e-3"],
         "lora": [*NER[:4], "--epochs", "2", "--lora-rank", "4", "--learning-rate", "3e-2"],
     }
