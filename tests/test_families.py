@@ -55,7 +55,7 @@ def trained(request, family_checkpoint, tmp_path_factory):
     }
     for name, args in commands.items():
         runs[name] = root / name
-        assert main(["train", *args, *model, *COMMON, "--output-dir", str(runs[name])]) == 0, (family, name)
+        assert main(["train", *COMMON, *model, *args, "--output-dir", str(runs[name])]) == 0, (family, name)
     texts = root / "texts.txt"
     texts.write_text("".join(text + "\n" for text in TEXTS), encoding="utf-8")
     runs["texts"] = texts

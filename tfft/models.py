@@ -169,7 +169,8 @@ def build_model(
     """
     from transformers import PretrainedConfig
 
-    family = family_of_checkpoint(model)  # an unsupported family is refused before anything is built
+    base = checkpoint_config(model)
+    family = family_of(base)  # an unsupported family is refused before anything is built
     auto_class = _auto_class(task)
     label_config = dict(
         num_labels=len(label_map),
@@ -184,7 +185,6 @@ def build_model(
         label_config[family.attention_dropout] = attention_dropout
     # Set on the config, not passed to from_pretrained: a name its config class lacks (DeBERTa's
     # cls_dropout) would reach the model's constructor, which refuses it.
-    base = checkpoint_config(model)
     config = type(base).from_dict({**base.to_dict(), **label_config})
     if isinstance(model, PretrainedConfig):
         classifier = auto_class.from_config(config)
@@ -212,10 +212,11 @@ def word_shapes_by_default(model: Union[str, None], tokenizer) -> bool:
     if not lowercases:
         return False
     config = checkpoint_config(model)
-    refusal = family_of(config).word_shapes_refusal(config)
-    if refusal is not None:
-        note_once("word shapes off", f"an uncased {family_of(config).name} model cannot take them as token types")
-    return refusal is None
+    family = family_of(config)
+    if family.word_shapes_refusal(config) is not None:
+        note_once("word shapes off", f"an uncased {family.name} model cannot take them as token types")
+        return False
+    return True
 
 
 def takes_word_shapes(model) -> Optional[bool]:

@@ -29,7 +29,6 @@ from tfft.pipeline import make_dataset, pack_length_for, worker_input_fn
 from tfft.run_dir import read_config_examples
 from tfft.training.callbacks import ValidationMetrics
 from tfft.training.losses import class_weights
-from tfft.training.packing import packing_refusal
 
 
 @dataclass
@@ -173,7 +172,8 @@ def prepare_data(config: TrainConfig, replicas: Optional[int] = None) -> Prepare
 
 def resolve_packing(config: TrainConfig) -> None:
     """Decide ``config.packing`` (recorded in config.yaml): on for token classification with an encoder whose
-    family packs rows (:meth:`tfft.families.Family.packing_refusal`), unless set; refused when set for another
+    family packs rows (:meth:`tfft.families.Family.packing_refusal`: :mod:`tfft.training.packing` calls BERT's
+    layers), unless set; refused when set for another
     encoder, and otherwise length buckets, the reason printed.
 
     Packed rows also train without attention-probability dropout unless ``attention_dropout`` is set:
@@ -182,7 +182,8 @@ def resolve_packing(config: TrainConfig) -> None:
     if config.task != TOKEN_CLASSIFICATION or config.packing is False:
         config.packing = False
         return
-    refusal = packing_refusal(checkpoint_config(config.model))
+    model_config = checkpoint_config(config.model)
+    refusal = family_of(model_config).packing_refusal(model_config)
     if config.packing and refusal is not None:
         raise ConfigError(f"The 'packing' option cannot apply: {refusal}. Remove --packing to train on length buckets.")
     if refusal is not None:

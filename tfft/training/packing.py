@@ -11,16 +11,10 @@ for each sentence exactly what that sentence alone computes.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from tfft.backend import tf
 from tfft.families import family_of
-
-
-def packing_refusal(model_config) -> Optional[str]:
-    """Why rows of this model cannot be packed (None for BERT token classifiers' configs with absolute
-    positions and no decoder, whose layers :func:`packed_logits` calls); others train on length buckets."""
-    return family_of(model_config).packing_refusal(model_config)
 
 
 def training_logits(model, features: Dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
