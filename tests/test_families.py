@@ -216,8 +216,7 @@ def test_speed_ups_a_family_lacks_are_switched_off_saying_why_once(family_checkp
     config = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
                          model=str(family_checkpoint("distilbert")), max_train_examples=8)
     for _ in range(2):
-        resolved = dataclasses.replace(config)
-        prepare_data(resolved)
+        resolved = prepare_data(config).config
         assert (resolved.packing, resolved.word_shapes) == (False, False)
     err = capsys.readouterr().err
     assert err.count("packing off: packed rows are built for BERT's layers, not DistilBERT's (absolute "
