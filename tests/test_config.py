@@ -178,6 +178,27 @@ def test_a_yaml_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
     assert parse("--config", str(path)).text_column == "résumé"
 
 
+@pytest.mark.parametrize("text,message", [
+    ("task: [token-classification\nepochs: 1\n", "run.yaml:2:7: invalid YAML: expected ',' or ']', but got ':' "
+                                                 "(while parsing a flow sequence)"),
+    ("task: token-classification\n\tepochs: 1\n", "run.yaml:2:1: invalid YAML: found character '\\t' that cannot "
+                                                   "start any token (while scanning for the next token)"),
+    ("epochs: *x\n", "run.yaml:1:9: invalid YAML: found undefined alias 'x'"),
+])
+def test_invalid_yaml_is_one_line_naming_file_line_and_column(tmp_path, text, message, capsys):
+    from tfft.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert main(["train", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"tfft train: error: {tmp_path / message}"]
+
+
+def test_a_config_that_is_a_directory_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path} is a directory, not a YAML configuration file$"):
+        parse("--config", str(tmp_path))
+
+
 @pytest.mark.parametrize("option", ["max_examples", "batch_size"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_evaluate_run_checks_its_counts_before_reading_anything(option, value):

@@ -238,3 +238,32 @@ def test_cli_hides_tensorflow_native_log_lines_but_not_its_own_messages(tmp_path
     assert NATIVE_LOG_LINE.match(b"I0000 00:00:1796116645.100809   21416 cudart_stub.cc:31] Could not find cuda")
     assert NATIVE_LOG_LINE.match(b"E0000 00:00:1796114112.405756    7863 cuda_platform.cc:52] failed call to cuInit")
     assert not NATIVE_LOG_LINE.match(b"tfft export: error: I0000 is not a run")
+
+
+# A command whose TensorFlow writes a multi-line native ERROR record (as its coordination service does for a
+# lost multi-worker peer) before tfft's own error.
+NATIVE_RECORD_THEN_ERROR = """
+import sys
+from tfft import cli
+from tfft.errors import ConfigError
+
+def lost_peer(args):
+    from tfft.backend import tf
+    tf.raw_ops.PrintV2(input="/job:worker/replica:0/task:1\\nThe tasks have crashed.", output_stream="log(error)")
+    raise ConfigError("lost worker 1")
+
+cli._evaluate = lost_peer
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_cli_hides_every_line_of_a_multi_line_native_record_and_keeps_its_own_error(tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", NATIVE_RECORD_THEN_ERROR, "evaluate", str(tmp_path), "--data", "x.txt"]
+    quiet = subprocess.run(command, capture_output=True, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.decode().splitlines() == ["tfft evaluate: error: lost worker 1"]
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, timeout=300)  # the record was written
+    assert "The tasks have crashed." in verbose.stderr.decode().splitlines()

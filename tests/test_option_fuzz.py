@@ -22,6 +22,9 @@ REQUIRED = {"train": [], "tune": [], "evaluate": ["no-such-run", "--data", "no-s
 # Checked by the export (path safety: a name stays inside --export-dir, a version is a positive integer),
 # not by a declared range; only their type errors are fuzzed here.
 CHECKED_BY_EXPORT = {("export", "--name"), ("export", "--version")}
+# Values within their option's own range that a search refuses (LoRA ranks to search start at 1): the error
+# names the flag typed, not the option behind it.
+SEARCH_REFUSES = {"--lora-ranks": ["0", "4,0"]}
 NOT_NUMBERS = ["", " ", "abc", "∞", "½", "一", "0x10", "1,5", "nan", "NaN", "inf", "-inf", "1e999", "-1e999"]
 
 
@@ -80,6 +83,7 @@ def bad_values(command: str, action):
             values += ["1,2,3", ",", "1,", "3,1"]
         elif getattr(action.type, "style", None) == "choices":
             values += [",", "1,,2", "1,abc"]
+        values += SEARCH_REFUSES.get(flag, [])
     cases = []
     for value in values:
         if flag is None:  # a positional: the value replaces the required one

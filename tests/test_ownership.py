@@ -17,7 +17,8 @@ from conftest import REPO, SAMPLE_DATA
 from tfft.cli import main
 from tfft.config import TrainConfig
 from tfft.errors import ConfigError, os_failure
-from tfft.ownership import EXPORT, MARKER_FILE, RUN, check_owned, mark
+from tfft.export.saved_model import next_version
+from tfft.ownership import EXPORT, MARKER_FILE, MAX_VERSION, RUN, check_owned, mark, remove_owned
 from tfft.training.trainer import train
 
 TRAIN_FILE = SAMPLE_DATA / "ner_train.txt"
@@ -121,6 +122,39 @@ def test_overwrite_keeps_a_work_directory_that_tfft_did_not_make(tiny_model_dir,
     assert snapshot(work) == before and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_work_directory_that_is_a_link_is_refused_and_what_it_points_to_kept(tiny_model_dir, tmp_path, capsys,
+                                                                                overwrite):
+    elsewhere = tmp_path / "elsewhere"
+    mark(elsewhere, RUN)  # even a directory tfft made: the link at its staging name is not tfft's
+    (elsewhere / "keep.txt").write_text("mine\n")
+    before = snapshot(elsewhere)
+    link = tmp_path / ".run.partial"
+    link.symlink_to(elsewhere)
+    line = refused(capsys, train_args(tiny_model_dir, tmp_path / "run", *overwrite))
+    assert line == (f"tfft train: error: {link} is a symbolic link (to {elsewhere}), not a directory tfft made; tfft "
+                    "deletes and moves only directories it made: remove the link, or choose another --output-dir")
+    assert link.is_symlink() and snapshot(elsewhere) == before and not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="is a symbolic link"):  # and so is every deletion of what tfft owns
+        remove_owned(link, RUN)
+    assert link.is_symlink() and snapshot(elsewhere) == before
+
+
+def test_a_link_loop_or_a_file_on_the_way_is_refused_before_any_work(tiny_model_dir, tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    line = refused(capsys, train_args(tiny_model_dir, loop))
+    assert line == (f"tfft train: error: {loop} is a symbolic link that leads to no directory (a loop, or a missing "
+                    "target); choose another --output-dir")
+    notes = tmp_path / "notes.txt"  # (train: test_a_directory_that_cannot_be_made_is_one_line)
+    notes.write_text("mine\n")
+    tune = ["tune", *TINY_RUN, "--model", str(tiny_model_dir), "--train", str(TRAIN_FILE), "--validation",
+            str(SAMPLE_DATA / "ner_valid.txt"), "--max-trials", "1", "--output-dir", str(notes / "a" / "tune")]
+    assert refused(capsys, tune) == (f"tfft tune: error: {notes / 'a' / 'tune'} cannot be made: {notes} is a file, "
+                                     "not a folder; choose another --output-dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "notes.txt"] and notes.read_text() == "mine\n"
+
+
 def test_an_empty_folder_takes_a_run_and_every_spelling_of_it_is_the_same_run(tiny_model_dir, tmp_path, capsys,
                                                                               monkeypatch):
     runs = tmp_path / "runs"
@@ -180,6 +214,21 @@ def test_tune_overwrite_discards_only_a_search(tiny_model_dir, tmp_path, capsys)
     assert line.endswith(f"error: {run} is a tfft run directory, not a search directory; choose another --output-dir")
 
 
+def test_a_search_directory_holding_the_searchs_own_data_is_refused(tiny_model_dir, tmp_path, capsys):
+    from tfft.tuning.tuner import SEARCH
+
+    search = tmp_path / "tune"
+    (search / "search").mkdir(parents=True)
+    mark(search, SEARCH)
+    data = search / "search" / "train.txt"  # KerasTuner's --overwrite deletes search/ with it
+    shutil.copy(TRAIN_FILE, data)
+    tune = ["tune", *TINY_RUN, "--model", str(tiny_model_dir), "--train", str(data), "--validation",
+            str(SAMPLE_DATA / "ner_valid.txt"), "--max-trials", "1", "--output-dir", str(search), "--overwrite"]
+    assert refused(capsys, tune) == (f"tfft tune: error: --train {data} is inside --output-dir {search}, which the "
+                                     "search partly replaces (search/, best/); choose another --output-dir")
+    assert data.read_bytes() == TRAIN_FILE.read_bytes()
+
+
 @pytest.mark.parametrize("options, expected", [
     (["--name", "../x"], "--name must be a plain name (a directory inside its folder), got '../x': it holds a path "
                          "separator"),
@@ -197,6 +246,27 @@ def test_export_names_and_versions_stay_inside_the_export_dir(finished_run, tmp_
     line = refused(capsys, ["export", str(finished_run), "--export-dir", str(exports), *options])
     assert line.startswith("tfft export: error: ") and expected in line
     assert not (tmp_path / "store").exists()  # nothing written, inside the export dir or beside it
+
+
+@pytest.mark.parametrize("options", [[], ["--format", "tflite", "--quantize", "float16"]])
+def test_an_export_inside_a_run_directory_is_refused(finished_run, capsys, options):
+    """``train --overwrite`` on the run would delete the export with it."""
+    before = snapshot(finished_run)
+    line = refused(capsys, ["export", str(finished_run), "--name", "ner", "--export-dir",
+                            str(finished_run / "exports"), *options])
+    assert line == (f"tfft export: error: --export-dir {finished_run / 'exports'} is inside {finished_run}, a tfft run "
+                    "directory, which --overwrite replaces as a whole; choose another --export-dir")
+    assert snapshot(finished_run) == before
+
+
+def test_only_folders_named_with_ascii_digits_are_export_versions(tmp_path):
+    for name in ("1", "7", "²", "١٢", "07x", "tflite"):  # str.isdigit() holds for ² and ١٢ (Arabic-Indic 12)
+        (tmp_path / name).mkdir()
+    assert next_version(tmp_path) == 8
+    (tmp_path / str(MAX_VERSION)).mkdir()  # no version after it that TF Serving loads
+    with pytest.raises(ConfigError, match=f"the next free version under {tmp_path} must be a whole number from 1 to "
+                                          f"{MAX_VERSION}"):
+        next_version(tmp_path)
 
 
 def test_a_trial_id_cannot_lead_out_of_the_search():
@@ -281,10 +351,10 @@ def test_a_file_size_limit_while_exporting_is_one_line_and_keeps_the_previous_ex
 def test_a_directory_that_cannot_be_made_is_one_line(finished_run, tiny_model_dir, tmp_path, capsys):
     blocker = tmp_path / "a-file"  # tests run as root, whom read-only modes do not stop: a path under a file
     blocker.write_text("")
-    line = refused(capsys, train_args(tiny_model_dir, blocker / "run"))
-    assert line == f"tfft train: error: {blocker}: File exists"
-    line = refused(capsys, train_args(tiny_model_dir, blocker / "runs" / "run"))
-    assert line == f"tfft train: error: {blocker / 'runs'}: Not a directory"
+    for run in (blocker / "run", blocker / "runs" / "run"):  # said before any work, not as the OS's "File exists"
+        line = refused(capsys, train_args(tiny_model_dir, run))
+        assert line == (f"tfft train: error: {run} cannot be made: {blocker} is a file, not a folder; choose another "
+                        "--output-dir")
     line = refused(capsys, ["export", str(finished_run), "--name", "ner", "--export-dir", str(blocker / "models")])
     assert line.startswith(f"tfft export: error: {blocker}") and line.endswith(": Not a directory")
 

@@ -140,3 +140,20 @@ def test_a_lost_worker_is_named_in_one_line_that_says_how_to_resume():
     with pytest.raises(tf.errors.UnavailableError):  # one process: not a cluster's error, left as it is
         with Cluster(SimpleNamespace()).peers_watched():
             raise tf.errors.UnavailableError(None, None, "a remote file system is down")
+
+
+def test_a_worker_lost_at_a_barrier_or_broadcast_is_named_as_in_a_fit():
+    from tfft.backend import tf
+    from tfft.distribution import WorkerLostError
+
+    def lost(*args, **kwargs):
+        raise tf.errors.UnavailableError(None, None, LOST_PEER)
+
+    spec = {"worker": ["127.0.0.1:1111", "127.0.0.1:2222"]}
+    cluster = fake_cluster("worker", 0, spec)
+    cluster.strategy.experimental_distribute_values_from_function = lost
+    # the start-up broadcast and the barrier after the fit (tfft.training.trainer)
+    for collective in (cluster.barrier, lambda: cluster.broadcast_reason(None)):
+        with pytest.raises(WorkerLostError, match=r"^lost worker 1 \(worker:1 at 127.0.0.1:2222\) of the multi-worker "
+                                                  r"cluster: .* run the same command again on every worker to resume"):
+            collective()

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true",
-                        help="also print TensorFlow's native start-up log lines (hidden by default)")
+                        help="also print TensorFlow's native log lines and error records (hidden by default)")
 
     train = commands.add_parser("train", parents=[common], help="fine-tune a token or sequence classifier",
                                 description="Fine-tune a TF BERT classifier with model.fit, stop early on the "
@@ -257,8 +257,10 @@ def json_line(value) -> str:
 
 def _export(args) -> int:
     from tfft.export.saved_model import MODEL_CARD, context_warning, export_run
+    from tfft.ownership import check_outside_owned
     from tfft.run_dir import load_run_config
 
+    check_outside_owned(args.export_dir, "--export-dir")
     if args.format == "tflite":
         if args.quantize is None or args.version is not None or args.precision != "fp32":
             raise ConfigError("--format tflite needs --quantize (dynamic-int8 or float16) and takes no --version or "
@@ -312,13 +314,23 @@ NATIVE_LOG_LINE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] 
                              rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU)")
 
 
+# TensorFlow's C++ log level that keeps only FATAL records (read once, at TensorFlow's first log record).
+NATIVE_ERRORS_HIDDEN = "3"
+
+
 @contextlib.contextmanager
 def _native_logs_filtered():
     """Drop TensorFlow's native log lines from file descriptor 2 and pass everything else through.
 
     Why a filter and not a redirect: the same descriptor carries tfft's own messages and any
-    Python traceback, which must still be seen.
+    Python traceback, which must still be seen. TensorFlow's ERROR records are not even written
+    (its C++ log level is raised for the command): the filter sees lines, and an ERROR record can
+    run to several (a lost multi-worker peer's "/job:worker/replica:0/task:1 / The tasks have
+    crashed ..."), which would follow tfft's own one-line error. Python's exceptions carry
+    what those records say; ``--verbose`` shows them.
     """
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = NATIVE_ERRORS_HIDDEN
     sys.stderr.flush()
     terminal = os.dup(2)
     read_end, write_end = os.pipe()
@@ -340,6 +352,10 @@ def _native_logs_filtered():
         os.dup2(terminal, 2)  # closes the pipe's last write end, so the thread reads to the end
         thread.join(timeout=5)
         os.close(terminal)
+        if level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -611,6 +611,8 @@ def read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a YAML mapping, with errors that name the file (and the line: bytes that are not UTF-8, a
     key given twice)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a YAML configuration file")
     if not path.is_file():
         raise ConfigError(f"{path}: configuration file not found")
     data = path.read_bytes()
@@ -627,8 +629,13 @@ def read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     except _DuplicateKey as duplicate:
         raise ConfigError(f"{path}:{duplicate.line}: the key {duplicate.key!r} is given twice (first on line "
                           f"{duplicate.first_line}); remove one of them") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    except yaml.YAMLError as error:  # PyYAML's message runs to several lines, quoting the file: keep one
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        context = getattr(error, "context", None)
+        message = f"{problem} ({context})" if context else problem
+        raise ConfigError(f"{path}{where}: invalid YAML: {' '.join(message.split())}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(values).__name__}")
     return values

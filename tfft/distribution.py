@@ -180,14 +180,16 @@ class Cluster:
         return work_dir_of(Path(run_dir)) / BACKUP_SUBDIR
 
     def chief_values(self, values: Sequence[float]) -> np.ndarray:
-        """The chief's ``values`` on every worker (a collective)."""
+        """The chief's ``values`` on every worker (a collective; a lost peer is a ``WorkerLostError``, so the
+        barriers and broadcasts built on it name the lost worker as a fit does)."""
         values = np.asarray(values, np.float64)
         if self.workers == 1:
             return values
         own = tf.constant(values)
-        per_replica = self.strategy.experimental_distribute_values_from_function(
-            lambda context: own if context.replica_id_in_sync_group == 0 else tf.zeros_like(own))
-        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+        with self.peers_watched():
+            per_replica = self.strategy.experimental_distribute_values_from_function(
+                lambda context: own if context.replica_id_in_sync_group == 0 else tf.zeros_like(own))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
 
     def broadcast_reason(self, reason: Optional[str]) -> Optional[str]:
         """The chief's ``reason`` (None: no objection) on every worker; the others pass anything.

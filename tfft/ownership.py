@@ -67,13 +67,25 @@ def marked_kind(directory: Union[str, os.PathLike]) -> Optional[str]:
     return record.get("kind") if isinstance(record, dict) and record.get("made_by") == "tfft" else None
 
 
-def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir") -> bool:
+def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir",
+                follow_link: bool = True) -> bool:
     """Refuse ``path`` unless it is absent, an empty directory or a directory tfft made as ``kind``.
 
     Returns True when it holds such a directory (False: absent or empty). The refusal names
-    ``path`` as given and says what is there."""
+    ``path`` as given and says what is there. Without ``follow_link``, a symbolic link is refused
+    too: tfft makes no links, so one at a name tfft deletes or moves (a ``.NAME.partial`` work
+    directory) was put there by someone else."""
+    if not follow_link and os.path.islink(path):
+        raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}), not a directory tfft made; tfft "
+                          f"deletes and moves only directories it made: remove the link, or choose another {option}")
     place = resolved(path)
     if not place.exists():
+        if os.path.lexists(place):  # still a link once resolved: a loop, or a link that leads nowhere
+            raise ConfigError(f"{path} is a symbolic link that leads to no directory (a loop, or a missing target); "
+                              f"choose another {option}")
+        blocking = next((p for p in place.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise ConfigError(f"{path} cannot be made: {blocking} is a file, not a folder; choose another {option}")
         return False
     if not place.is_dir():
         raise ConfigError(f"{path} is a file, not a tfft {kind.name} directory; tfft replaces only directories "
@@ -92,9 +104,21 @@ def check_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--outp
                       f"only directories it made: choose another {option}, or an empty or new directory")
 
 
+def check_outside_owned(path: Union[str, os.PathLike], option: str) -> None:
+    """Refuse ``path`` inside a directory that tfft replaces as a whole (a run, a search): its ``--overwrite``
+    would delete what was written there (an export inside a run directory, say)."""
+    place = resolved(path)
+    for folder in (place, *place.parents):
+        kind = marked_kind(folder)
+        if kind is not None and kind != EXPORT.name:
+            raise ConfigError(f"{option} {path} is inside {folder}, a tfft {kind} directory, which --overwrite "
+                              f"replaces as a whole; choose another {option}")
+
+
 def remove_owned(path: Union[str, os.PathLike], kind: Kind, option: str = "--output-dir") -> None:
-    """Delete ``path`` if tfft made it as ``kind`` (or it is empty); refuse anything else (:func:`check_owned`)."""
-    check_owned(path, kind, option)
+    """Delete ``path`` if tfft made it as ``kind`` (or it is empty); refuse anything else, a symbolic link
+    included (:func:`check_owned`)."""
+    check_owned(path, kind, option, follow_link=False)
     if os.path.lexists(path):
         shutil.rmtree(path)
 

@@ -327,9 +327,13 @@ def _label_structure(labels: Sequence[str]):
 
 
 def next_version(model_dir: Path) -> int:
-    """1 + the highest numeric version directory under ``model_dir`` (1 when there is none)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
+    """1 + the highest version directory under ``model_dir`` (1 when there is none).
+
+    Only names of ASCII digits are versions, as for TF Serving: ``str.isdigit`` also takes
+    ``²`` or ``١``, which are no version numbers."""
+    versions = ([int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit()]
+                if model_dir.is_dir() else [])
+    return checked_version(max(versions, default=0) + 1, f"the next free version under {model_dir}")
 
 
 def export_run(run_dir: Union[str, Path], name: str, version: Optional[int] = None,

@@ -15,14 +15,13 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterator, Optional
 
 from tfft.config import TrainConfig
 from tfft.errors import ConfigError
 from tfft.files import sha256_of, write_json
-from tfft.ownership import RUN, check_owned, mark, resolved
+from tfft.ownership import RUN, check_owned, mark, remove_owned, resolved
 from tfft.run_dir import RUN_KEY_FILE
 
 DATA_KEY = "data_sha256"
@@ -63,9 +62,10 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
     key = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "output_dir"}))
     key[DATA_KEY] = {name: data_digest(path) for name, path in (("train", config.train),
                                                                  ("validation", config.validation)) if path}
-    if check_owned(work_dir, RUN):  # a folder of that name that tfft did not make is refused, kept as it is
+    # A folder or link of that name that tfft did not make is refused, kept as it is.
+    if check_owned(work_dir, RUN, follow_link=False):
         if overwrite:
-            shutil.rmtree(work_dir)
+            remove_owned(work_dir, RUN)
         else:
             path = work_dir / RUN_KEY_FILE
             saved = json.loads(path.read_text()) if path.is_file() else {}
@@ -93,11 +93,13 @@ def claim_work_dir(work_dir: Path, config: TrainConfig, overwrite: bool) -> None
     write_json(work_dir / RUN_KEY_FILE, key)
 
 
-def refuse_data_inside(config: TrainConfig, run_dir: Path) -> None:
-    """Refuse a run directory holding the run's own data files: replacing it would delete them."""
+def refuse_data_inside(config: TrainConfig, directory: Path, replaced: str = "the run replaces") -> None:
+    """Refuse a directory tfft replaces (a run's; a search's, whose ``search/`` and ``best/`` go) holding the
+    run's own data files: replacing it would delete them. ``directory`` as the user gave it."""
+    place = resolved(directory)
     for name, path in (("train", config.train), ("validation", config.validation)):
-        if path and not path.startswith("tfds:") and resolved(path).is_relative_to(run_dir):
-            raise ConfigError(f"--{name} {path} is inside --output-dir {config.run_dir}, which the run replaces; "
+        if path and not path.startswith("tfds:") and resolved(path).is_relative_to(place):
+            raise ConfigError(f"--{name} {path} is inside --output-dir {directory}, which {replaced}; "
                               "choose another --output-dir")
 
 

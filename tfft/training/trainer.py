@@ -54,12 +54,14 @@ def train(config: TrainConfig, overwrite: bool = False, stopwatch: Optional[Stop
     with contextlib.ExitStack() as claimed:
         try:
             if cluster.is_chief:
+                check_owned(config.run_dir, RUN)  # a file in the way, a link loop: refused before the lock beside it
                 claimed.enter_context(run_lock(run_dir))
                 if check_owned(config.run_dir, RUN) and not overwrite:
                     raise ConfigError(f"{config.run_dir} already holds a finished run; pass --overwrite to replace "
                                       "it, or choose another --output-dir")
-                check_owned(cluster.work_dir(run_dir), RUN)  # --overwrite deletes it: refuse one tfft did not make
-                refuse_data_inside(config, run_dir)
+                # --overwrite deletes it and a finished run renames it: refuse one tfft did not make, or a link
+                check_owned(cluster.work_dir(run_dir), RUN, follow_link=False)
+                refuse_data_inside(config, config.run_dir)
             with stopwatch.phase("data"):
                 data = prepare_data(config, cluster.replicas)
             config = data.config  # resolved for the data, and frozen: what config.yaml and the resume key hold

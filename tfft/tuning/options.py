@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from tfft.config import DEFAULT_EPOCHS, POSITIVE, POSITIVE_INT, Range, TrainConfig, non_empty, option_range, read_yaml
 from tfft.errors import ConfigError
@@ -74,20 +74,22 @@ class Dimension:
             dimension = cls(choices=tuple(_number(name, v, source) for v in values))
         return dimension.checked(name, source)
 
-    def checked(self, name: str, source: str = "search space") -> "Dimension":
-        """Reject what KerasTuner would only reject at the first trial, naming the option."""
+    def checked(self, name: str, source: str = "search space", label: Optional[str] = None) -> "Dimension":
+        """Reject what KerasTuner would only reject at the first trial, naming the option as the user gave
+        it: ``label``, else ``SOURCE: 'name'`` (the key of a search-space file)."""
+        what = label or f"{source}: '{name}'"
         smallest = min(self.choices) if self.choices else self.low
         if name == "lora_rank" and smallest is not None and smallest < 1:
-            raise ConfigError(f"{source}: 'lora_rank' values must be >= 1 (compare with full fine-tuning in a "
-                              f"separate run: its learning rate differs); got {list(self.choices) or self.low}")
+            raise ConfigError(f"{what} values must be >= 1 (compare with full fine-tuning in a separate run: its "
+                              f"learning rate differs); got {list(self.choices) or self.low}")
         if self.choices:
             return self
         if self.low is None or self.high is None or self.low > self.high:
-            raise ConfigError(f"{source}: '{name}' range needs min <= max; got {self.low}..{self.high}")
+            raise ConfigError(f"{what} range needs min <= max; got {self.low}..{self.high}")
         if self.sampling not in ("linear", "log", "reverse_log"):
-            raise ConfigError(f"{source}: '{name}' sampling must be linear, log or reverse_log; got {self.sampling!r}")
+            raise ConfigError(f"{what} sampling must be linear, log or reverse_log; got {self.sampling!r}")
         if self.sampling != "linear" and self.low <= 0:
-            raise ConfigError(f"{source}: '{name}' {self.sampling} sampling needs min > 0; got {self.low}")
+            raise ConfigError(f"{what} {self.sampling} sampling needs min > 0; got {self.low}")
         return self
 
     def declare(self, hp, name: str, default: Optional[Number]) -> Number:
@@ -213,27 +215,23 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def search_space_from_args(args: argparse.Namespace, config: TrainConfig) -> SearchSpace:
-    """Default space, then the ``--search-space`` file, then the range flags given."""
+    """Default space, then the ``--search-space`` file, then the range flags given (each already a
+    checked ``Dimension``)."""
     space = SearchSpace.default(config)
     if args.search_space:
         space = space.updated(read_yaml(args.search_space), source=args.search_space)
-    flags = {}
-    for flag, (option, style) in SPACE_FLAGS.items():
-        values = getattr(args, flag[2:].replace("-", "_"))
-        if values is None:
-            continue
-        flags[option] = {"min": values[0], "max": values[1]} if style == "range" and len(values) == 2 else values
-    return space.updated(flags, source="command line") if flags else space
+    flags = {option: getattr(args, flag[2:].replace("-", "_")) for flag, (option, _) in SPACE_FLAGS.items()}
+    return dataclasses.replace(space, **{option: value for option, value in flags.items() if value is not None})
 
 
 class _SpaceFlag:
     """The argparse ``type`` of a range flag: its comma-separated numbers, each within the option's range,
-    so a bad value is a usage error before any data is read."""
+    as a checked ``Dimension``, so a bad value is a usage error naming the flag before any data is read."""
 
     def __init__(self, option: str, style: str):
         self.option, self.style = option, style
 
-    def __call__(self, text: str) -> List[Number]:
+    def __call__(self, text: str) -> Dimension:
         parts = [part.strip() for part in text.split(",")]
         if not text.strip() or "" in parts or (self.style == "range" and len(parts) > 2):
             expected = "LOW,HIGH or one value" if self.style == "range" else "comma-separated values"
@@ -245,9 +243,14 @@ class _SpaceFlag:
             except ConfigError:
                 raise argparse.ArgumentTypeError(f"each value must be {_option_range(self.option).describe()} "
                                                  f"({self.option}); got {part!r}") from None
-        if self.style == "range" and len(values) == 2 and values[0] > values[1]:
-            raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW <= HIGH; got {text!r}")
-        return values
+        if self.style == "range" and len(values) == 2:
+            dimension = Dimension(low=values[0], high=values[1], sampling=TUNED_OPTIONS[self.option])
+        else:
+            dimension = Dimension(choices=tuple(values))
+        try:
+            return dimension.checked(self.option, label=self.option)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _option_range(name: str) -> Range:

@@ -24,6 +24,7 @@ from tfft.run_dir import HISTORY_CSV, work_dir_of
 from tfft.training.artifacts import TrainResult, write_run
 from tfft.training.data import PreparedData, encode_training_examples
 from tfft.training.fit import fit_model, read_history
+from tfft.training.lifecycle import refuse_data_inside
 from tfft.tuning.distributed import DEFAULT_LEASE_SECONDS, search_role, workers_told_of_failure
 from tfft.tuning.options import SearchSpace
 from tfft.tuning.results import SearchReport
@@ -54,6 +55,7 @@ def tune(config: TrainConfig, *, tuner: str = "random", max_trials: int = 10, sp
     chief that fails before serving the search tells the workers why for ``lease_seconds``, then raises."""
     directory = tune_dir_of(config)
     with workers_told_of_failure(search_role(), lease_seconds):  # else they wait for an oracle that never comes
+        refuse_data_inside(config, directory, "the search partly replaces (search/, best/)")
         search = create_tuner(config, tuner=tuner, max_trials=max_trials, space=space,
                               hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
                               directory=directory, overwrite=overwrite, hyperband_factor=hyperband_factor, data=data,

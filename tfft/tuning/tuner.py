@@ -115,6 +115,16 @@ class BoundedHyperbandOracle(kt.oracles.HyperbandOracle):
         self.max_trials = max_trials
 
 
+def _free_or_search(directory: Path) -> bool:
+    """Whether ``directory`` is absent, empty or a search directory; a worker leaves any other to the chief,
+    which refuses it and tells the workers why."""
+    try:
+        check_owned(directory, SEARCH)
+    except ConfigError:
+        return False
+    return True
+
+
 class TfftTuner(kt.Tuner):
     """A KerasTuner ``Tuner`` over a ``TfftHyperModel``: ``search``, ``results_summary``,
     ``get_best_hyperparameters`` and ``get_best_models`` (tf-keras models with the trial's
@@ -135,8 +145,10 @@ class TfftTuner(kt.Tuner):
         if overwrite and self.role == WORKER:
             print("--overwrite is ignored on a worker: only the chief may discard the shared search", flush=True)
             overwrite = False
-        if self.role != WORKER:  # a worker may start before the chief has marked the directory
+        if self.role != WORKER:
             check_owned(directory, SEARCH)
+        elif _free_or_search(directory):  # a worker that starts first marks it, so the chief finds its own kind
+            mark(directory, SEARCH)
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
                          project_name=project_name, overwrite=overwrite)
         if self.role != WORKER:
