@@ -112,7 +112,9 @@ def train_tokenizer(spec: Spec, vocab_size: int = 400):
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     else:
         tokenizer = Tokenizer(models.Unigram())
-        steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if spec.lowercase else [])
+        # As published checkpoints normalise, less their Precompiled charsmap (which needs sentencepiece to
+        # build): NFKD (compatibility forms, accents apart), lowercased for uncased ones.
+        steps = [normalizers.NFKD()] + ([normalizers.Lowercase()] if spec.lowercase else [])
         tokenizer.normalizer = normalizers.Sequence(steps)
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
         tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
