@@ -59,3 +59,18 @@ def tiny_tokenizer(tiny_model_dir):
     from tfft.models import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory):
+    """``family_checkpoint(model_type)``: that family's tiny checkpoint (tests/families.py), built once per session."""
+    from families import write_family_checkpoint
+
+    built = {}
+
+    def checkpoint(family: str) -> Path:
+        if family not in built:
+            built[family] = write_family_checkpoint(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return built[family]
+
+    return checkpoint

@@ -8,7 +8,6 @@ import pytest
 from tfft.backend import keras, tf
 from tfft.config import TrainConfig
 from tfft.data.labels import LabelMap
-from tfft.errors import ModelLoadError
 from tfft.models import build_model, load_trained_model
 from tfft.recompute import recompute_encoder_layers
 
@@ -57,7 +56,9 @@ def loss_and_gradients(model, task: str):
     def step():
         with tf.GradientTape() as tape:
             loss = loss_of(model, features, labels)
-        return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+        gradients = tape.gradient(loss, model.trainable_variables)  # None for an unused pooler (MPNet): zeros
+        return loss, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                      for g, v in zip(gradients, model.trainable_variables)]
 
     loss, gradients = step()
     return float(loss), [g.numpy() for g in gradients]
@@ -152,11 +153,28 @@ def test_the_cli_flag_reaches_the_model_and_the_run_config(tiny_model_dir, tmp_p
     assert next(iter(seconds)) == "start-up" and seconds["start-up"] > 0  # the CLI times the process's start
 
 
-def test_an_encoder_without_a_layer_list_is_refused_by_name():
-    from transformers import DistilBertConfig
+@pytest.mark.parametrize("family", ["distilbert", "mpnet", "albert", "deberta-v2"])
+def test_every_family_recomputes_its_blocks_with_the_same_loss_and_gradients(family):
+    from families import tiny_config
 
-    config = DistilBertConfig(vocab_size=len(TINY_VOCAB), dim=8, n_layers=1, n_heads=2, hidden_dim=16,
-                              max_position_embeddings=64)
-    model = build_model("token-classification", TAGS, config)
-    with pytest.raises(ModelLoadError, match="TFDistilBertForTokenClassification has no encoder layer list"):
-        recompute_encoder_layers(model)
+    from tfft.families import family_of
+
+    config = tiny_config(family, len(TINY_VOCAB))
+    results = []
+    for checkpointing in (False, True):
+        keras.utils.set_random_seed(0)
+        model = build_model("token-classification", TAGS, config)
+        model(model.dummy_inputs, training=False)
+        if checkpointing:
+            assert recompute_encoder_layers(model) == 1  # ALBERT: its one shared layer
+        query = family_of(model).blocks(model)[0]
+        for name in family_of(model).projections["query"]:
+            query = getattr(query, name)
+        calls, keras_call = [], query.call
+        query.call = lambda *args, **kwargs: calls.append(1) or keras_call(*args, **kwargs)
+        results.append(loss_and_gradients(model, "token-classification") + (len(calls),))
+    (plain_loss, plain, plain_calls), (loss, gradients, calls) = results
+    assert plain_calls and calls == 2 * plain_calls  # traced once more for the recomputation in the backward pass
+    assert loss == pytest.approx(plain_loss, abs=1e-6)
+    for a, b in zip(plain, gradients):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -143,7 +143,8 @@ def test_packing_is_on_for_bert_token_classifiers_and_refused_where_it_cannot_ap
     DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16).save_pretrained(tmp_path)
     config = TrainConfig(task="token-classification", train="x", model=str(tmp_path))
     assert packing_options(config) == {"packing": False}  # unpacked by default, refuses --packing
-    with pytest.raises(ConfigError, match="'packing' option needs a BERT encoder"):
+    with pytest.raises(ConfigError, match="'packing' option cannot apply: packed rows are built for BERT's layers, "
+                                          "not DistilBERT's"):
         packing_options(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
     with pytest.raises(ConfigError, match="'packing' options are for token classification"):
         TrainConfig(task="sequence-classification", train="x", packing=True).validate()

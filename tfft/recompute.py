@@ -29,7 +29,7 @@ import inspect
 from typing import Iterator, Optional
 
 from tfft.backend import keras, tf
-from tfft.models import encoder_blocks
+from tfft.families import family_of
 
 _SEED_RANGE = 2**31 - 1
 
@@ -38,10 +38,10 @@ def recompute_encoder_layers(model) -> int:
     """Make every encoder layer of a transformers TF classifier recompute its activations in the backward pass.
 
     Builds the model first if needed (variables must exist before the layers are wrapped).
-    Returns the number of layers wrapped; raises ModelLoadError for an architecture without
-    an ``encoder.layer`` list (BERT, RoBERTa, ELECTRA and their relatives have one).
+    Returns the number of layers wrapped: the blocks the model's family names (ALBERT's shared
+    layer is one, recomputed at each of its calls).
     """
-    layers = encoder_blocks(model, "gradient checkpointing", "--gradient-checkpointing")
+    layers = family_of(model).blocks(model)
     if not model.built:
         model(model.dummy_inputs, training=False)
     for layer in layers:

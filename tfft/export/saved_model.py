@@ -35,8 +35,8 @@ Signatures:
 * ``serving_pretokenized`` (token classification) -- ``text`` already split into words,
   joined by spaces: split at whitespace only, same outputs as ``serving_default``.
 
-* ``predict_ids`` -- ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
-  ``[batch, length]``) to ``logits`` and ``probabilities`` (regression: ``value``), for clients
+* ``predict_ids`` -- ``input_ids``, ``attention_mask`` and, where the family's model takes token
+  types (not DistilBERT or MPNet), ``token_type_ids`` (int32 ``[batch, length]``) to ``logits`` and ``probabilities`` (regression: ``value``), for clients
   that tokenize.
 
 Every signature first checks the request's size against :mod:`tfft.export.request_limits` and
@@ -62,6 +62,7 @@ from tfft.export.request_limits import checked_ids, checked_texts, request_limit
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
 from tfft.config import EXPORT_PRECISIONS
 from tfft.errors import ConfigError
+from tfft.families import family_of
 from tfft.features import inference_length
 from tfft.heads import TARGET_SCALE, at_least_one_of, logits_to_outputs, thresholds_of
 from tfft.lean_bert import inference_logits
@@ -106,11 +107,13 @@ class ServingModule(tf.Module):
         """The model's outputs (:func:`tfft.heads.logits_to_outputs`): probabilities, or regression values."""
         return logits_to_outputs(self.model.config, inference_logits(self.model, features))
 
-    def predict_ids(self, input_ids, attention_mask, token_type_ids):
-        input_ids, attention_mask, token_type_ids = checked_ids(
-            (input_ids, attention_mask, token_type_ids),
-            getattr(self.model.config, "max_position_embeddings", self.max_length))
-        features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    def predict_ids(self, input_ids, attention_mask, token_type_ids=None):
+        """Logits and outputs of client-tokenized rows; ``token_type_ids`` only for a model that has token types."""
+        given = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 **({} if token_type_ids is None else {"token_type_ids": token_type_ids})}
+        checked = checked_ids(tuple(given.values()),
+                              getattr(self.model.config, "max_position_embeddings", self.max_length))
+        features = dict(zip(given, checked))
         logits = tf.cast(inference_logits(self.model, features), tf.float32)
         outputs = logits_to_outputs(self.model.config, logits)
         if self.task == REGRESSION:
@@ -278,7 +281,10 @@ class ServingModule(tf.Module):
             serve = tf.function(self.classify, input_signature=[text, tf.TensorSpec([None], tf.string, name="text_pair")])
         else:
             serve = tf.function(lambda text: self.classify(text), input_signature=[text])
-        ids = [tf.TensorSpec([None, None], tf.int32, name=n) for n in ("input_ids", "attention_mask", "token_type_ids")]
+        # predict_ids declares token_type_ids only where the family's model takes them (not DistilBERT, MPNet).
+        id_names = ("input_ids", "attention_mask") + (
+            ("token_type_ids",) if family_of(self.model.config).uses_token_types(self.model.config) else ())
+        ids = [tf.TensorSpec([None, None], tf.int32, name=n) for n in id_names]
         self.serve = serve
         self.serve_ids = tf.function(self.predict_ids, input_signature=ids)
         return {"serving_default": serve.get_concrete_function(), "predict_ids": self.serve_ids.get_concrete_function(),

@@ -5,8 +5,9 @@ in-graph tokenizer (hash tables, ragged tensors, while loops) would need the Fle
 which most TFLite runtimes lack. So tokenization, word splitting, long-text windows and
 Viterbi decoding stay in Python, in the code ``tfft predict`` runs on a run directory
 (:class:`tfft.export.tflite_predictor.TFLitePredictor`); the ``.tflite`` file holds the
-encoder and classifier head: ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32
-``[batch, length]``, both dimensions free) to ``logits`` and ``probabilities`` (float32).
+encoder and classifier head: ``input_ids``, ``attention_mask`` and, for families with token types,
+``token_type_ids`` (int32 ``[batch, length]``, both dimensions free) to ``logits`` and
+``probabilities`` (float32).
 
 Layout, beside the version directories TF Serving loads (it loads only the numeric
 subdirectories of ``EXPORT_DIR/NAME/``)::
@@ -65,21 +66,24 @@ def convert_to_tflite(model, quantize: str) -> bytes:
     (:func:`tfft.heads.logits_to_outputs`): a regression model's values, ``[batch, 1]``, come under that name.
     """
     from tfft.backend import tf
+    from tfft.families import family_of
     from tfft.heads import logits_to_outputs
     from tfft.lean_bert import inference_logits
     from tfft.pipeline import model_input_signature
 
     check_quantization(quantize)
-    spec = model_input_signature()
+    # The inputs the model's family takes: no token_type_ids for DistilBERT, MPNet or DeBERTa-v3.
+    family = family_of(model)
+    spec = family.model_inputs(model.config, model_input_signature())
 
-    # Keyword arguments, so that the TFLite signature's inputs carry the feature names.
-    @tf.function(input_signature=[spec["input_ids"], spec["attention_mask"], spec["token_type_ids"]])
-    def token_ids_to_probabilities(input_ids, attention_mask, token_type_ids):
-        features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    # The specs' names become the TFLite signature's input names.
+    @tf.function(input_signature=[spec])
+    def token_ids_to_probabilities(features):
         logits = tf.cast(inference_logits(model, features), tf.float32)
         return {"logits": logits, "probabilities": logits_to_outputs(model.config, logits)}
 
-    function = token_ids_to_probabilities.get_concrete_function()
+    with family.tflite_tracing(model):
+        function = token_ids_to_probabilities.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":

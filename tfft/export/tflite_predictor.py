@@ -27,6 +27,7 @@ from tfft.pipeline import model_input_signature
 from tfft.prediction import Predictor
 
 FEATURES = tuple(model_input_signature())
+REQUIRED_FEATURES = ("input_ids", "attention_mask")
 
 
 class TFLiteClassifier:
@@ -47,7 +48,10 @@ class TFLiteClassifier:
                 raise ModelLoadError(f"{self.path}: not a TensorFlow Lite model: {error}") from None
         signatures = self._interpreter.get_signature_list()
         found = next(iter(signatures.values()), {})
-        if sorted(found.get("inputs", [])) != sorted(FEATURES) or "probabilities" not in found.get("outputs", []):
+        # The inputs its family takes: all of FEATURES, or no token_type_ids (DistilBERT, MPNet, DeBERTa-v3).
+        self.inputs = tuple(name for name in FEATURES if name in found.get("inputs", []))
+        if (sorted(found.get("inputs", [])) not in (sorted(FEATURES), sorted(REQUIRED_FEATURES))
+                or "probabilities" not in found.get("outputs", [])):
             raise ModelLoadError(f"{self.path}: not a tfft TensorFlow Lite classifier (expected one signature from "
                                  f"{', '.join(FEATURES)} to probabilities; found {signatures})")
         self._runner = self._interpreter.get_signature_runner(next(iter(signatures)))
@@ -57,7 +61,7 @@ class TFLiteClassifier:
         return int(self._runner.get_output_details()["probabilities"]["shape_signature"][-1])
 
     def __call__(self, features: Dict[str, np.ndarray]) -> np.ndarray:
-        return self._runner(**{name: np.asarray(features[name], np.int32) for name in FEATURES})["probabilities"]
+        return self._runner(**{name: np.asarray(features[name], np.int32) for name in self.inputs})["probabilities"]
 
 
 class TFLitePredictor(Predictor):

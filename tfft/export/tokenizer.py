@@ -414,10 +414,12 @@ class InGraphBertTokenizer(tf.Module):
             if sorted(id_to_token) != list(range(len(id_to_token))):
                 raise ValueError(f"{path}/tokenizer.json: vocabulary ids are not 0..n-1")
             vocab = [id_to_token[i] for i in range(len(id_to_token))]
+            # lstrip / rstrip (MPNet's <mask>) only move whitespace into the token's span: BERT's
+            # pre-tokenizer drops whitespace between words anyway, so the ids are the same.
             unsupported = [
                 t["content"]
                 for t in spec.get("added_tokens", [])
-                if t.get("normalized") or t.get("lstrip") or t.get("rstrip") or t.get("single_word")
+                if t.get("normalized") or t.get("single_word")
                 or model["vocab"].get(t["content"]) != t["id"]
             ]
             if unsupported:

@@ -24,13 +24,13 @@ from tfft.distribution import Cluster
 from tfft.errors import ConfigError
 from tfft.features import Encoding, encode_for_training, inference_length
 from tfft.lora import absolute_base_model
+from tfft.families import family_of, note_once
 from tfft.metrics import decision_metric_for
-from tfft.models import load_tokenizer, resolve_model, word_shapes_by_default
+from tfft.models import checkpoint_config, load_tokenizer, word_shapes_by_default
 from tfft.pipeline import make_dataset, pack_length_for, worker_input_fn
 from tfft.run_dir import read_config_examples
 from tfft.training.callbacks import ValidationMetrics
 from tfft.training.losses import class_weights
-from tfft.training.packing import supports_packing
 
 
 @dataclass
@@ -91,14 +91,23 @@ class PreparedData:
                        seed=config.seed, num_buckets=config.num_buckets,
                        batch_tokens=config.batch_tokens and config.batch_tokens * micro_batches,
                        pack_length=pack_length_for(self.row_lengths) if config.packing else None)
+        model_config = checkpoint_config(config.model)
+        family = family_of(model_config)
+
+        def for_model(dataset: tf.data.Dataset) -> tf.data.Dataset:
+            """The features the model takes (DistilBERT, MPNet, DeBERTa-v3: no token types)."""
+            if family.uses_token_types(model_config):
+                return dataset
+            return dataset.map(lambda features, labels: (family.model_inputs(model_config, features), labels))
+
         if cluster.replicas == 1:
-            dataset = make_dataset(self.encoding, shuffle=True, **options)
+            dataset = for_model(make_dataset(self.encoding, shuffle=True, **options))
             return dataset, int(dataset.cardinality())
         config.check_replica_split(cluster.replicas)  # a tuner trial's batch size reaches here unchecked
         dataset_fn, steps = worker_input_fn(self.worker_share(cluster).encoding, all_row_lengths=self.row_lengths,
                                             replicas=cluster.replicas, worker=cluster.index,
                                             num_workers=cluster.workers, **options)
-        return cluster.strategy.distribute_datasets_from_function(dataset_fn), steps
+        return cluster.strategy.distribute_datasets_from_function(lambda context: for_model(dataset_fn(context))), steps
 
     def validation_metrics(self, config: TrainConfig, cluster: Cluster) -> Optional[ValidationMetrics]:
         """The callback that adds the validation scores to each epoch's logs (None without validation data).
@@ -181,6 +190,11 @@ def resolve_config(config: TrainConfig, tokenizer, train_examples: list,
         changes["model"] = absolute_base_model(config.model)
     if config.word_shapes is None and config.task == TOKEN_CLASSIFICATION:
         changes["word_shapes"] = word_shapes_by_default(changes.get("model", config.model), tokenizer)
+    elif config.uses_word_shapes:
+        model_config = checkpoint_config(config.model)
+        refusal = family_of(model_config).word_shapes_refusal(model_config)
+        if refusal is not None:
+            raise ConfigError(refusal[0].upper() + refusal[1:])
     changes.update(packing_options(config))
     if config.text_pair_column is None and any(getattr(e, "text_pair", None) is not None for e in train_examples):
         # Pairs found by the TFDS reader's default features: recorded, so export and predict serve pairs.
@@ -196,23 +210,25 @@ def resolve_config(config: TrainConfig, tokenizer, train_examples: list,
 
 def packing_options(config: TrainConfig) -> Dict[str, Any]:
     """``packing`` (and ``attention_dropout``) as ``config`` trains with them: packing is on for token
-    classification with an encoder that :func:`tfft.training.packing.supports_packing` covers, unless set;
-    refused when set for another encoder.
+    classification with an encoder whose family packs rows (:meth:`tfft.families.Family.packing_refusal`:
+    :mod:`tfft.training.packing` calls BERT's layers), unless set; refused when set for another encoder,
+    and otherwise length buckets, the reason printed once.
 
     Packed rows also train without attention-probability dropout unless ``attention_dropout`` is set:
     on 128-token packs the attention probabilities are a step's largest tensor, and drawing their
     dropout masks cost a fifth of the step, with no loss of F1 (docs/results.md, the NER levers)."""
-    from transformers import AutoConfig
-
     if config.task != TOKEN_CLASSIFICATION or config.packing is False:
         return {"packing": False}
-    supported = supports_packing(AutoConfig.from_pretrained(resolve_model(config.model)))
-    if config.packing and not supported:
-        raise ConfigError(f"The 'packing' option needs a BERT encoder with absolute positions; {config.model!r} is "
-                          f"not one. Remove --packing to train on unpacked rows.")
-    if supported and config.attention_dropout is None:
+    model_config = checkpoint_config(config.model)
+    refusal = family_of(model_config).packing_refusal(model_config)
+    if config.packing and refusal is not None:
+        raise ConfigError(f"The 'packing' option cannot apply: {refusal}. Remove --packing to train on length buckets.")
+    if refusal is not None:
+        note_once("packing off", refusal + "; training on length buckets")
+        return {"packing": False}
+    if config.attention_dropout is None:
         return {"packing": True, "attention_dropout": 0.0}
-    return {"packing": supported}
+    return {"packing": True}
 
 
 def label_map_for(config: TrainConfig, train_examples: list) -> LabelMap:

@@ -14,20 +14,14 @@ from __future__ import annotations
 from typing import Dict
 
 from tfft.backend import tf
-from tfft.lean_bert import is_absolute_bert
-
-
-def supports_packing(model_config) -> bool:
-    """True for BERT token classifiers' configs (absolute positions, no decoder), whose layers
-    :func:`packed_logits` calls; other architectures train on unpacked rows."""
-    return is_absolute_bert(model_config)
+from tfft.families import family_of
 
 
 def training_logits(model, features: Dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
     """The model's logits on a training batch, packed (:func:`packed_logits`: it has ``segment_ids``) or not."""
     if "segment_ids" in features:
         return packed_logits(model, features, training)
-    return model(features, training=training).logits
+    return model(family_of(model).model_inputs(model.config, features), training=training).logits
 
 
 def packed_logits(model, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:

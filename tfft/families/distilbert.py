@@ -1,0 +1,23 @@
+"""DistilBERT: BERT's tokenizer, no token types, its own block layout (``transformer.layer``)."""
+
+from tfft.families.base import Family
+
+FAMILY = Family(
+    name="DistilBERT",
+    model_types=("distilbert",),
+    tokenizer="wordpiece",
+    token_types=False,
+    positions="absolute",
+    projections={
+        "query": ("attention", "q_lin"),
+        "key": ("attention", "k_lin"),
+        "value": ("attention", "v_lin"),
+        "attention_output": ("attention", "out_lin"),
+        "intermediate": ("ffn", "lin1"),
+        "output": ("ffn", "lin2"),
+    },
+    blocks_path=("transformer", "layer"),
+    attention_dropout="attention_dropout",
+    head_dropout=("dropout", "seq_classif_dropout"),
+    checkpoints="distilbert-base-uncased, distilbert-base-cased",
+)
