@@ -33,7 +33,7 @@ import numpy as np
 from tfft.backend import tf
 from tfft.export.graph_tokenizers.common import (
     NUM_CODE_POINTS, WHITESPACE, AddedTokenMatcher, PostProcessor, added_tokens_of, assemble, code_point_table,
-    general_categories, lookup, on_cpu, pack,
+    decode_characters, general_categories, lookup, on_cpu, pack,
 )
 
 _LETTER, _NUMBER, _OTHER, _SPACE, _CONTRACTION, _ADDED = range(6)
@@ -190,14 +190,9 @@ class ByteLevelBpeTokenizer(tf.Module):
         :meth:`~tfft.export.tokenizer.InGraphBertTokenizer.tokenize` does; a "word" is a
         pre-tokenizer piece, its span the Hugging Face offsets of its first and last token.
         """
-        text = tf.convert_to_tensor(text, tf.string)
-        chars = tf.strings.unicode_decode(text, "UTF-8", errors="replace")
-        code_points = chars.flat_values
-        row = chars.value_rowids()
-        position = tf.range(tf.size(code_points, out_type=tf.int64)) - tf.gather(chars.row_starts(), row)
+        code_points, row, position, row_length = decode_characters(text)
         # Whitespace that lstrip/rstrip tokens take vanishes; their offsets exclude it, as trimming would.
-        added_id, covered, before, after = self._matcher.match(
-            code_points, row, position, tf.gather(chars.row_lengths(), row))
+        added_id, covered, before, after = self._matcher.match(code_points, row, position, row_length)
         kept = tf.where(~before & ~after)[:, 0]
         code_points, row, position = (tf.gather(t, kept) for t in (code_points, row, position))
         added_id, covered = tf.gather(added_id, kept), tf.gather(covered, kept)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence, TypeVar
+from typing import Callable, NamedTuple, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -87,6 +87,17 @@ def added_tokens_of(spec: dict) -> list[AddedToken]:
         tokens.append(AddedToken(entry["content"], int(entry["id"]), bool(entry.get("lstrip")),
                                  bool(entry.get("rstrip"))))
     return tokens
+
+
+def decode_characters(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The characters of ``text`` (tf.string ``[batch]``; invalid UTF-8 read as U+FFFD) as one flat batch:
+    ``(code_points, row, position, row_length)``, each character's row, place in it and its row's
+    length, as :meth:`AddedTokenMatcher.match` takes them."""
+    chars = tf.strings.unicode_decode(tf.convert_to_tensor(text, tf.string), "UTF-8", errors="replace")
+    code_points = chars.flat_values
+    row = chars.value_rowids()
+    position = tf.range(tf.size(code_points, out_type=tf.int64)) - tf.gather(chars.row_starts(), row)
+    return code_points, row, position, tf.gather(chars.row_lengths(), row)
 
 
 class AddedTokenMatcher:

@@ -44,7 +44,7 @@ from tfft.backend import tf
 from tfft.export.graph_tokenizers.bpe import _pad_id, bpe_merge, ranks_table, utf8_bytes, vocab_table
 from tfft.export.graph_tokenizers.common import (
     NUM_CODE_POINTS, WHITESPACE, AddedTokenMatcher, PostProcessor, added_tokens_of, assemble, code_point_table,
-    general_categories, lookup, on_cpu, pack,
+    decode_characters, general_categories, lookup, on_cpu, pack,
 )
 
 _UNK_PENALTY = 10.0  # tokenizers' K_UNK_PENALTY: an unknown character scores min_score - 10
@@ -431,14 +431,9 @@ class SentencePieceTokenizer(tf.Module):
         :meth:`~tfft.export.tokenizer.InGraphBertTokenizer.tokenize` does; a "word" is a
         pre-tokenizer piece (``▁word``), its span the Hugging Face offsets of its first and last token.
         """
-        text = tf.convert_to_tensor(text, tf.string)
         nrows = tf.shape(text, out_type=tf.int64)[0]
-        chars = tf.strings.unicode_decode(text, "UTF-8", errors="replace")
-        code_points = chars.flat_values
-        row = chars.value_rowids()
-        position = tf.range(tf.size(code_points, out_type=tf.int64)) - tf.gather(chars.row_starts(), row)
-        added_id, covered, before, after = self._matcher.match(
-            code_points, row, position, tf.gather(chars.row_lengths(), row))
+        code_points, row, position, row_length = decode_characters(text)
+        added_id, covered, before, after = self._matcher.match(code_points, row, position, row_length)
         stripped = before | after
 
         # Segments: text between added tokens (or row ends), and each added token.
