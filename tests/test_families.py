@@ -1,10 +1,9 @@
 """Every encoder family through the user's path (``tfft train``, ``evaluate``, ``predict``, LoRA, gradient
-accumulation with checkpointing, TFLite, several replicas) on tiny checkpoints built offline
+accumulation with checkpointing, several replicas) on tiny checkpoints built offline
 (tests/families.py): what each family's adapter (tfft/families) claims is what the paths do."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -103,31 +102,7 @@ def test_sequence_predictions_follow_the_evaluated_model(trained, capsys):
     assert accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
 
 
-def test_tflite_export_predicts_the_run_entities(trained, capsys):
-    export_dir = trained["root"] / "exports"
-    assert main(["export", str(trained["ner"]), "--name", "ner", "--export-dir", str(export_dir),
-                 "--format", "tflite", "--quantize", "float16"]) == 0
-    expected = predicted(capsys, [str(trained["ner"])], trained["texts"])
-    tflite = predicted(capsys, ["--tflite", str(export_dir / "ner" / "tflite" / "model-float16.tflite")],
-                       trained["texts"])
-    assert [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in tflite] == \
-           [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in expected]
-
-
-# The SavedModel's in-graph tokenizer (tfft/export/tokenizer.py, separate work) covers these today; MPNet's
-# WordPiece adds '<mask>', which it refuses, and byte-level BPE and SentencePiece are to come.
-SAVED_MODEL_FAMILIES = ("bert", "electra", "distilbert")
-
-
-def test_saved_model_predicts_the_run_entities(trained, capsys):
-    if trained["family"] not in SAVED_MODEL_FAMILIES:
-        pytest.skip(f"the in-graph tokenizer does not cover {trained['family']} yet (separate work)")
-    export_dir = trained["root"] / "saved"
-    assert main(["export", str(trained["ner"]), "--name", "ner", "--export-dir", str(export_dir)]) == 0
-    expected = predicted(capsys, [str(trained["ner"])], trained["texts"])
-    served = predicted(capsys, ["--saved-model", str(export_dir / "ner" / "1")], trained["texts"])
-    assert [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in served] == \
-           [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in expected]
+# The SavedModel and TFLite exports of every family: tests/test_family_serving.py.
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
