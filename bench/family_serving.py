@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,37 +27,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from tfft.backend import tf  # noqa: E402
+from graph_tokenizers import p50_ms  # noqa: E402
+from memory import memory_kib  # noqa: E402
 
 KINDS = {"WordPiece": "bert", "byte-level BPE": "roberta", "SentencePiece": "xlm-roberta"}
 DEFAULT_SIZE = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
 
-def _p50_ms(function, inputs, calls: int) -> float:
-    times = []
-    for index in range(calls):
-        begin = time.perf_counter()
-        function(inputs[index % len(inputs)])
-        times.append(time.perf_counter() - begin)
-    return float(np.median(times)) * 1000
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _request_peak_mb(function, request) -> float:
     """Resident memory one call adds at its peak: VmHWM after it (reset first, as bench/serving_memory.py
     does) less VmRSS before it."""
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_mb("VmRSS")
+    before = memory_kib("VmRSS")
     function(request)
-    return _status_mb("VmHWM") - before
+    return (memory_kib("VmHWM") - before) / 1024
 
 
 def serving_functions(family: str, directory: Path):
@@ -119,15 +105,15 @@ def main() -> None:
                                  (tokenize, batches), (encode, batch_ids)):
             for warm in inputs[:3]:
                 function(warm)
-        row = {"serve_p50_ms": _p50_ms(serve, singles, args.calls),
-               "tokenizer_p50_ms": _p50_ms(tokenize, singles, args.calls),
-               "encoder_p50_ms": _p50_ms(encode, single_ids, args.calls)}
-        batch_ms = _p50_ms(serve, batches, args.batches)
+        row = {"serve_p50_ms": p50_ms(serve, singles, args.calls),
+               "tokenizer_p50_ms": p50_ms(tokenize, singles, args.calls),
+               "encoder_p50_ms": p50_ms(encode, single_ids, args.calls)}
+        batch_ms = p50_ms(serve, batches, args.batches)
         row.update(serve_batch64_texts_per_s=64_000 / batch_ms,
                    first_batch64_peak_mb=first_batch_peak,
                    warm_batch64_peak_mb=float(np.median([_request_peak_mb(serve, b) for b in batches])),
-                   tokenizer_batch64_ms=_p50_ms(tokenize, batches, args.batches),
-                   encoder_batch64_ms=_p50_ms(encode, batch_ids, args.batches))
+                   tokenizer_batch64_ms=p50_ms(tokenize, batches, args.batches),
+                   encoder_batch64_ms=p50_ms(encode, batch_ids, args.batches))
         results[f"{kind} ({family})"] = row
         print(f"{kind + ' (' + family + ')':30s} {row['serve_p50_ms']:10.2f} {row['tokenizer_p50_ms']:7.2f} "
               f"{row['encoder_p50_ms']:7.2f} {row['serve_batch64_texts_per_s']:11.0f} "

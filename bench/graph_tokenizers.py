@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tfft.backend import tf  # noqa: E402
 
 
-def _p50(function, inputs, calls: int) -> float:
+def p50_ms(function, inputs, calls: int) -> float:
+    """Median milliseconds of ``calls`` calls of ``function``, cycling through ``inputs``."""
     times = []
     for index in range(calls):
         begin = time.perf_counter()
@@ -75,8 +76,8 @@ def main() -> None:
                              input_signature=[tf.TensorSpec([None], tf.string)])
         singles = [tf.constant([s]) for s in sentences]
         batches = [tf.constant(sentences[i:i + 64]) for i in range(0, len(sentences) - 63, 64)]
-        row = {"graph_tokenizer_ms": _p50(encode, singles, args.calls),
-               "hf_tokenizer_ms": _p50(lambda s: hf.encode(s), sentences, args.calls)}
+        row = {"graph_tokenizer_ms": p50_ms(encode, singles, args.calls),
+               "hf_tokenizer_ms": p50_ms(lambda s: hf.encode(s), sentences, args.calls)}
         features = encode(singles[0])
         for size in ("tiny",) + (() if args.no_base else ("base",)):
             config = transformers.RobertaConfig(
@@ -87,12 +88,12 @@ def main() -> None:
             run = tf.function(lambda f: model(input_ids=f["input_ids"], attention_mask=f["attention_mask"],
                                               training=False).logits)
             ids = [encode(s) for s in singles[:20]]
-            row[f"{size}_encoder_ms"] = _p50(run, ids, args.calls)
+            row[f"{size}_encoder_ms"] = p50_ms(run, ids, args.calls)
             if size == "base":
                 batch_ids = [encode(b) for b in batches]
-                row["base_encoder_batch64_ms"] = _p50(run, batch_ids, args.batches)
-        row["graph_tokenizer_batch64_ms"] = _p50(encode, batches, args.batches)
-        row["long_word_ms"] = _p50(encode, [tf.constant([long_word])], 3)
+                row["base_encoder_batch64_ms"] = p50_ms(run, batch_ids, args.batches)
+        row["graph_tokenizer_batch64_ms"] = p50_ms(encode, batches, args.batches)
+        row["long_word_ms"] = p50_ms(encode, [tf.constant([long_word])], 3)
         results[name] = row
         print(f"{name:34s} {row['graph_tokenizer_ms']:11.2f} {row['hf_tokenizer_ms']:9.3f} "
               f"{row['tiny_encoder_ms']:10.2f} {row.get('base_encoder_ms', float('nan')):10.2f} "
