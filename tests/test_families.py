@@ -40,8 +40,9 @@ def predicted(capsys, where, path: Path, *extra) -> list:
 
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
 def trained(request, family_checkpoint, tmp_path_factory):
-    """One family's runs: NER (Keras' own step on length buckets; BERT: packed rows), sentiment with gradient
-    accumulation and checkpointing (tfft's step, recomputed blocks), NER with LoRA adapters (no validation)."""
+    """One family's runs: NER (packed rows where the family packs, Keras' own step on length buckets elsewhere),
+    sentiment with gradient accumulation and checkpointing (tfft's step, recomputed blocks), NER with LoRA
+    adapters (no validation)."""
     family = request.param
     model = ["--model", str(family_checkpoint(family))]
     root = tmp_path_factory.mktemp(f"runs-{family}")
@@ -190,12 +191,12 @@ def test_word_shapes_and_packing_are_refused_in_one_line_where_the_family_cannot
     assert err.strip() == ("tfft train: error: The 'word_shapes' option needs a token type embedding to carry the "
                            "shapes; a DistilBERT model has none. Use --no-word-shapes (or a cased checkpoint, which "
                            "sees capitalisation itself)")
-    code, _, err = run_cli(capsys, "train", *NER, "--model", str(family_checkpoint("roberta")), "--packing",
+    code, _, err = run_cli(capsys, "train", *NER, "--model", str(family_checkpoint("deberta-v2")), "--packing",
                            "--output-dir", str(tmp_path / "run"))
     assert code == 2 and not (tmp_path / "run").exists()
     assert err.strip() == ("tfft train: error: The 'packing' option cannot apply: packed rows are built for BERT's "
-                           "layers, not RoBERTa's (padding-offset absolute positions). Remove --packing to train on "
-                           "length buckets.")
+                           "block layout, which DeBERTa-v2/v3 lacks: its disentangled attention adds relative "
+                           "position embeddings in every block. Remove --packing to train on length buckets.")
 
 
 def test_speed_ups_a_family_lacks_are_switched_off_saying_why_once(family_checkpoint, tmp_path, capsys):
@@ -210,8 +211,9 @@ def test_speed_ups_a_family_lacks_are_switched_off_saying_why_once(family_checkp
         resolved = prepare_data(config).config
         assert (resolved.packing, resolved.word_shapes) == (False, False)
     err = capsys.readouterr().err
-    assert err.count("packing off: packed rows are built for BERT's layers, not DistilBERT's (absolute "
-                     "positions); training on length buckets") == 1
+    assert err.count("packing off: packed rows are built for BERT's block layout, which DistilBERT lacks: its "
+                     "embedding layer takes no position ids and its blocks (attention.q_lin, ffn.lin1) are laid out "
+                     "otherwise; training on length buckets") == 1
     assert err.count("word shapes off: an uncased DistilBERT model cannot take them as token types") == 1
 
 

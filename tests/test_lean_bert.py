@@ -11,26 +11,32 @@ from tfft.models import build_model
 TAGS = LabelMap(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
 
 
-def features(batch: int = 3, length: int = 11, vocab: int = 30, seed: int = 0):
-    """Random ids with ragged padding and a second segment, as the data pipeline produces them."""
+def features(batch: int = 3, length: int = 11, vocab: int = 30, seed: int = 0, pad_token_id: int = 0,
+             type_vocab: int = 2):
+    """Random ids with ragged padding (``pad_token_id``) and a second segment where the model has two token
+    types, as the data pipeline produces them."""
     rng = np.random.default_rng(seed)
     input_ids = rng.integers(5, vocab, (batch, length)).astype(np.int32)
     attention_mask = np.ones_like(input_ids)
     attention_mask[1, 6:] = 0
     attention_mask[2, 2:] = 0
-    input_ids[attention_mask == 0] = 0
+    input_ids[attention_mask == 0] = pad_token_id
     token_type_ids = np.zeros_like(input_ids)
-    token_type_ids[0, 5:] = 1
+    token_type_ids[0, 5:] = type_vocab - 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
+@pytest.mark.parametrize("family", ["bert", "electra", "roberta", "xlm-roberta"])
 @pytest.mark.parametrize("task,labels,expected_shape", [
     ("token-classification", TAGS, (3, 11, 5)),
     ("sequence-classification", LabelMap(["negative", "neutral", "positive"]), (3, 3)),
 ])
-def test_lean_logits_equal_the_transformers_call(tiny_model_dir, task, labels, expected_shape):
-    model = build_model(task, labels, str(tiny_model_dir))
-    inputs = features()
+def test_lean_logits_equal_the_transformers_call(family, family_checkpoint, task, labels, expected_shape):
+    """Every family of BERT's block layout: BERT's pooled sequence head, ELECTRA's embedding projection and
+    gelu head, RoBERTa's positions past the padding id and first-token head."""
+    model = build_model(task, labels, str(family_checkpoint(family)))
+    inputs = features(vocab=model.config.vocab_size, pad_token_id=model.config.pad_token_id,
+                      type_vocab=model.config.type_vocab_size)
     assert supports_lean_forward(model)
     expected = model(inputs, training=False).logits.numpy()
     lean = tf.function(lambda f: lean_logits(model, f))(inputs).numpy()

@@ -14,14 +14,15 @@ from tfft.training.packing import packed_logits
 TAGS = LabelMap(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
 
 
-def token_encoding(lengths, seed: int = 0) -> Encoding:
-    """Rows of the given lengths: [CLS] ids [SEP] with random ids, types and labels (ignored on the ends)."""
+def token_encoding(lengths, seed: int = 0, type_vocab: int = 2) -> Encoding:
+    """Rows of the given lengths: [CLS] ids [SEP] with random ids, types (below ``type_vocab``) and labels
+    (ignored on the ends)."""
     rng = np.random.default_rng(seed)
     lengths = np.asarray(lengths, np.int64)
     ids, types, labels = [], [], []
     for length in lengths:
         ids += [2] + list(rng.integers(5, 30, length - 2)) + [3]
-        types += list(rng.integers(0, 2, length))
+        types += list(rng.integers(0, type_vocab, length))
         labels += [IGNORE_INDEX] + list(rng.integers(0, len(TAGS), length - 2)) + [IGNORE_INDEX]
     return Encoding(input_ids=np.asarray(ids, np.int32), token_type_ids=np.asarray(types, np.int32),
                     row_lengths=lengths, example_index=np.arange(len(lengths)), labels=np.asarray(labels, np.int32),
@@ -78,12 +79,24 @@ def test_packed_rows_per_batch_keeps_about_the_sentences_of_a_batch():
     assert packed_rows_per_batch(lengths, 128, batch_size=1) == 1
 
 
-def test_a_packed_row_gives_the_logits_and_gradients_of_its_sentences_unpacked(tiny_model_dir):
-    model = build_model("token-classification", TAGS, str(tiny_model_dir))
-    encoding = token_encoding([5, 7, 4])
-    unpacked_features, unpacked_labels = next(iter(make_dataset(encoding, batch_size=3, bucket_boundaries=[8])))
+PACKING_FAMILIES = ("bert", "electra", "roberta", "xlm-roberta")
+
+
+@pytest.mark.parametrize("family", PACKING_FAMILIES)
+def test_a_packed_row_gives_the_logits_and_gradients_of_its_sentences_unpacked(family, family_checkpoint):
+    """Each family that packs (BERT's block layout; ELECTRA's embedding projection, RoBERTa's positions past
+    the padding id): a packed row's logits are each sentence's alone through the model's own call, and a
+    packed batch's loss and gradients are the unpacked batch's."""
+    from tfft.families import family_of
+
+    model = build_model("token-classification", TAGS, str(family_checkpoint(family)))
+    config = model.config
+    assert family_of(model).packing_refusal(config) is None
+    encoding = token_encoding([5, 7, 4], type_vocab=config.type_vocab_size)
+    unpacked_features, unpacked_labels = next(iter(make_dataset(encoding, batch_size=3, bucket_boundaries=[8],
+                                                                pad_token_id=config.pad_token_id)))
     packed_features, packed_labels = next(iter(make_dataset(encoding, batch_size=3, shuffle=True, seed=0,
-                                                            pack_length=24)))
+                                                            pack_length=24, pad_token_id=config.pad_token_id)))
     assert packed_features["input_ids"].shape == (1, 24)
     loss = CrossEntropy()
 
@@ -94,18 +107,20 @@ def test_a_packed_row_gives_the_logits_and_gradients_of_its_sentences_unpacked(t
         gradients = tape.gradient(total, model.trainable_variables)
         return logits, total, [tf.convert_to_tensor(g) for g in gradients]
 
-    logits, total, gradients = loss_and_gradients(lambda f: model(f, training=False).logits, unpacked_features,
-                                                  unpacked_labels)
+    _, total, gradients = loss_and_gradients(lambda f: model(f, training=False).logits, unpacked_features,
+                                             unpacked_labels)
     packed, packed_total, packed_gradients = loss_and_gradients(
         lambda f: packed_logits(model, f, training=False), packed_features, packed_labels)
-    # Each sentence's logits, found in the packed row by its ids.
+    # Each sentence alone through the model's call, found in the packed row by its ids.
     segments = packed_features["segment_ids"][0].numpy()
     for row, length in enumerate(encoding.row_lengths):
-        ids = unpacked_features["input_ids"][row, :length].numpy()
+        alone = {name: unpacked_features[name][row:row + 1, :length] for name in
+                 ("input_ids", "attention_mask", "token_type_ids")}
+        expected = model(alone, training=False).logits[0].numpy()
         segment = next(s for s in range(1, 4)
-                       if np.array_equal(packed_features["input_ids"][0].numpy()[segments == s], ids))
-        np.testing.assert_allclose(packed[0].numpy()[segments == segment], logits[row, :length].numpy(),
-                                   rtol=1e-5, atol=1e-5)
+                       if np.array_equal(packed_features["input_ids"][0].numpy()[segments == s],
+                                         alone["input_ids"][0].numpy()))
+        np.testing.assert_allclose(packed[0].numpy()[segments == segment], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(packed_total.numpy(), total.numpy(), rtol=1e-5)
     for packed_gradient, gradient in zip(packed_gradients, gradients):
         np.testing.assert_allclose(packed_gradient.numpy(), gradient.numpy(), rtol=1e-4, atol=1e-6)
@@ -143,8 +158,8 @@ def test_packing_is_on_for_bert_token_classifiers_and_refused_where_it_cannot_ap
     DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16).save_pretrained(tmp_path)
     config = TrainConfig(task="token-classification", train="x", model=str(tmp_path))
     assert packing_options(config) == {"packing": False}  # unpacked by default, refuses --packing
-    with pytest.raises(ConfigError, match="'packing' option cannot apply: packed rows are built for BERT's layers, "
-                                          "not DistilBERT's"):
+    with pytest.raises(ConfigError, match="'packing' option cannot apply: packed rows are built for BERT's block "
+                                          "layout, which DistilBERT lacks: its embedding layer takes no position ids"):
         packing_options(TrainConfig(task="token-classification", train="x", model=str(tmp_path), packing=True))
     with pytest.raises(ConfigError, match="'packing' options are for token classification"):
         TrainConfig(task="sequence-classification", train="x", packing=True).validate()

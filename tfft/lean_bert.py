@@ -1,4 +1,4 @@
-"""A lean forward pass over the layers of a transformers TF BERT classifier.
+"""A lean forward pass over the layers of a transformers TF classifier of BERT's block layout.
 
 Why: ``TFBertFor*Classification.call`` builds ~1,600 graph ops for a 6-layer model (shape
 lists, ``tensordot`` reshapes around every 3-D ``Dense``, bounds assertions, head-mask and
@@ -10,9 +10,11 @@ model: 1.25x faster at batch 64, ~2 ms less for one sentence. Predictions, valid
 SavedModel export use it; training keeps the transformers ``call`` (the lean pass was slower
 there: a gather's gradient is a scatter, and Keras' fused layer-norm gradient wins).
 
-Only plain BERT encoders are covered (the BERT family, absolute positions, no decoder:
-:meth:`tfft.families.Family.lean_refusal`); :func:`supports_lean_forward` says so, and callers
-fall back to ``model(...)``, saying why once.
+Encoders of BERT's block layout are covered (BERT, ELECTRA, RoBERTa, XLM-R; absolute positions, no
+decoder: :meth:`tfft.families.Family.lean_refusal`), the family saying what differs: the encoder's
+attribute, where positions start, an embedding projection, the sequence head.
+:func:`supports_lean_forward` says whether a model is covered, and callers fall back to
+``model(...)``, saying why once.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ def lean_refusal(model) -> Optional[str]:
     if refusal is None and not (isinstance(config.hidden_act, str)
                                 and (config.hidden_act in _EXACT_GELU or config.hidden_act in _ACTIVATIONS)):
         refusal = f"the lean inference pass has no {config.hidden_act!r} activation"
-    if refusal is None and not (hasattr(model, "bert") and hasattr(model, "classifier")):
+    if refusal is None and not (hasattr(model, model.base_model_prefix) and hasattr(model, "classifier")):
         refusal = f"the lean inference pass does not know {type(model).__name__}'s head"
     return refusal
 
 
 def supports_lean_forward(model) -> bool:
-    """True when ``model`` is a transformers TF BERT token or sequence classifier this module reproduces."""
+    """True when ``model`` is a transformers TF token or sequence classifier this module reproduces."""
     return lean_refusal(model) is None
 
 
@@ -59,11 +61,11 @@ def inference_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """Inference logits of a BERT classifier, equal (to float rounding) to ``model(features).logits``
+    """Inference logits of a classifier of BERT's block layout, equal (to float rounding) to ``model(features).logits``
     wherever ``attention_mask`` is 1 (and at every row's first token when the row has a real token).
 
-    ``features`` holds ``input_ids``, ``attention_mask`` and ``token_type_ids`` of shape
-    ``[batch, length]``. Returns ``[batch, length, labels]`` for token classifiers (zeros where
+    ``features`` holds ``input_ids``, ``attention_mask`` and (where the family takes them)
+    ``token_type_ids`` of shape ``[batch, length]``; the attended tokens of a row lead it. Returns ``[batch, length, labels]`` for token classifiers (zeros where
     the mask is 0) and ``[batch, labels]`` for sequence classifiers, in the model's compute dtype.
 
     Padding is dropped before the first layer: the embeddings, every ``Dense``, layer norm and
@@ -74,13 +76,14 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     feed-forward block, the one row its head reads.
     """
     config = model.config
-    bert = model.bert
+    family = family_of(model)
+    encoder_model = family.base_model(model)
     input_ids = tf.cast(features["input_ids"], tf.int32)
     shape = tf.shape(input_ids)
     batch, length = shape[0], shape[1]
     heads = config.num_attention_heads
     head_size = config.hidden_size // heads
-    sequence_classifier = getattr(bert, "pooler", None) is not None and _is_sequence_classifier(model)
+    sequence_classifier = _is_sequence_classifier(model)
 
     attended = tf.cast(features["attention_mask"], tf.bool)
     # Every row's first token is computed even if masked: the sequence head reads it.
@@ -92,15 +95,22 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     order = tf.cumsum(tf.reshape(tf.cast(kept, tf.int32), [-1]), exclusive=True)
     slot = tf.where(kept, tf.reshape(order, shape), tokens)
 
-    embeddings = bert.embeddings
+    embeddings = encoder_model.embeddings
+    if family.uses_token_types(config) and "token_type_ids" in features:
+        token_types = tf.gather(embeddings.token_type_embeddings,
+                                tf.gather(tf.reshape(tf.cast(features["token_type_ids"], tf.int32), [-1]), flat))
+    else:  # the model's call fills type 0
+        token_types = embeddings.token_type_embeddings[0]
     hidden = (
         tf.gather(embeddings.weight, tf.gather(tf.reshape(input_ids, [-1]), flat))
-        + tf.gather(embeddings.token_type_embeddings,
-                    tf.gather(tf.reshape(tf.cast(features["token_type_ids"], tf.int32), [-1]), flat))
-        + tf.gather(embeddings.position_embeddings, where[:, 1])
+        + token_types
+        + tf.gather(embeddings.position_embeddings, where[:, 1] + family.position_offset(embeddings))
     )
     compute_dtype = embeddings.compute_dtype
-    hidden = _layer_norm(embeddings.LayerNorm, tf.cast(hidden, compute_dtype))  # [tokens, hidden]
+    hidden = _layer_norm(embeddings.LayerNorm, tf.cast(hidden, compute_dtype))  # [tokens, embedding size]
+    projection = family.embedding_projection(encoder_model)
+    if projection is not None:
+        hidden = projection(hidden)  # [tokens, hidden]
     # HF's additive mask: 0 where attended, -10000 on padding; [batch, 1, 1, length].
     mask_bias = (1.0 - tf.cast(attended, compute_dtype)) * -10000.0
     mask_bias = tf.reshape(mask_bias, [batch, 1, 1, length])
@@ -118,8 +128,9 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.reshape(tf.gather(rows, head_rows), tf.stack([batch, heads, length, head_size]))
 
     activation = _activation(config.hidden_act)
-    last = len(bert.encoder.layer) - 1
-    for index, layer in enumerate(bert.encoder.layer):
+    blocks = encoder_model.encoder.layer
+    last = len(blocks) - 1
+    for index, layer in enumerate(blocks):
         attention = layer.attention.self_attention
         keys, values = to_heads(attention.key(hidden)), to_heads(attention.value(hidden))
         first_tokens_only = sequence_classifier and index == last  # one query per row: the token the head reads
@@ -141,7 +152,7 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
         hidden = _layer_norm(block.LayerNorm, block.dense(intermediate) + hidden)
 
     if sequence_classifier:
-        return model.classifier(bert.pooler.dense(hidden))
+        return family.sequence_logits(model, hidden)
     logits = model.classifier(hidden)
     labels = tf.shape(logits)[-1]
     padded = tf.gather(tf.concat([logits, tf.zeros(tf.stack([1, labels]), logits.dtype)], 0), tf.reshape(slot, [-1]))

@@ -42,8 +42,9 @@ Signatures:
 Every signature first checks the request's size against :mod:`tfft.export.request_limits` and
 refuses a request over a limit (InvalidArgument) before any other op runs.
 
-All run BERT models through :func:`tfft.lean_bert.lean_logits` (same weights and function,
-about half the graph ops of the transformers ``call``), which is what lets raw text in, with
+All run models of BERT's block layout (BERT, ELECTRA, RoBERTa, XLM-R) through
+:func:`tfft.lean_bert.lean_logits` (same weights and function, about half the graph ops of the
+transformers ``call``), which is what lets raw text in, with
 tokenization in the graph, answer faster than a plain export with tokenization in Python.
 """
 

@@ -26,5 +26,6 @@ FAMILY = AlbertFamily(
         "output": ("ffn_output",),
     },
     head_dropout=("classifier_dropout_prob", "classifier_dropout_prob"),
+    layout_note="its blocks are one shared layer group behind an embedding mapping, called its own way",
     checkpoints="albert-base-v2",
 )

@@ -57,11 +57,22 @@ class Family:
     # The config entries of the classification heads' dropout (token, sequence tasks); where a head reads the
     # encoder's hidden dropout (MPNet, DistilBERT's and DeBERTa's token heads), --dropout sets that one.
     head_dropout: Tuple[str, str] = ("classifier_dropout", "classifier_dropout")
+    # Packed rows (tfft.training.packing) and the lean inference pass (tfft.lean_bert) run BERT's block layout
+    # (embeddings, then encoder.layer's attention.self_attention, intermediate, bert_output) with the model's own
+    # layers; a family with that layout says so here, one without says why not in ``layout_note``.
     packing: bool = False
     lean_pass: bool = False
+    layout_note: str = ""
+    # Position ids count from ``padding_idx + 1`` of the embedding layer (RoBERTa, XLM-R), not from 0.
+    positions_after_padding: bool = False
+    # The sequence head reads BERT's pooler (tanh dense on the first token); otherwise the classifier
+    # reads the first token itself (RoBERTa's and ELECTRA's heads).
+    pooled_sequence_head: bool = True
     checkpoints: str = ""
 
     def __post_init__(self):
+        if not (self.packing and self.lean_pass) and not self.layout_note:
+            raise ValueError(f"{self.name}: a family without packed rows or the lean pass says why in layout_note")
         if self.tokenizer not in TOKENIZER_KINDS:
             raise ValueError(f"{self.name}: tokenizer kind {self.tokenizer!r} is not one of {', '.join(TOKENIZER_KINDS)}")
         if set(self.projections) != set(PROJECTIONS):
@@ -97,6 +108,27 @@ class Family:
             node = getattr(node, name)
         return list(node)
 
+    def base_model(self, model):
+        """The encoder a transformers TF classifier wraps (``model.bert``, ``model.roberta``, ``model.electra``)."""
+        return getattr(model, model.base_model_prefix)
+
+    def position_offset(self, embeddings) -> int:
+        """What the model's embedding layer (``embeddings``) adds to a token's index in its sentence to
+        make its position id: 0, or ``padding_idx + 1`` where positions start past the padding id (transformers'
+        TF RoBERTa and XLM-R fix ``padding_idx`` to 1 whatever ``pad_token_id`` is, so it is read from the layer)."""
+        return embeddings.padding_idx + 1 if self.positions_after_padding else 0
+
+    def embedding_projection(self, base_model):
+        """The layer between the embeddings and the first block (None where the embeddings are hidden-sized)."""
+        return None
+
+    def sequence_logits(self, model, first_tokens):
+        """Inference logits ``[batch, labels]`` of a sequence classifier from each row's first token ``[batch, hidden]``
+        after the last block: through BERT's pooler, or the classifier's own first-token read."""
+        if self.pooled_sequence_head:
+            return model.classifier(self.base_model(model).pooler.dense(first_tokens))
+        return model.classifier(first_tokens[:, None, :], training=False)
+
     def tflite_tracing(self, model) -> ContextManager[None]:
         """A context in which the model traces to ops TFLite's builtins have (a family whose transformers
         code divides integers, which TensorFlow does in float64, computes that in float32 inside it)."""
@@ -105,13 +137,13 @@ class Family:
     def packing_refusal(self, config) -> Optional[str]:
         """Why rows of this model cannot be packed (None when they can)."""
         if not self.packing:
-            return f"packed rows are built for BERT's layers, not {self.name}'s ({self.positions} positions)"
+            return f"packed rows are built for BERT's block layout, which {self.name} lacks: {self.layout_note}"
         return _bert_layout_refusal(self.name, config)
 
     def lean_refusal(self, config) -> Optional[str]:
         """Why the lean inference pass (:mod:`tfft.lean_bert`) does not apply (None when it does)."""
         if not self.lean_pass:
-            return f"the lean inference pass covers BERT layers only, not {self.name}'s"
+            return f"the lean inference pass runs BERT's block layout, which {self.name} lacks: {self.layout_note}"
         return _bert_layout_refusal(self.name, config)
 
     def word_shapes_refusal(self, config) -> Optional[str]:

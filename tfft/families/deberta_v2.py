@@ -49,5 +49,6 @@ FAMILY = DebertaV2Family(
         "output": ("bert_output", "dense"),
     },
     head_dropout=("hidden_dropout_prob", "cls_dropout"),
+    layout_note="its disentangled attention adds relative position embeddings in every block",
     checkpoints="microsoft/deberta-v3-base, microsoft/deberta-v3-small",
 )

@@ -19,5 +19,7 @@ FAMILY = Family(
     blocks_path=("transformer", "layer"),
     attention_dropout="attention_dropout",
     head_dropout=("dropout", "seq_classif_dropout"),
+    layout_note="its embedding layer takes no position ids and its blocks (attention.q_lin, ffn.lin1) are laid out "
+                "otherwise",
     checkpoints="distilbert-base-uncased, distilbert-base-cased",
 )

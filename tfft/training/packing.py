@@ -6,7 +6,8 @@ packed rows (:func:`tfft.pipeline.pack_rows`) fill ~99 %. The transformers ``cal
 ``[batch, length]`` padding mask, so this calls the model's own embedding layer (with each
 sentence's own ``position_ids``), its encoder (with a block-diagonal additive mask built from
 ``segment_ids``) and its head: the same layers, variables and dropout, so a packed row computes
-for each sentence exactly what that sentence alone computes.
+for each sentence exactly what that sentence alone computes. Families of BERT's block layout pack
+(:attr:`tfft.families.Family.packing`); the others train on length buckets.
 """
 
 from __future__ import annotations
@@ -25,22 +26,32 @@ def training_logits(model, features: Dict[str, tf.Tensor], training: bool = True
 
 
 def packed_logits(model, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
-    """Token logits ``[rows, length, labels]`` of a BERT token classifier on packed rows.
+    """Token logits ``[rows, length, labels]`` of a token classifier of BERT's block layout (BERT, ELECTRA,
+    RoBERTa, XLM-R: :meth:`tfft.families.Family.packing_refusal`) on packed rows.
 
-    ``features``: ``input_ids``, ``token_type_ids``, ``position_ids`` and ``segment_ids`` (0 on
-    padding), as :func:`tfft.pipeline.packed_dataset` makes them. Token ``i`` attends to token
-    ``j`` only when both belong to the same sentence; padding attends to nothing that counts.
+    ``features``: ``input_ids``, ``position_ids`` (each sentence counts from 0), ``segment_ids`` (0 on
+    padding) and ``token_type_ids`` where the family takes them, as :func:`tfft.pipeline.packed_dataset`
+    makes them. The family says what differs: the encoder's attribute, where positions start (RoBERTa's
+    past its padding id, so each sentence gets the positions it gets alone), ELECTRA's embedding projection.
+    Token ``i`` attends to token ``j`` only when both belong to the same sentence; padding attends to
+    nothing that counts.
     """
-    bert = model.bert
+    family = family_of(model)
+    encoder_model = family.base_model(model)
     segments = tf.cast(features["segment_ids"], tf.int32)
-    hidden = bert.embeddings(input_ids=tf.cast(features["input_ids"], tf.int32),
-                             position_ids=tf.cast(features["position_ids"], tf.int32),
-                             token_type_ids=tf.cast(features["token_type_ids"], tf.int32), training=training)
+    token_types = features.get("token_type_ids")
+    positions = tf.cast(features["position_ids"], tf.int32) + family.position_offset(encoder_model.embeddings)
+    hidden = encoder_model.embeddings(input_ids=tf.cast(features["input_ids"], tf.int32), position_ids=positions,
+                                      token_type_ids=None if token_types is None else tf.cast(token_types, tf.int32),
+                                      training=training)
+    projection = family.embedding_projection(encoder_model)
+    if projection is not None:
+        hidden = projection(hidden, training=training)
     same_sentence = tf.logical_and(tf.equal(segments[:, :, None], segments[:, None, :]), segments[:, None, :] > 0)
     # transformers' additive mask, here per query: 0 where attended, -10000 elsewhere; [rows, 1, length, length].
     mask = (1.0 - tf.cast(same_sentence, hidden.dtype)) * tf.constant(-10000.0, hidden.dtype)
-    encoded = bert.encoder(hidden_states=hidden, attention_mask=mask[:, None], head_mask=[None] * len(bert.encoder.layer),
-                           encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
-                           use_cache=False, output_attentions=False, output_hidden_states=False, return_dict=True,
-                           training=training)
+    encoder = encoder_model.encoder
+    encoded = encoder(hidden_states=hidden, attention_mask=mask[:, None], head_mask=[None] * len(encoder.layer),
+                      encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=False,
+                      output_attentions=False, output_hidden_states=False, return_dict=True, training=training)
     return model.classifier(model.dropout(encoded.last_hidden_state, training=training))
