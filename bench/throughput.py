@@ -44,7 +44,8 @@ from tfft.backend import keras, tf  # noqa: E402
 from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll, read_table  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
-from tfft.models import default_model_dir, load_tokenizer, set_precision  # noqa: E402
+from tfft.families import family_of  # noqa: E402
+from tfft.models import checkpoint_config, default_model_dir, load_tokenizer, set_precision  # noqa: E402
 from tfft.pipeline import make_dataset, pack_length_for  # noqa: E402
 from tfft.training.data import packing_options  # noqa: E402
 from tfft.training.model import create_model  # noqa: E402
@@ -157,18 +158,26 @@ def plain_variant(bucketed: bool) -> Callable:
 
 
 def tfft_variant(*levers: str) -> Callable:
-    """tfft's own pipeline and step (as ``tfft train`` builds them), with ``levers`` switched on."""
-    def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, tokenizer, labels):
+    """tfft's own pipeline and step (as ``tfft train`` builds them), with ``levers`` switched on; ``model``
+    (a checkpoint directory of any family, ``tokenizer`` its own; rows cut at ``max_length``) defaults to
+    the default model."""
+    def measure(task, sample, *, precision, warmup, steps, batch_size, seed=0, tokenizer, labels, model="default",
+                max_length=256):
         attention_dropout = {"no-attention-dropout": 0.0, "attention-dropout": 0.1}  # 0.1: BERT checkpoints' own
-        config = TrainConfig(task=task, train="bench", precision=precision, batch_size=batch_size, epochs=1,
+        config = TrainConfig(task=task, train="bench", model=model, precision=precision, batch_size=batch_size,
+                             epochs=1,
                              xla="xla" in levers, packing=False if "no-packing" in levers else None,
                              attention_dropout=next((attention_dropout[lever] for lever in levers
                                                      if lever in attention_dropout), None))
         config = replace(config, **packing_options(config))  # as `tfft train` resolves packing and attention dropout
-        encoding = encode_for_training(tokenizer, sample, labels, max_length=256)
+        encoding = encode_for_training(tokenizer, sample, labels, max_length=max_length)
         dataset = make_dataset(encoding, batch_size=batch_size, shuffle=True, seed=seed,
                                pad_token_id=tokenizer.pad_token_id,
                                pack_length=pack_length_for(encoding.row_lengths) if config.packing else None).repeat()
+        model_config = checkpoint_config(model)
+        # The features the family's model takes (DistilBERT, MPNet, DeBERTa-v3: no token types), as `tfft train`.
+        dataset = dataset.map(lambda features, targets: (family_of(model_config).model_inputs(model_config, features),
+                                                         targets))
         model = create_model(config, labels, len(sample) // batch_size)
         if "xla" in levers:  # compile every bucket's shape before timing
             seen = set()

@@ -62,10 +62,10 @@ SPECS: Dict[str, Spec] = {
     "bert": Spec("wordpiece", BERT_SPECIALS, ("[CLS]", "[SEP]"), "[SEP]", "BertTokenizerFast", "TFBertModel",
                  "BertConfig", dict(max_position_embeddings=WINDOW), lowercase=True, names=BERT_NAMES),
     "electra": Spec("wordpiece", BERT_SPECIALS, ("[CLS]", "[SEP]"), "[SEP]", "ElectraTokenizerFast", "TFElectraModel",
-                    "ElectraConfig", dict(embedding_size=8, max_position_embeddings=WINDOW), names=BERT_NAMES),
+                    "ElectraConfig", dict(max_position_embeddings=WINDOW), names=BERT_NAMES),
     "distilbert": Spec("wordpiece", BERT_SPECIALS, ("[CLS]", "[SEP]"), "[SEP]", "DistilBertTokenizerFast",
                        "TFDistilBertModel", "DistilBertConfig",
-                       dict(dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=WINDOW),
+                       dict(max_position_embeddings=WINDOW),
                        lowercase=True, names=BERT_NAMES),
     "mpnet": Spec("wordpiece", ("<s>", "<pad>", "</s>", "[UNK]", "<mask>"), ("<s>", "</s>"), "</s> </s>",
                   "MPNetTokenizerFast", "TFMPNetModel", "MPNetConfig", dict(max_position_embeddings=WINDOW + 2),
@@ -79,7 +79,7 @@ SPECS: Dict[str, Spec] = {
                         dict(max_position_embeddings=WINDOW + 2, type_vocab_size=1), names=ROBERTA_NAMES),
     "albert": Spec("sentencepiece", ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), ("[CLS]", "[SEP]"), "[SEP]",
                    "AlbertTokenizerFast", "TFAlbertModel", "AlbertConfig",
-                   dict(embedding_size=8, max_position_embeddings=WINDOW), lowercase=True,
+                   dict(max_position_embeddings=WINDOW), lowercase=True,
                    names=dict(unk_token="<unk>", sep_token="[SEP]", pad_token="<pad>", cls_token="[CLS]",
                               mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")),
     "deberta-v2": Spec("sentencepiece", ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"), ("[CLS]", "[SEP]"), "[SEP]",
@@ -134,11 +134,18 @@ def train_tokenizer(spec: Spec, vocab_size: int = 400):
 
 
 def tiny_config(family: str, vocab_size: int, pad_token_id: int = 0, dropout: float = 0.0):
-    """``family``'s transformers config for a random-init encoder of 1 layer, hidden size 16."""
+    """``family``'s transformers config for a random-init encoder of :data:`HIDDEN`'s size (1 layer, hidden
+    size 16; a benchmark sets the default model's), ELECTRA's and ALBERT's embeddings half as wide."""
     import transformers
 
     spec = SPECS[family]
-    options = dict(HIDDEN) if family != "distilbert" else {}
+    if family == "distilbert":  # the same sizes under DistilBERT's names
+        options = dict(dim=HIDDEN["hidden_size"], n_layers=HIDDEN["num_hidden_layers"],
+                       n_heads=HIDDEN["num_attention_heads"], hidden_dim=HIDDEN["intermediate_size"])
+    else:
+        options = dict(HIDDEN)
+    if family in ("electra", "albert"):  # factorised embeddings, as published
+        options["embedding_size"] = HIDDEN["hidden_size"] // 2
     options.update(spec.config)
     dropouts = (dict(dropout=dropout, attention_dropout=dropout) if family == "distilbert"
                 else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
