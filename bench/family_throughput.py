@@ -13,8 +13,9 @@ random weights: timing only), and on sentences sampled from CoNLL-2003's trainin
 * training sentences/s of an NER step as ``tfft train`` builds it (bench/throughput.py's
   ``tfft`` variant: packed rows without attention dropout) against length buckets
   (``tfft+no-packing``), ``--warmup`` untimed then ``--steps`` timed steps each;
-* inference sentences/s on batches of 64 sentences (in sample order, padded to the longest) and
-  one sentence's p50 (ms), the lean pass against the model's call, both traced once.
+* inference sentences/s on batches of 64 sentences (in sample order, padded to the longest; the
+  median batch) and one sentence's p50 (ms), the lean pass against the model's call, both traced
+  once, taking turns on each input.
 
 A family that falls back shows one row per measurement and the reason. Prints a table, the
 ratios, and one ``BENCH_JSON`` line. Rows are truncated to the test tokenizers' 64 tokens.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import families  # noqa: E402  (tests/families.py: the offline checkpoints)
 from family_serving import DEFAULT_SIZE  # noqa: E402
-from graph_tokenizers import p50_ms  # noqa: E402
+from serving_latency import alternate  # noqa: E402
 from throughput import SHARED, VARIANTS  # noqa: E402
 
 from tfft.backend import keras, tf  # noqa: E402
@@ -101,13 +102,11 @@ def inference_rates(directory: Path, encoding, labels: LabelMap, args) -> Dict[s
     paths = {"call": tf.function(lambda f: model(f, training=False).logits, input_signature=signature)}
     if lean_refusal(model) is None:
         paths["lean"] = tf.function(lambda f: lean_logits(model, f), input_signature=signature)
-    rates = {}
-    for name, function in paths.items():
-        for warm in batches[:2] + singles[:3]:
-            function(warm)
-        rates[name] = {"batch64_sentences_per_s": 64_000 / p50_ms(function, batches, len(batches)),
-                       "single_p50_ms": p50_ms(function, singles, len(singles))}
-    return rates
+    # The paths take turns on each input (serving_latency.alternate), so other jobs' load hits them alike.
+    batch_seconds = alternate(paths, batches[:1] + batches, warmup=1)
+    single_seconds = alternate(paths, singles[:3] + singles, warmup=3)
+    return {name: {"batch64_sentences_per_s": 64 / float(np.median(batch_seconds[name])),
+                   "single_p50_ms": 1e3 * float(np.median(single_seconds[name]))} for name in paths}
 
 
 def main() -> None:
@@ -117,8 +116,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per cell")
-    parser.add_argument("--batches", type=int, default=4, help="timed batch-64 calls per path")
-    parser.add_argument("--calls", type=int, default=30, help="timed one-sentence calls per path")
+    parser.add_argument("--batches", type=int, default=5, help="timed batch-64 calls per path")
+    parser.add_argument("--calls", type=int, default=60, help="timed one-sentence calls per path")
     args = parser.parse_args()
     if not CONLL.is_file():
         print(f"skip: {CONLL} not found (the shared CoNLL-2003 data)")
