@@ -61,12 +61,14 @@ def inference_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """Inference logits of a classifier of BERT's block layout, equal (to float rounding) to ``model(features).logits``
-    wherever ``attention_mask`` is 1 (and at every row's first token when the row has a real token).
+    """Inference logits of a classifier of BERT's block layout, equal (to float rounding) to
+    ``model(features).logits`` wherever ``attention_mask`` is 1 (and at every row's first token when
+    the row has a real token).
 
-    ``features`` holds ``input_ids``, ``attention_mask`` and (where the family takes them)
-    ``token_type_ids`` of shape ``[batch, length]``; the attended tokens of a row lead it. Returns ``[batch, length, labels]`` for token classifiers (zeros where
-    the mask is 0) and ``[batch, labels]`` for sequence classifiers, in the model's compute dtype.
+    ``features`` holds ``input_ids``, ``attention_mask`` and (for a model with token types)
+    ``token_type_ids`` of shape ``[batch, length]``, each row's real tokens first. Returns
+    ``[batch, length, labels]`` for token classifiers (zeros where the mask is 0) and
+    ``[batch, labels]`` for sequence classifiers, in the model's compute dtype.
 
     Padding is dropped before the first layer: the embeddings, every ``Dense``, layer norm and
     GELU run on the ``[tokens, hidden]`` rows of real tokens only, and only attention sees the
