@@ -43,12 +43,12 @@ from serving_latency import alternate  # noqa: E402
 from throughput import SHARED, VARIANTS  # noqa: E402
 
 from tfft.backend import keras, tf  # noqa: E402
+from tfft.config import TrainConfig  # noqa: E402
 from tfft.data import LabelMap, read_conll  # noqa: E402
 from tfft.features import encode_for_training  # noqa: E402
 from tfft.families import family_of  # noqa: E402
 from tfft.lean_bert import lean_logits, lean_refusal  # noqa: E402
 from tfft.models import build_model, checkpoint_config, load_tokenizer  # noqa: E402
-from tfft.config import TrainConfig  # noqa: E402
 from tfft.training.data import packing_options  # noqa: E402
 
 CONLL = SHARED / "conll2003" / "train.txt"
