@@ -312,3 +312,35 @@ def test_serving_module_classifies_raw_text_and_pairs_like_the_model_on_hugging_
     logits = model(input_ids=tf.constant([e.ids for e in encodings]),
                    attention_mask=tf.constant([e.attention_mask for e in encodings]), training=False).logits
     assert served["probabilities"].numpy() == pytest.approx(tf.nn.softmax(logits).numpy(), abs=1e-5)
+
+
+class _PositionProbe:
+    """Serves each token's place in its packed row modulo the labels as its tag: a word's tag says how many
+    tokens come before its first subword."""
+
+    def probabilities(self, features):
+        positions = tf.range(tf.shape(features["input_ids"])[1])[None] + tf.zeros_like(features["input_ids"],
+                                                                                        tf.int32)
+        return 0.9 * tf.one_hot(positions % len(self.labels), len(self.labels)) + 0.1 / len(self.labels)
+
+
+@pytest.mark.parametrize("kind", ["roberta-prefix-space", "xlm-r"])
+def test_serving_module_encodes_written_special_tokens_word_by_word_as_predict_does(specs, kind):
+    """tfft predict encodes the words one by one (is_split_into_words): the lone space before "<s>" that a
+    byte-level BPE makes a token of in the joined text must not shift the serving graph's tokens."""
+    from tfft.export.saved_model import ServingModule
+    from tfft.words import NATURAL, word_spans
+
+    hf, graph = _pair(specs, kind)
+    labels = ["O"] + [f"B-{letter}" for letter in "ABCDEFGHIJKLMNOPQRS"]
+    module = type("Probe", (_PositionProbe, ServingModule), {})(
+        _tiny_roberta(hf.get_vocab_size(), "TFRobertaForTokenClassification", len(labels)), graph,
+        "token-classification", labels, 64, assets={})
+    texts = ["Acme ] <s> Berlin </s> x <pad> y <unk> z", "<s> first", "a <mask> b"]
+    outputs = module.signatures()["serving_default"](text=tf.constant(texts))
+    for row, text in enumerate(texts):
+        words = [text[start:end] for start, end in word_spans(text, NATURAL)]
+        encoding = hf.encode(words, is_pretokenized=True, add_special_tokens=False)
+        first = [1 + encoding.word_ids.index(word) for word in range(len(words))]  # after <s>
+        count = int(outputs["num_words"][row])
+        assert outputs["tag_ids"][row, :count].numpy().tolist() == [p % len(labels) for p in first], text
