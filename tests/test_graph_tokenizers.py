@@ -100,7 +100,16 @@ def _convert_sentencepiece(lines: list[str], directory: pathlib.Path) -> dict[st
     return specs
 
 
-SENTENCEPIECE_KINDS = ["xlm-r", "albert", "deberta-v3", "sentencepiece-bpe"]
+def _whitespace_split_first(spec: str, scheme: str = "always") -> str:
+    """``spec`` with the pre-tokenizer of tokenizer.json files written by older converters (albert-base-v2's,
+    t5-base's): WhitespaceSplit, then Metaspace."""
+    loaded = json.loads(spec)
+    metaspace = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": True}
+    loaded["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, metaspace]}
+    return Tokenizer.from_str(json.dumps(loaded)).to_str()
+
+
+SENTENCEPIECE_KINDS = ["xlm-r", "albert", "deberta-v3", "sentencepiece-bpe", "albert-whitespace-split"]
 KINDS = ["roberta", "roberta-prefix-space", "unigram"] + SENTENCEPIECE_KINDS
 
 
@@ -111,6 +120,7 @@ def specs(tmp_path_factory) -> dict[str, str]:
              "unigram": _train_unigram(lines)}
     try:
         specs.update(_convert_sentencepiece(lines, tmp_path_factory.mktemp("spm")))
+        specs["albert-whitespace-split"] = _whitespace_split_first(specs["albert"])
     except pytest.skip.Exception:
         pass
     return specs
@@ -344,3 +354,13 @@ def test_serving_module_encodes_written_special_tokens_word_by_word_as_predict_d
         first = [1 + encoding.word_ids.index(word) for word in range(len(words))]  # after <s>
         count = int(outputs["num_words"][row])
         assert outputs["tag_ids"][row, :count].numpy().tolist() == [p % len(labels) for p in first], text
+
+
+@pytest.mark.parametrize("scheme", ["first", "never"])
+def test_whitespace_split_before_metaspace_matches_hugging_face_with_each_prepend_scheme(specs, scheme):
+    if "albert" not in specs:
+        pytest.skip("the sentencepiece package is not installed")
+    hf = Tokenizer.from_str(_whitespace_split_first(specs["unigram"], scheme))
+    graph = graph_tokenizer(REPO, hf.to_str())
+    texts = ["Hello world", "  lead and trail  ", "a\tb\nc", "<s>x</s> y", " ", "", "x ▁y"] + HARD_TEXTS[10:16]
+    assert _differences(hf, graph, texts) == []
