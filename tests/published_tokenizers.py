@@ -127,11 +127,6 @@ def roberta_base(directory: Path) -> Path:
     return directory
 
 
-def distilroberta_base(directory: Path) -> Path:
-    """distilroberta-base: roberta-base's tokenizer files beside a RoBERTa config."""
-    return roberta_base(directory)
-
-
 def xlm_roberta_base(directory: Path) -> Path:
     """xlm-roberta-base: a SentencePiece Unigram (nmt_nfkc, no byte fallback) converted by XLMRobertaConverter."""
     model = _train_sentencepiece(directory, "sentencepiece.bpe.model")
@@ -203,7 +198,7 @@ def mpnet_base(directory: Path) -> Path:
 
 PUBLISHED: Dict[str, Callable[[Path], Path]] = {
     "roberta-base": roberta_base,
-    "distilroberta-base": distilroberta_base,
+    "distilroberta-base": roberta_base,  # the same tokenizer files beside a RoBERTa config
     "xlm-roberta-base": xlm_roberta_base,
     "albert-base-v2": albert_base_v2,
     "deberta-v3-base": deberta_v3,
