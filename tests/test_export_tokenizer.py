@@ -293,6 +293,26 @@ def test_cased_vocabulary_from_constructor_matches_hf(tmp_path):
     _assert_same_as_hf(tokenizer, hf_tokenizer, CASED_TEXTS)
 
 
+def test_mpnet_converted_from_its_vocab_matches_hf(tmp_path):
+    """microsoft/mpnet-base's tokenizer as transformers converts its vocab.txt: added tokens marked "normalized"
+    (matched in the lowercased, accent-stripped text: "<S>", "[unk]", "<ś>") and pairs laid out
+    ``<s> a </s></s> b </s>`` by its post-processor."""
+    vocab = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"] + CASED_VOCAB[5:] + ["<", ">", "s", "x", "y", "[", "]"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    hf_tokenizer = transformers.MPNetTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    hf_tokenizer.save_pretrained(str(tmp_path))
+    assert json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"][0]["normalized"]
+    tokenizer = InGraphBertTokenizer.from_pretrained_dir(tmp_path)
+    texts = ["<s>x</s> <pad>", "<S>x</S> <PAD> [UNK] [unk] [Unk]", "a <MASK> b <mask>", "a<s\u0301>b <\x00s>", "Hello world"]
+    token_ids = tokenizer.tokenize(tf.constant(texts))[0]
+    assert token_ids.to_list() == [hf_tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    first, second = ["Hello world", "déjà vu", ""], ["the world", "", "a b c d"]
+    packed = tokenizer.pack(tokenizer.tokenize(tf.constant(first))[0], 8, tokenizer.tokenize(tf.constant(second))[0])
+    expected = hf_tokenizer(first, second, truncation=True, max_length=8, padding="longest")
+    assert packed["input_ids"].numpy().tolist() == expected["input_ids"]
+    assert packed["attention_mask"].numpy().tolist() == expected["attention_mask"]
+
+
 def _conll_sentences(limit: int) -> list[str]:
     sentences, words = [], []
     for line in (DATA / "conll2003" / "valid.txt").read_text(encoding="utf-8").splitlines():

@@ -100,7 +100,16 @@ def _convert_sentencepiece(lines: list[str], directory: pathlib.Path) -> dict[st
     return specs
 
 
-SENTENCEPIECE_KINDS = ["xlm-r", "albert", "deberta-v3", "sentencepiece-bpe"]
+def _whitespace_split_first(spec: str, scheme: str = "always") -> str:
+    """``spec`` with the pre-tokenizer of tokenizer.json files written by older converters (albert-base-v2's,
+    t5-base's): WhitespaceSplit, then Metaspace."""
+    loaded = json.loads(spec)
+    metaspace = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": True}
+    loaded["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, metaspace]}
+    return Tokenizer.from_str(json.dumps(loaded)).to_str()
+
+
+SENTENCEPIECE_KINDS = ["xlm-r", "albert", "deberta-v3", "sentencepiece-bpe", "albert-whitespace-split"]
 KINDS = ["roberta", "roberta-prefix-space", "unigram"] + SENTENCEPIECE_KINDS
 
 
@@ -111,6 +120,7 @@ def specs(tmp_path_factory) -> dict[str, str]:
              "unigram": _train_unigram(lines)}
     try:
         specs.update(_convert_sentencepiece(lines, tmp_path_factory.mktemp("spm")))
+        specs["albert-whitespace-split"] = _whitespace_split_first(specs["albert"])
     except pytest.skip.Exception:
         pass
     return specs
@@ -312,3 +322,45 @@ def test_serving_module_classifies_raw_text_and_pairs_like_the_model_on_hugging_
     logits = model(input_ids=tf.constant([e.ids for e in encodings]),
                    attention_mask=tf.constant([e.attention_mask for e in encodings]), training=False).logits
     assert served["probabilities"].numpy() == pytest.approx(tf.nn.softmax(logits).numpy(), abs=1e-5)
+
+
+class _PositionProbe:
+    """Serves each token's place in its packed row modulo the labels as its tag: a word's tag says how many
+    tokens come before its first subword."""
+
+    def probabilities(self, features):
+        positions = tf.range(tf.shape(features["input_ids"])[1])[None] + tf.zeros_like(features["input_ids"],
+                                                                                        tf.int32)
+        return 0.9 * tf.one_hot(positions % len(self.labels), len(self.labels)) + 0.1 / len(self.labels)
+
+
+@pytest.mark.parametrize("kind", ["roberta-prefix-space", "xlm-r"])
+def test_serving_module_encodes_written_special_tokens_word_by_word_as_predict_does(specs, kind):
+    """tfft predict encodes the words one by one (is_split_into_words): the lone space before "<s>" that a
+    byte-level BPE makes a token of in the joined text must not shift the serving graph's tokens."""
+    from tfft.export.saved_model import ServingModule
+    from tfft.words import NATURAL, word_spans
+
+    hf, graph = _pair(specs, kind)
+    labels = ["O"] + [f"B-{letter}" for letter in "ABCDEFGHIJKLMNOPQRS"]
+    module = type("Probe", (_PositionProbe, ServingModule), {})(
+        _tiny_roberta(hf.get_vocab_size(), "TFRobertaForTokenClassification", len(labels)), graph,
+        "token-classification", labels, 64, assets={})
+    texts = ["Acme ] <s> Berlin </s> x <pad> y <unk> z", "<s> first", "a <mask> b"]
+    outputs = module.signatures()["serving_default"](text=tf.constant(texts))
+    for row, text in enumerate(texts):
+        words = [text[start:end] for start, end in word_spans(text, NATURAL)]
+        encoding = hf.encode(words, is_pretokenized=True, add_special_tokens=False)
+        first = [1 + encoding.word_ids.index(word) for word in range(len(words))]  # after <s>
+        count = int(outputs["num_words"][row])
+        assert outputs["tag_ids"][row, :count].numpy().tolist() == [p % len(labels) for p in first], text
+
+
+@pytest.mark.parametrize("scheme", ["first", "never"])
+def test_whitespace_split_before_metaspace_matches_hugging_face_with_each_prepend_scheme(specs, scheme):
+    if "albert" not in specs:
+        pytest.skip("the sentencepiece package is not installed")
+    hf = Tokenizer.from_str(_whitespace_split_first(specs["unigram"], scheme))
+    graph = graph_tokenizer(REPO, hf.to_str())
+    texts = ["Hello world", "  lead and trail  ", "a\tb\nc", "<s>x</s> y", " ", "", "x ▁y"] + HARD_TEXTS[10:16]
+    assert _differences(hf, graph, texts) == []

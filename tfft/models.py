@@ -124,7 +124,8 @@ def load_tokenizer(name_or_path: Optional[str]):
     from transformers import AutoTokenizer
 
     source = resolve_model(name_or_path)
-    options = family_of_checkpoint(source).tokenizer_options()
+    config = checkpoint_config(source)
+    options = family_of(config).tokenizer_options()
     _check_sentencepiece_conversion(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **options)
@@ -132,7 +133,25 @@ def load_tokenizer(name_or_path: Optional[str]):
         raise ModelLoadError(f"{source}: cannot load a tokenizer: {error}") from error
     if not tokenizer.is_fast:
         raise ModelLoadError(f"{source}: tfft needs a fast tokenizer (tokenizer.json or a vocab a fast tokenizer can be built from)")
+    limit = position_window(config)
+    if limit is not None and tokenizer.model_max_length > limit:
+        tokenizer.model_max_length = limit  # every path takes the model's window from here
     return tokenizer
+
+
+def position_window(config) -> Optional[int]:
+    """How many tokens the model's absolute position embeddings hold (None for relative positions only).
+
+    A tokenizer saved without ``model_max_length`` (roberta-base and albert-base-v2 ship none) would
+    otherwise let inference windows outgrow the embeddings; RoBERTa-style positions start after the
+    padding id, so ``pad_token_id + 1`` of them are never a token's."""
+    family = family_of(config)
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if limit <= 0 or (family.positions == "relative" and not getattr(config, "position_biased_input", False)):
+        return None
+    if family.positions.startswith("padding-offset"):
+        limit -= int(config.pad_token_id or 0) + 1
+    return limit
 
 
 def _check_sentencepiece_conversion(source: str) -> None:

@@ -168,6 +168,15 @@ class ServingModule(tf.Module):
         word_of_piece = tf.searchsorted(tf.concat([joined_start.to_tensor(far), column], 1),
                                         tf.concat([(piece_end - 1).to_tensor(far), column], 1), side="right",
                                         out_type=tf.int64) - 1
+        # A piece that ends on a space between words is no word's: tfft predict encodes each word on its own,
+        # so the lone space a byte-level BPE makes a token before an added token ("] <s>") is not in its rows.
+        joined_end = joined_start + (words.end - words.start)
+        in_word = (piece_end - 1).to_tensor(far) < tf.gather(tf.concat([joined_end.to_tensor(-1), column], 1),
+                                                              tf.maximum(word_of_piece[:, :-1], 0), batch_dims=1)
+        kept = tf.gather_nd(in_word & (word_of_piece[:, :-1] >= 0),
+                            tf.stack([token_ids.value_rowids(), token_piece.flat_values], 1))
+        token_ids, token_piece = (tf.ragged.boolean_mask(t, token_ids.with_flat_values(kept))
+                                  for t in (token_ids, token_piece))
         token_row = token_ids.value_rowids()
         token_word = tf.gather_nd(word_of_piece, tf.stack([token_row, token_piece.flat_values], 1))  # within its row
         token = tf.range(tf.size(token_row, out_type=tf.int64))

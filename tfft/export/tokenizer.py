@@ -51,7 +51,7 @@ from typing import Callable, NamedTuple, Sequence, TypeVar
 import numpy as np
 
 from tfft.backend import tf
-from tfft.export.graph_tokenizers.common import AddedToken, AddedTokenMatcher, longest_first
+from tfft.export.graph_tokenizers.common import AddedToken, AddedTokenMatcher, PostProcessor, pack
 from tfft.words import PUNCTUATION_RANGES as _PUNCTUATION
 
 __all__ = ["InGraphBertTokenizer"]
@@ -254,6 +254,21 @@ def _build_normalisation_tables(
     )
 
 
+def _normalise(tables: _NormalisationTables, text: str) -> str:
+    """``text`` normalised as the graph normalises it (an added token's content, matched in normalised text)."""
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        rule = int(tables.block_rules[int(tables.block_index[cp >> _BLOCK_BITS]) * (1 << _BLOCK_BITS)
+                                      + (cp & ((1 << _BLOCK_BITS) - 1))])
+        if rule < _FIRST_EXPLICIT_RULE:
+            out.append(ch)
+        else:
+            start = int(tables.rule_start[rule])
+            out.extend(chr(c) for c in tables.out_code_points[start: start + int(tables.rule_length[rule])])
+    return "".join(out)
+
+
 def _on_cpu(method: Callable[..., _T]) -> Callable[..., _T]:
     """Run a public method's ops on the CPU, and keep autograph from converting it.
 
@@ -312,6 +327,8 @@ class InGraphBertTokenizer(tf.Module):
         max_input_chars_per_word: int = 100,
         continuing_subword_prefix: str = "##",
         special_tokens: Sequence[str] | None = None,
+        normalized_tokens: Sequence[str] = (),
+        layout: PostProcessor | None = None,
     ) -> None:
         super().__init__(name="in_graph_bert_tokenizer")
         tokens = list(vocab)
@@ -330,6 +347,9 @@ class InGraphBertTokenizer(tf.Module):
         self.cls_id = id_of(cls_token, "cls")
         self.sep_id = id_of(sep_token, "sep")
         self.pad_id = id_of(pad_token, "pad")
+        # Where the special tokens go (tokenizer.json's post-processor; BERT's by default).
+        self.layout = layout or PostProcessor.from_spec(
+            {"type": "BertProcessing", "cls": [cls_token, self.cls_id], "sep": [sep_token, self.sep_id]})
         self.lowercase = lowercase
         # tokenizers' BertNormalizer: strip_accents=None means "strip iff lowercase".
         self.strip_accents = lowercase if strip_accents is None else strip_accents
@@ -360,6 +380,10 @@ class InGraphBertTokenizer(tf.Module):
         # (BERT's bracketed tokens cannot) and refuses others.
         self._matcher = AddedTokenMatcher(
             [AddedToken(t, id_of(t, "special")) for t in dict.fromkeys(special_tokens)])
+        # Added tokens marked "normalized" (MPNet's as transformers converts them) are matched, as in
+        # Hugging Face, in the normalised text by their normalised content: "<S>" and "[unk]" match too.
+        self._normalized_matcher = AddedTokenMatcher(
+            [AddedToken(_normalise(self._tables, t), id_of(t, "added")) for t in dict.fromkeys(normalized_tokens)])
 
     @classmethod
     def from_pretrained_dir(cls, path: str | pathlib.Path) -> "InGraphBertTokenizer":
@@ -419,8 +443,7 @@ class InGraphBertTokenizer(tf.Module):
             unsupported = [
                 t["content"]
                 for t in spec.get("added_tokens", [])
-                if t.get("normalized") or t.get("single_word")
-                or model["vocab"].get(t["content"]) != t["id"]
+                if t.get("single_word") or model["vocab"].get(t["content"]) != t["id"]
             ]
             if unsupported:
                 raise ValueError(f"{path}/tokenizer.json: unsupported added tokens {unsupported}")
@@ -428,7 +451,9 @@ class InGraphBertTokenizer(tf.Module):
                 clean_text=normalizer.get("clean_text", True),
                 max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
                 continuing_subword_prefix=model.get("continuing_subword_prefix", "##"),
-                special_tokens=[t["content"] for t in spec.get("added_tokens", [])],
+                special_tokens=[t["content"] for t in spec.get("added_tokens", []) if not t.get("normalized")],
+                normalized_tokens=[t["content"] for t in spec.get("added_tokens", []) if t.get("normalized")],
+                layout=PostProcessor.from_spec(spec["post_processor"]) if spec.get("post_processor") else None,
             )
             if model.get("unk_token", options["unk_token"]) != options["unk_token"]:
                 raise ValueError(f"{path}: tokenizer.json and tokenizer_config.json disagree on the unk token")
@@ -474,18 +499,28 @@ class InGraphBertTokenizer(tf.Module):
             explicit, tf.gather(tables.out_code_points, table_index), tf.gather(code_points, source)
         )
         out_class = tf.where(explicit, tf.gather(tables.out_classes, table_index), out_rule)
+        out_row = tf.gather(row, source)
+        out_special = tf.gather(special_start, source) if self._matcher.tokens else tf.fill(
+            tf.shape(source), tf.constant(-1, tf.int64))
+        if self._normalized_matcher.tokens:
+            nrows = tf.shape(text, out_type=tf.int64)[0]
+            row_first = tf.math.unsorted_segment_min(out, out_row, nrows)
+            row_length = tf.math.unsorted_segment_sum(tf.ones_like(out), out_row, nrows)
+            found, covered, _, _ = self._normalized_matcher.match(
+                tf.where(out_class == _SPECIAL, -1, out_code_point), out_row, out - tf.gather(row_first, out_row),
+                tf.gather(row_length, out_row))
+            out_class = tf.where(covered, _SPECIAL, out_class)
+            out_special = tf.where(found >= 0, found, out_special)
 
         # Split into words: runs of regular characters; every isolated character alone; each
         # special-token match alone; whitespace dropped.
-        out_row = tf.gather(row, source)
         previous = tf.maximum(out - 1, 0)
         new_row = (out == 0) | (tf.gather(out_row, previous) != out_row)
         previous_class = tf.gather(out_class, previous)
         begins = (out_class == _ISOLATED) | (
             (out_class == _REGULAR) & (new_row | (previous_class != _REGULAR))
         )
-        if self._matcher.tokens:
-            begins |= (out_class == _SPECIAL) & (tf.gather(special_start, source) >= 0)
+        begins |= (out_class == _SPECIAL) & (out_special >= 0)
         kept = tf.where(out_class != _SPACE)[:, 0]
         kept_source = tf.gather(source, kept)
         words = tf.RaggedTensor.from_row_starts(
@@ -493,13 +528,9 @@ class InGraphBertTokenizer(tf.Module):
         )
         first_source = tf.gather(kept_source, words.row_starts())
         last_source = tf.gather(kept_source, words.row_limits() - 1)
-        if self._matcher.tokens:
-            special_id = tf.gather(special_start, first_source)
-        else:
-            special_id = tf.fill(tf.shape(first_source), tf.constant(-1, tf.int64))
         return _Words(
             code_points=words,
-            special_id=special_id,
+            special_id=tf.gather(tf.gather(out_special, kept), words.row_starts()),
             row=tf.gather(row, first_source),
             start=tf.gather(position, first_source),
             end=tf.gather(position, last_source) + 1,
@@ -629,50 +660,15 @@ class InGraphBertTokenizer(tf.Module):
     def pack(
         self, token_ids: tf.RaggedTensor, max_length: int, pair_token_ids: tf.RaggedTensor | None = None
     ) -> dict[str, tf.Tensor]:
-        """Build BERT model inputs from ``tokenize`` ids, like ``tokenizer(..., truncation=True, padding="longest")``.
+        """Build model inputs from ``tokenize`` ids, like ``tokenizer(..., truncation=True, padding="longest")``.
 
-        ``[CLS] a [SEP]`` or, with ``pair_token_ids``, ``[CLS] a [SEP] b [SEP]`` with
-        ``token_type_ids`` 1 on ``b [SEP]``; sequences are truncated from the right with
-        Hugging Face's ``longest_first`` rule so that each row has at most ``max_length``
-        tokens, and rows are padded with the pad id to the longest row of the batch.
-        Returns int64 ``[batch, length]`` tensors ``input_ids``, ``attention_mask`` and
-        ``token_type_ids``.
+        Laid out as the tokenizer's post-processor does: BERT's ``[CLS] a [SEP]`` or, with
+        ``pair_token_ids``, ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids`` 1 on ``b [SEP]`` (MPNet's
+        tokenizer.json says ``<s> a </s></s> b </s>``); sequences are truncated from the right with
+        Hugging Face's ``longest_first`` rule so that each row has at most ``max_length`` tokens, and
+        rows are padded with the pad id to the longest row of the batch. Returns int64
+        ``[batch, length]`` tensors ``input_ids``, ``attention_mask`` and ``token_type_ids``.
         """
-        num_added = 2 if pair_token_ids is None else 3
-        budget = max_length - num_added
-        if budget < 0:
-            raise ValueError(f"max_length={max_length} leaves no room for the {num_added} special tokens")
-        first_length = token_ids.row_lengths()
         if pair_token_ids is None:
-            first_keep = tf.minimum(first_length, budget)
-            second_keep = tf.zeros_like(first_keep)
-        else:
-            first_keep, second_keep = longest_first(first_length, pair_token_ids.row_lengths(), budget)
-        length = first_keep + second_keep + num_added
-        column = tf.range(tf.reduce_max(tf.concat([length, [0]], 0)))[None]
-        first_keep, second_keep, length = first_keep[:, None], second_keep[:, None], length[:, None]
-
-        def gather_tokens(ragged: tf.RaggedTensor, begin: tf.Tensor) -> tf.Tensor:
-            """Token ``column - begin`` of each row (anything where out of range)."""
-            values = tf.concat([tf.cast(ragged.flat_values, tf.int64), [self.pad_id]], 0)
-            index = ragged.row_starts()[:, None] + column - begin
-            return tf.gather(values, tf.clip_by_value(index, 0, tf.size(values, out_type=tf.int64) - 1))
-
-        first_sep = first_keep + 1
-        input_ids = tf.where(
-            (column >= 1) & (column < first_sep), gather_tokens(token_ids, 1), tf.constant(self.pad_id, tf.int64)
-        )
-        input_ids = tf.where(column == 0, tf.constant(self.cls_id, tf.int64), input_ids)
-        input_ids = tf.where(column == first_sep, tf.constant(self.sep_id, tf.int64), input_ids)
-        token_type_ids = tf.zeros_like(input_ids)
-        if pair_token_ids is not None:
-            second_sep = first_sep + 1 + second_keep
-            in_second = (column > first_sep) & (column < second_sep)
-            input_ids = tf.where(in_second, gather_tokens(pair_token_ids, first_sep + 1), input_ids)
-            input_ids = tf.where(column == second_sep, tf.constant(self.sep_id, tf.int64), input_ids)
-            token_type_ids = tf.cast((column > first_sep) & (column < length), tf.int64)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": tf.cast(column < length, tf.int64),
-            "token_type_ids": token_type_ids,
-        }
+            return pack(self.layout.single, self.pad_id, max_length, [token_ids])
+        return pack(self.layout.pair, self.pad_id, max_length, [token_ids, pair_token_ids])

@@ -70,7 +70,7 @@ def graph_tokenizer(model_dir: Union[str, Path], backend_json: Optional[str] = N
     try:
         if model == "BPE" and pre == ["ByteLevel"]:
             return ByteLevelBpeTokenizer(spec)
-        if model in ("Unigram", "BPE") and pre == ["Metaspace"]:
+        if model in ("Unigram", "BPE") and pre in (["Metaspace"], ["WhitespaceSplit", "Metaspace"]):
             return SentencePieceTokenizer(spec)
     except ValueError as error:  # a component the graph does not run, named
         raise ValueError(f"tokenizer.json: {error}") from None
@@ -78,4 +78,4 @@ def graph_tokenizer(model_dir: Union[str, Path], backend_json: Optional[str] = N
         raise ValueError(f"tokenizer.json: a malformed {model} pipeline ({type(error).__name__}: {error})") from None
     raise ValueError(f"tokenizer.json: a {model} model with pre-tokenizer {' + '.join(map(str, pre)) or 'none'} "
                      "has no in-graph twin (supported: WordPiece, byte-level BPE, SentencePiece Unigram/BPE "
-                     "with Metaspace)")
+                     "with Metaspace, alone or after WhitespaceSplit)")

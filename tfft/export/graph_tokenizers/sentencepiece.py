@@ -3,7 +3,8 @@
 The Hugging Face fast tokenizers of these models run: added tokens matched in the raw text,
 a normalizer (a ``Sequence`` of ``Precompiled``, ``Strip``, ``Replace``, ``NFKD``,
 ``StripAccents``, ``Lowercase``), the ``Metaspace`` pre-tokenizer (spaces become ``▁``, a
-``▁`` is prepended, pieces split before each ``▁``) and a ``Unigram`` model (Viterbi over
+``▁`` is prepended, pieces split before each ``▁``; after a ``WhitespaceSplit`` as older converters
+wrote it, e.g. albert-base-v2, every word is prepended) and a ``Unigram`` model (Viterbi over
 the piece scores, unknown characters fused into one unk token or spelled as byte tokens) or
 a ``BPE`` model. Each step is done here on a flat "normalized string": its code points and,
 per code point, the span of original characters it came from, which is how Hugging Face
@@ -405,8 +406,12 @@ class SentencePieceTokenizer(tf.Module):
         return steps
 
     def _metaspace(self, pre: dict | None) -> None:
-        if pre and pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 1:
-            pre = pre["pretokenizers"][0]
+        """Metaspace's options, alone or after a WhitespaceSplit (the older converters' pre-tokenizer,
+        kept by published tokenizer.json files such as albert-base-v2's)."""
+        parts = pre.get("pretokenizers", []) if pre and pre.get("type") == "Sequence" else [pre]
+        self.whitespace_split = [(part or {}).get("type") for part in parts[:-1]] == ["WhitespaceSplit"]
+        if len(parts) == 1 or self.whitespace_split:
+            pre = parts[-1]
         if not pre or pre.get("type") != "Metaspace":
             raise ValueError(f"pre_tokenizer {(pre or {}).get('type')!r} with a {self.kind} model is not supported "
                              "in the graph (expected Metaspace)")
@@ -506,14 +511,27 @@ class SentencePieceTokenizer(tf.Module):
         return _replace(text, *step[1:])
 
     def _pre_tokenize(self, text: _Text, segment_added: tf.Tensor, segment_at_row_start: tf.Tensor):
-        """Metaspace: spaces become ``▁``, a ``▁`` goes before segments that lack one, pieces start at each ``▁``."""
+        """Metaspace: spaces become ``▁``, a ``▁`` goes before segments that lack one, pieces start at each ``▁``.
+
+        After a WhitespaceSplit, whitespace is dropped and every word is such a segment; with the
+        ``first`` scheme only a word that starts the text gets the ``▁`` then (tokenizers asks whether
+        the piece's original offset is 0)."""
         marker = ord(self.replacement)
-        text = text._replace(code_points=tf.where(text.code_points == 32, marker, text.code_points))
         first, _ = _segment_edges(text)
+        if self.whitespace_split:
+            space = tf.reduce_any(text.code_points[:, None] == tf.constant(sorted(WHITESPACE), tf.int32), axis=1)
+            after_space = tf.gather(space, tf.maximum(tf.range(tf.size(space, out_type=tf.int64)) - 1, 0))
+            kept = tf.where(~space)[:, 0]
+            first = tf.gather(first | after_space, kept)
+            text = _take(text, kept)
+            at_text_start = text.start == 0
+        else:
+            at_text_start = tf.gather(segment_at_row_start, text.segment)
+        text = text._replace(code_points=tf.where(text.code_points == 32, marker, text.code_points))
         if self.prepend_scheme != "never":
             insert = first & (text.code_points != marker)
             if self.prepend_scheme == "first":
-                insert &= tf.gather(segment_at_row_start, text.segment)
+                insert &= at_text_start
             count = 1 + tf.cast(insert, tf.int64)
             source, rank = _expand(count)
             virtual = tf.gather(insert, source) & (rank == 0)
