@@ -70,7 +70,8 @@ def built_once(tmp_path_factory) -> Callable[[str, Callable[[Path], object]], Pa
 
     Under pytest-xdist (``make test``) the folder is shared by the workers, so that files running in
     different processes share a trained run too: the first worker to ask builds it under a lock, the
-    others wait for it and reuse it. What a test gets from here it must only read."""
+    others wait for it and reuse it. Tests may add files to the folder (``tfft evaluate`` writes a report
+    into a run) but must not change or remove what is there."""
     from filelock import FileLock  # a dependency of transformers
 
     base = tmp_path_factory.getbasetemp()
