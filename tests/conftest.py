@@ -7,7 +7,10 @@ run in seconds; tests that need the real default model or ../shared/data are mar
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -62,15 +65,54 @@ def tiny_tokenizer(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
-def family_checkpoint(tmp_path_factory):
+def built_once(tmp_path_factory) -> Callable[[str, Callable[[Path], object]], Path]:
+    """``built_once(name, build)``: the folder ``build(folder)`` fills, made once per test session.
+
+    Under pytest-xdist (``make test``) the folder is shared by the workers, so that files running in
+    different processes share a trained run too: the first worker to ask builds it under a lock, the
+    others wait for it and reuse it. Tests may add files to the folder (``tfft evaluate`` writes a report
+    into a run) but must not change or remove what is there."""
+    from filelock import FileLock  # a dependency of transformers
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    root.mkdir(exist_ok=True)
+
+    def folder(name: str, build: Callable[[Path], object]) -> Path:
+        target, built = root / name, root / f"{name}.built"
+        with FileLock(str(root / f"{name}.lock")):
+            if not built.exists():
+                shutil.rmtree(target, ignore_errors=True)  # a build that failed half-way
+                build(target)
+                built.touch()
+        return target
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(built_once):
     """``family_checkpoint(model_type)``: that family's tiny checkpoint (tests/families.py), built once per session."""
     from families import write_family_checkpoint
 
-    built = {}
-
     def checkpoint(family: str) -> Path:
-        if family not in built:
-            built[family] = write_family_checkpoint(family, tmp_path_factory.mktemp(f"tiny-{family}"))
-        return built[family]
+        return built_once(f"tiny-{family}", lambda directory: write_family_checkpoint(family, directory))
 
     return checkpoint
+
+
+@pytest.fixture(scope="session")
+def family_run(family_checkpoint, built_once):
+    """``family_run(model_type, name)``: that family's run trained with ``tfft train`` and tests/families.py's
+    ``RUNS[name]`` options, once per session: tests/test_families.py and tests/test_family_serving.py share it."""
+    from families import RUNS
+    from tfft.cli import main
+
+    def run(family: str, name: str) -> Path:
+        def train(directory: Path) -> None:
+            argv = ["train", *RUNS[name], "--model", str(family_checkpoint(family)), "--output-dir", str(directory)]
+            assert main(argv) == 0, (family, name)
+
+        return built_once(f"run-{family}-{name}", train)
+
+    return run

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import shutil
 import os
 import string
 import subprocess
@@ -76,8 +75,7 @@ WORD_PADDING = {"tags": "", "tag_ids": -1, "tag_scores": 0.0, "word_start": -1, 
 ENTITY_PADDING = {"entity_types": "", "entity_start": -1, "entity_end": -1, "entity_scores": 0.0}
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def write_vocab_checkpoint(directory: Path) -> None:
     """The tiny test BERT, but with the sample data's frequent words (and letters) in its vocabulary."""
     counts: collections.Counter = collections.Counter()
     for line in (SAMPLE_DATA / "ner_train.txt").read_text(encoding="utf-8").splitlines():
@@ -88,20 +86,31 @@ def checkpoint(tmp_path_factory) -> Path:
     letters = list(string.ascii_lowercase)
     vocab = TINY_VOCAB + letters + ["##" + c for c in letters] + [w for w, _ in counts.most_common(400)]
     keras.utils.set_random_seed(0)
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("vocab-bert"), list(dict.fromkeys(vocab)))
+    write_tiny_checkpoint(directory, list(dict.fromkeys(vocab)))
 
 
 @pytest.fixture(scope="module")
-def runs(checkpoint, tmp_path_factory) -> Dict[str, Path]:
-    """One-epoch runs of both tasks (settings found to give varied predictions with this seed)."""
-    root = tmp_path_factory.mktemp("runs")
-    ner = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"), model=str(checkpoint),
-                      output_dir=str(root / "ner"), epochs=1, batch_size=16, learning_rate=5e-2, tensorboard=False)
-    sentiment = TrainConfig(task="sequence-classification", train=str(SAMPLE_DATA / "sentiment_train.tsv"),
-                            model=str(checkpoint), output_dir=str(root / "sentiment"), epochs=1, batch_size=4,
-                            max_train_examples=200, learning_rate=3e-2, warmup_fraction=0.0, weight_decay=0.0,
-                            tensorboard=False)
-    return {"ner": train(ner).run_dir, "sentiment": train(sentiment).run_dir}
+def checkpoint(built_once) -> Path:
+    return built_once("vocab-bert", write_vocab_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def runs(checkpoint, built_once) -> Dict[str, Path]:
+    """One-epoch runs of both tasks (settings found to give varied predictions with this seed), trained once
+    for this module and tests/test_tflite.py."""
+    def train_both(root: Path) -> None:
+        ner = TrainConfig(task="token-classification", train=str(SAMPLE_DATA / "ner_train.txt"),
+                          model=str(checkpoint), output_dir=str(root / "ner"), epochs=1, batch_size=16,
+                          learning_rate=5e-2, tensorboard=False)
+        sentiment = TrainConfig(task="sequence-classification", train=str(SAMPLE_DATA / "sentiment_train.tsv"),
+                                model=str(checkpoint), output_dir=str(root / "sentiment"), epochs=1, batch_size=4,
+                                max_train_examples=200, learning_rate=3e-2, warmup_fraction=0.0, weight_decay=0.0,
+                                tensorboard=False)
+        train(ner)
+        train(sentiment)
+
+    root = built_once("export-runs", train_both)
+    return {"ner": root / "ner", "sentiment": root / "sentiment"}
 
 
 @pytest.fixture(scope="module")
@@ -136,17 +145,15 @@ def assert_same_results(expected: Any, actual: Any, where: str = "result") -> No
 
 def test_versions_assets_and_refusals(checkpoint, runs, exports, capsys, monkeypatch):
     ner_dir = exports / "ner"
-    assert export_run(runs["ner"], "ner", export_dir=exports) == ner_dir / "2"
-    assert sorted(os.listdir(ner_dir)) == ["1", "2"]
-    # Readable by a model server running as another user: the modes of a plain mkdir/open under umask 022.
     previous = os.umask(0o022)
     try:
         version = export_run(runs["ner"], "ner", export_dir=exports)
     finally:
         os.umask(previous)
+    assert version == ner_dir / "2" and sorted(os.listdir(ner_dir)) == ["1", "2"]
+    # Readable by a model server running as another user: the modes of a plain mkdir/open under umask 022.
     for path in [version, *version.rglob("*")]:
         assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
-    shutil.rmtree(version)
 
     with pytest.raises(ConfigError, match=r"ner/1 already exists; choose another --version"):
         export_run(runs["ner"], "ner", version=1, export_dir=exports)

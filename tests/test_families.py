@@ -15,17 +15,12 @@ from tfft.cli import main
 from tfft.families import FAMILIES, REGISTRY, family_table
 
 from conftest import REPO, SAMPLE_DATA
-from families import FAMILY_NAMES
+from families import FAMILY_NAMES, NER, SENTIMENT
 
 TEXTS = SAMPLE_DATA.joinpath("ner_predict.txt").read_text(encoding="utf-8").splitlines() + [
     "Zoë  Müller met Anna Schmidt in São Paulo on Monday .",
     "  Acme Corp   shares rose in Berlin.",
 ]
-COMMON = ["--learning-rate", "1e-2", "--no-tensorboard", "--seed", "3", "--max-validation-examples", "40"]
-NER = ["--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
-       "--validation", str(SAMPLE_DATA / "ner_valid.txt")]
-SENTIMENT = ["--task", "sequence-classification", "--train", str(SAMPLE_DATA / "sentiment_train.tsv"),
-             "--validation", str(SAMPLE_DATA / "sentiment_valid.tsv")]
 
 
 def losses(run: Path) -> list:
@@ -39,23 +34,13 @@ def predicted(capsys, where, path: Path, *extra) -> list:
 
 
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
-def trained(request, family_checkpoint, tmp_path_factory):
-    """One family's runs: NER (packed rows where the family packs, Keras' own step on length buckets elsewhere),
-    sentiment with gradient accumulation and checkpointing (tfft's step, recomputed blocks), NER with LoRA
-    adapters (no validation)."""
+def trained(request, family_run, tmp_path_factory):
+    """One family's runs (tests/families.py's RUNS, shared with tests/test_family_serving.py): NER (packed rows
+    where the family packs, Keras' own step on length buckets elsewhere), sentiment with gradient accumulation
+    and checkpointing (tfft's step, recomputed blocks), NER with LoRA adapters (no validation)."""
     family = request.param
-    model = ["--model", str(family_checkpoint(family))]
     root = tmp_path_factory.mktemp(f"runs-{family}")
-    runs = {"family": family, "root": root}
-    commands = {
-        "ner": [*NER, "--epochs", "2"],
-        "sentiment": [*SENTIMENT, "--epochs", "8", "--patience", "8", "--batch-size", "4",
-                      "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--learning-rate", "5e-3"],
-        "lora": [*NER[:4], "--epochs", "2", "--lora-rank", "4", "--learning-rate", "3e-2"],
-    }
-    for name, args in commands.items():
-        runs[name] = root / name
-        assert main(["train", *COMMON, *model, *args, "--output-dir", str(runs[name])]) == 0, (family, name)
+    runs = {"family": family, "root": root, **{name: family_run(family, name) for name in ("ner", "sentiment", "lora")}}
     texts = root / "texts.txt"
     texts.write_text("".join(text + "\n" for text in TEXTS), encoding="utf-8")
     runs["texts"] = texts

@@ -32,12 +32,8 @@ WORDS = [["Anna", "Schmidt", "flew", "to", "Tokyo", "with", "Acme", "Corp", "."]
          ["São", "Paulo", "is", "in", "Brazil", "🙂"], ["北京", "and", "Москва"]]
 SENTENCES = SAMPLE_DATA.joinpath("sentiment_predict.txt").read_text(encoding="utf-8").splitlines()[:8] + [
     "Ein wunderbarer Film ! 🙂", "最高の映画でした", "", "  "]
-COMMON = ["--learning-rate", "1e-2", "--no-tensorboard", "--seed", "3", "--max-validation-examples", "40"]
-NER = ["--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
-       "--validation", str(SAMPLE_DATA / "ner_valid.txt"), "--epochs", "2"]
-SENTIMENT = ["--task", "sequence-classification", "--train", str(SAMPLE_DATA / "sentiment_train.tsv"),
-             "--validation", str(SAMPLE_DATA / "sentiment_valid.tsv"), "--epochs", "2"]
-# Sequence classification for the in-graph tokenizer kinds beside WordPiece (tests/test_export.py serves BERT's).
+# Sequence classification for the in-graph tokenizer kinds beside WordPiece (tests/test_export.py serves BERT's),
+# on tests/families.py's sentiment run (gradient accumulation and checkpointing change nothing the export saves).
 SEQUENCE_FAMILIES = ("roberta", "xlm-roberta")
 
 
@@ -57,17 +53,14 @@ def write_lines(path: Path, lines) -> Path:
 
 
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
-def served(request, family_checkpoint, tmp_path_factory):
-    """One family's NER run (and, for SEQUENCE_FAMILIES, a sentiment run), each exported as a SavedModel and
-    as a float32-weight TFLite model."""
+def served(request, family_run, tmp_path_factory):
+    """One family's NER run (and, for SEQUENCE_FAMILIES, its sentiment run), tests/families.py's RUNS shared with
+    tests/test_families.py, each exported as a SavedModel and as a float16-weight TFLite model."""
     family = request.param
-    model = ["--model", str(family_checkpoint(family))]
     root = tmp_path_factory.mktemp(f"served-{family}")
     runs = {"family": family, "root": root}
-    tasks = {"ner": NER, **({"sentiment": SENTIMENT} if family in SEQUENCE_FAMILIES else {})}
-    for name, args in tasks.items():
-        run = root / name
-        assert main(["train", *COMMON, *model, *args, "--output-dir", str(run)]) == 0, (family, name)
+    for name in ("ner", "sentiment") if family in SEQUENCE_FAMILIES else ("ner",):
+        run = family_run(family, name)
         exports = root / "exports"
         assert main(["export", str(run), "--name", name, "--export-dir", str(exports), "--version", "1"]) == 0
         assert main(["export", str(run), "--name", name, "--export-dir", str(exports), "--format", "tflite",
