@@ -262,6 +262,9 @@ class TrainConfig:
                                        "and Anglo-Dutch stay whole) or whitespace (text already tokenized with "
                                        "spaces)", choices=WORD_SPLITS)
     patience: int = _option(2, "epochs without improvement before early stopping", values=NON_NEGATIVE_INT)
+    average_epochs: int = _option(2, "the final model is the mean of the weights at the ends of the last N epochs "
+                                     "(1: the last epoch's own weights); a run that stops early averages nothing",
+                                  values=POSITIVE_INT)
     monitor: Optional[str] = _option(None, "metric for early stopping and the best checkpoint "
                                            "(default: val_f1 for tokens, val_accuracy for sequences)")
     seed: int = _option(42, "random seed for initialisation, shuffling and dropout", values=SEED)
@@ -301,6 +304,10 @@ class TrainConfig:
     label_separator: Optional[str] = _option(None, "multi-label classification: the separator of the labels in "
                                                    f"--label-column (default: '{DEFAULT_LABEL_SEPARATOR}'; "
                                                    "JSON Lines may hold a list instead)")
+    label_smoothing: Optional[float] = _option(None, "token and single-label classification: train towards targets "
+                                                     "that spread this share of each label's weight evenly over all "
+                                                     "classes (default: none; it did not help CoNLL-2003)",
+                                               values=FRACTION)
     class_weight: Optional[str] = _option(None, "classification: weigh the loss by class: 'balanced' (each class "
                                                 "by total / (classes x its count); multi-label: each label's "
                                                 "positives by its negatives / positives) or LABEL=WEIGHT,... "
@@ -477,6 +484,7 @@ class TrainConfig:
         for name, tasks in (("label_columns", (MULTI_LABEL_CLASSIFICATION,)),
                             ("label_separator", (MULTI_LABEL_CLASSIFICATION,)),
                             ("class_weight", (SEQUENCE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION)),
+                            ("label_smoothing", (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)),
                             ("loss", (REGRESSION,)), ("normalize_targets", (REGRESSION,))):
             if getattr(self, name) is not None and self.task not in tasks:
                 raise ConfigError(f"The '{name}' option is for {' and '.join(tasks)}, not {self.task}.")
