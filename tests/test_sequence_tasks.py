@@ -20,7 +20,8 @@ from tfft.metrics import (
     DecisionRule, best_f1_threshold, choose_decision_rule, decide, decision_metric_for, global_threshold,
     joint_thresholds, multi_label_scores, regression_scores, shrunk_thresholds,
 )
-from tfft.training.losses import BinaryCrossEntropy, CrossEntropy, RegressionLoss, class_weights, target_scale
+from tfft.training.losses import (BinaryCrossEntropy, CrossEntropy, RegressionLoss, class_weights, target_scale,
+                                  task_loss)
 
 ML = "multi-label-classification"
 REG = "regression"
@@ -278,6 +279,23 @@ def test_class_weighted_cross_entropy_is_the_weighted_mean():
     expected = (1 * per_example[0] + 3 * per_example[1] + 3 * per_example[2]) / 7
     assert float(loss(labels, logits)) == pytest.approx(expected, rel=1e-6)
     assert float(loss.weight(labels)) == 7.0
+
+
+def test_label_smoothing_moves_that_share_of_the_target_onto_every_class():
+    logits = tf.constant([[2.0, 0.0, -1.0], [0.5, 1.0, 0.0]])
+    labels = tf.constant([0, 2])
+    log_p = np.log(tf.nn.softmax(logits).numpy())
+    targets = np.array([[0.9, 0.0, 0.0], [0.0, 0.0, 0.9]]) + 0.1 / 3
+    expected = -np.mean(np.sum(targets * log_p, axis=1))
+    assert float(CrossEntropy(label_smoothing=0.1)(labels, logits)) == pytest.approx(expected, rel=1e-6)
+    weighted = CrossEntropy([1.0, 1.0, 3.0], label_smoothing=0.1)  # class weights still weigh each position
+    per_example = -np.sum(targets * log_p, axis=1)
+    assert float(weighted(labels, logits)) == pytest.approx((per_example[0] + 3 * per_example[1]) / 4, rel=1e-6)
+    config = TrainConfig(task=SEQ, train="x", label_smoothing=0.1)
+    assert task_loss(config, LabelMap(["a", "b", "c"])).label_smoothing == 0.1
+    with pytest.raises(ConfigError, match="The 'label_smoothing' option is for token-classification and "
+                                          "sequence-classification, not regression"):
+        TrainConfig(task=REG, train="x", label_smoothing=0.1).validate()
 
 
 def test_binary_cross_entropy_weighs_positives_by_pos_weight():

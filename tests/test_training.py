@@ -494,3 +494,50 @@ def test_a_data_file_edited_after_a_kill_is_not_resumed(ner_config, tmp_path, ca
     assert (work_dir / "run_key.json").read_text() == key_before and not ner_config.run_dir.exists()
     assert main(["train", "--config", config_file, "--overwrite"]) == 0
     assert ner_config.run_dir.is_dir() and not work_dir.exists()
+
+
+class TrainableWeights(keras.callbacks.Callback):
+    """The trainable weights after every epoch's last step (before any callback after it changes them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_step, self.by_epoch = None, {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_step = [variable.numpy() for variable in self.model.trainable_variables]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.by_epoch[epoch] = self.after_step
+
+
+def assert_weights_equal(model, expected):
+    for variable, value in zip(model.trainable_variables, expected, strict=True):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("average_epochs", [1, 3])
+def test_the_final_model_is_the_mean_of_the_last_epochs_weights(ner_config, tmp_path, monkeypatch, average_epochs):
+    scripted_validation(monkeypatch, [0.5, 0.6, 0.7])  # the last epoch is the best: the run keeps it
+    data = prepare_data(replace(ner_config, epochs=3, average_epochs=average_epochs))
+    weights = TrainableWeights()
+    model, best_epoch, _ = fit_model(data.config, data, tmp_path / "work", cluster=Cluster.current(),
+                                     extra_callbacks=[weights])
+    assert best_epoch == 2
+    kept = [weights.by_epoch[epoch] for epoch in range(3 - average_epochs, 3)]
+    assert_weights_equal(model, [np.mean(values, axis=0) for values in zip(*kept)])
+    if average_epochs > 1:  # and it is not simply the last epoch's weights
+        assert not np.allclose(model.trainable_variables[0].numpy(), weights.by_epoch[2][0])
+
+
+def test_a_fit_resumed_at_its_last_epoch_averages_the_epoch_it_did_not_rerun(ner_config, tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [0.5, 0.6, 0.7])
+    data = prepare_data(replace(ner_config, epochs=3, average_epochs=2))
+    first = TrainableWeights()
+    with pytest.raises(KeyboardInterrupt):
+        fit_model(data.config, data, tmp_path / "work", cluster=Cluster.current(),
+                  extra_callbacks=[first, InterruptAt(2)])
+    resumed = TrainableWeights()
+    model, _, _ = fit_model(data.config, data, tmp_path / "work", cluster=Cluster.current(),
+                            extra_callbacks=[resumed])
+    assert sorted(resumed.by_epoch) == [2]  # epoch 2 (index 1) was only in the interrupted process
+    assert_weights_equal(model, [(a + b) / 2 for a, b in zip(first.by_epoch[1], resumed.by_epoch[2])])

@@ -125,6 +125,52 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - started
 
 
+class LastEpochsAveraging(keras.callbacks.Callback):
+    """Make the last epoch's weights the mean of the trainable weights at the ends of the last ``epochs`` epochs.
+
+    Why: the learning rate decays to zero over the last epochs, whose ends lie around one optimum; their
+    mean generalises better than any one of them (default model, CoNLL-2003 validation entity F1 0.9370
+    -> 0.9386 averaging epochs 2 and 3; see docs/results.md). Put before :class:`ValidationMetrics`, so the
+    averaged weights are what the last epoch is scored, checkpointed and saved as; a run early stopping
+    ends before its last epoch and averages nothing. The earlier epochs' weights are kept in memory and,
+    on the chief, in ``state_dir`` (the backup), so a resumed run averages the same epochs; a repeated
+    epoch replaces its own snapshot.
+    """
+
+    def __init__(self, epochs: int, state_dir: Optional[Path] = None, save_state: bool = True):
+        super().__init__()
+        self.epochs = epochs
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        self.save_state = save_state
+        self._snapshots: Dict[int, list] = {}
+
+    def _snapshot_file(self, epoch: int) -> Path:
+        return self.state_dir / f"epoch_average-{epoch + 1}.npz"
+
+    def _snapshot(self, epoch: int) -> list:
+        if epoch not in self._snapshots:  # a resumed run: the chief's file
+            with np.load(self._snapshot_file(epoch)) as saved:
+                self._snapshots[epoch] = [saved[str(i)] for i in range(len(saved.files))]
+        return self._snapshots[epoch]
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        last = self.params["epochs"] - 1
+        first = max(0, last - self.epochs + 1)
+        if epoch < first or first == last:
+            return
+        variables = self.model.trainable_variables
+        values = [variable.numpy() for variable in variables]
+        if epoch < last:
+            self._snapshots[epoch] = values
+            if self.state_dir is not None and self.save_state:
+                atomic_write(self._snapshot_file(epoch),
+                             lambda tmp: np.savez(tmp, **{str(i): v for i, v in enumerate(values)}))
+            return
+        earlier = [self._snapshot(e) for e in range(first, last)]
+        for i, variable in enumerate(variables):
+            variable.assign(sum((snapshot[i] for snapshot in earlier), values[i]) / (len(earlier) + 1))
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop a fit whose training loss has become NaN or infinite, with an error naming the epoch and ``advice``
     (the options most likely to blame).

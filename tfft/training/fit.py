@@ -17,7 +17,8 @@ from tfft.backend import keras
 from tfft.config import TrainConfig
 from tfft.distribution import Cluster
 from tfft.run_dir import BACKUP_SUBDIR, BEST_WEIGHTS, EARLY_STOPPING_STATE, HISTORY_CSV, LOGS_SUBDIR
-from tfft.training.callbacks import BestWeightsCheckpoint, EarlyStoppingAfterLearning, ProgressLog, StopOnNonFiniteLoss
+from tfft.training.callbacks import (BestWeightsCheckpoint, EarlyStoppingAfterLearning, LastEpochsAveraging, ProgressLog,
+                                     StopOnNonFiniteLoss)
 from tfft.training.data import PreparedData
 from tfft.training.model import create_model
 from tfft.training.timing import FitTimes, Stopwatch
@@ -54,6 +55,9 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     fit_times = FitTimes()
     callbacks: List[keras.callbacks.Callback] = [StopOnNonFiniteLoss(divergence_advice(config, work_dir)), fit_times]
     backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
+    # Before the validation scores: the last epoch is scored (and kept) as the average.
+    callbacks.append(LastEpochsAveraging(config.average_epochs, backup_dir if backup else None,
+                                         save_state=cluster.is_chief))
     validation_metrics = data.validation_metrics(config, cluster)
     checkpoint = None
     if validation_metrics is not None:

@@ -52,8 +52,9 @@ class CrossEntropy(TaskLoss):
     independent of how much padding a batch has.
     """
 
-    def __init__(self, class_weights: Optional[Sequence[float]] = None):
+    def __init__(self, class_weights: Optional[Sequence[float]] = None, label_smoothing: float = 0.0):
         self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+        self.label_smoothing = float(label_smoothing)
 
     def _weights(self, labels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         scored = tf.not_equal(labels, IGNORE_INDEX)
@@ -69,6 +70,9 @@ class CrossEntropy(TaskLoss):
         labels = tf.reshape(tf.cast(labels, tf.int32), tf.shape(logits)[:-1])
         safe_labels, weights = self._weights(labels)
         per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+        if self.label_smoothing:  # the target puts label_smoothing / classes on every class, the rest on the label
+            uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+            per_position = (1.0 - self.label_smoothing) * per_position + self.label_smoothing * uniform
         return tf.reduce_sum(per_position * weights), tf.reduce_sum(weights)
 
     def weight(self, labels):
@@ -141,7 +145,7 @@ def task_loss(config: TrainConfig, label_map: LabelMap, model_config=None,
     weights = class_weights(config, label_map, targets)
     if config.task == MULTI_LABEL_CLASSIFICATION:
         return BinaryCrossEntropy(weights)
-    return CrossEntropy(weights)
+    return CrossEntropy(weights, config.label_smoothing or 0.0)
 
 
 def class_weights(config: TrainConfig, label_map: LabelMap, targets: Optional[np.ndarray]) -> Optional[np.ndarray]:

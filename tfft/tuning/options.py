@@ -131,7 +131,7 @@ class SearchSpace:
             learning_rate=Dimension(1e-4, 3e-3, sampling="log") if config.lora_rank else Dimension(1e-5, 3e-4,
                                                                                                   sampling="log"),
             batch_size=Dimension(choices=(16, 32)),
-            epochs=Dimension(1, config.epochs or DEFAULT_EPOCHS),
+            epochs=Dimension(1, config.epochs or DEFAULT_EPOCHS[config.task]),
             warmup_fraction=Dimension(0.0, 0.2),
             weight_decay=Dimension(0.0, 0.1),
             dropout=Dimension(0.0, 0.3),
