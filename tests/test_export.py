@@ -27,6 +27,7 @@ from tfft.backend import keras, tf
 from tfft.cli import main
 from tfft.config import TrainConfig
 from tfft.errors import ConfigError
+from tfft.export.request_limits import CHECKS_SCOPE
 from tfft.export.predictor import SavedModelPredictor
 from tfft.export.saved_model import ServingModule, export_run
 from tfft.prediction import Predictor
@@ -446,8 +447,9 @@ def unchecked_ops(function, inputs):
     body = _request_body(function, inputs)
     nodes = {node.name: node for node in body.node_def}
     parents = {name: {i.lstrip("^").split(":")[0] for i in node.input} for name, node in nodes.items()}
-    checks = {name for name, node in nodes.items()
-              if node.op == "Assert" or (node.op in ("If", "StatelessIf") and name.endswith("AssertGuard"))}
+    # The size checks (other Asserts, e.g. a ragged tensor's own, read the request like any other op).
+    checks = {name for name, node in nodes.items() if name.startswith(CHECKS_SCOPE + "/")
+              and (node.op == "Assert" or (node.op in ("If", "StatelessIf") and name.endswith("AssertGuard")))}
     assert checks, "the signature checks nothing"
     reads, follows, order = {}, {}, []
     pending = {name: {p for p in parents[name] if p in nodes} for name in nodes}

@@ -28,6 +28,10 @@ MAX_REQUEST_CHARS = 2 * MAX_TEXT_CHARS
 MAX_REQUEST_TOKENS = 65_536
 
 
+# The graph name scope of the size checks (what tests/test_export.py finds them by).
+CHECKS_SCOPE = "request_limits"
+
+
 def request_limits() -> Dict[str, int]:
     """The limits, as the model card records them."""
     return {"max_text_chars": MAX_TEXT_CHARS, "max_request_texts": MAX_REQUEST_TEXTS,
@@ -37,11 +41,16 @@ def request_limits() -> Dict[str, int]:
 def checked_texts(*texts: tf.Tensor) -> Tuple[tf.Tensor, ...]:
     """``texts`` (tf.string ``[batch]`` each: a text and, for pairs, its pair) once the request is within
     the limits; an InvalidArgument error naming the limit otherwise."""
+    with tf.name_scope(CHECKS_SCOPE):
+        return _gated(_text_checks(texts), texts)
+
+
+def _text_checks(texts: Sequence[tf.Tensor]) -> list:
     rows = tf.size(texts[0], out_type=tf.int64)
     # UTF8_CHAR counts lead bytes: a scan of the bytes, allocating one number per text.
     chars = tf.add_n([tf.strings.length(text, unit="UTF8_CHAR") for text in texts])
     longest = tf.reduce_max(tf.concat([chars, [0]], 0))
-    checks = [
+    return [
         tf.debugging.assert_less_equal(
             rows, tf.constant(MAX_REQUEST_TEXTS, tf.int64),
             message=f"a request holds more than {MAX_REQUEST_TEXTS} texts (MAX_REQUEST_TEXTS); send fewer at a time"),
@@ -53,12 +62,16 @@ def checked_texts(*texts: tf.Tensor) -> Tuple[tf.Tensor, ...]:
             message=f"a request holds more than {MAX_REQUEST_CHARS} characters counting each text as long as "
                     "the longest (MAX_REQUEST_CHARS); send long texts in smaller requests"),
     ]
-    return _gated(checks, texts)
 
 
 def checked_ids(ids: Sequence[tf.Tensor], max_length: int) -> Tuple[tf.Tensor, ...]:
     """``ids`` (int ``[batch, length]`` each, same shape) once the request is within the limits and no
     longer than ``max_length`` tokens, the model's positions; an InvalidArgument error otherwise."""
+    with tf.name_scope(CHECKS_SCOPE):
+        return _gated(_id_checks(ids, max_length), ids)
+
+
+def _id_checks(ids: Sequence[tf.Tensor], max_length: int) -> list:
     shape = tf.shape(ids[0], out_type=tf.int64)
     checks = [tf.debugging.assert_equal(tf.shape(other, out_type=tf.int64), shape,
                                         message="input_ids, attention_mask and token_type_ids differ in shape")
@@ -75,7 +88,7 @@ def checked_ids(ids: Sequence[tf.Tensor], max_length: int) -> Tuple[tf.Tensor, .
             message=f"a request holds more than {MAX_REQUEST_TOKENS} token ids (MAX_REQUEST_TOKENS); "
                     "send fewer rows at a time"),
     ]
-    return _gated(checks, ids)
+    return checks
 
 
 def _gated(checks, tensors: Sequence[tf.Tensor]) -> Tuple[tf.Tensor, ...]:

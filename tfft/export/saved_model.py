@@ -175,7 +175,11 @@ class ServingModule(tf.Module):
                                                               tf.maximum(word_of_piece[:, :-1], 0), batch_dims=1)
         kept = tf.gather_nd(in_word & (word_of_piece[:, :-1] >= 0),
                             tf.stack([token_ids.value_rowids(), token_piece.flat_values], 1))
-        token_ids, token_piece = (tf.ragged.boolean_mask(t, token_ids.with_flat_values(kept))
+        # Rebuilt without validation: tf.ragged.boolean_mask adds Assert ops of its own, which the graph would
+        # run before the request's size checks have passed.
+        kept_per_row = tf.math.unsorted_segment_sum(tf.cast(kept, tf.int64), token_ids.value_rowids(), batch)
+        token_ids, token_piece = (tf.RaggedTensor.from_row_lengths(tf.boolean_mask(t.flat_values, kept), kept_per_row,
+                                                                   validate=False)
                                   for t in (token_ids, token_piece))
         token_row = token_ids.value_rowids()
         token_word = tf.gather_nd(word_of_piece, tf.stack([token_row, token_piece.flat_values], 1))  # within its row
