@@ -130,7 +130,7 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.reshape(tf.gather(rows, head_rows), tf.stack([batch, heads, length, head_size]))
 
     activation = _activation(config.hidden_act)
-    blocks = encoder_model.encoder.layer
+    blocks = family.blocks(model)
     last = len(blocks) - 1
     for index, layer in enumerate(blocks):
         attention = layer.attention.self_attention

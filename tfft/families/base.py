@@ -103,7 +103,7 @@ class Family:
 
     def blocks(self, model) -> list:
         """The transformer blocks of a transformers TF model of this family, in order of their first call."""
-        node = getattr(model, model.base_model_prefix)
+        node = self.base_model(model)
         for name in self.blocks_path:
             node = getattr(node, name)
         return list(node)

@@ -55,9 +55,9 @@ def fit_model(config: TrainConfig, data: PreparedData, work_dir: Optional[Path],
     fit_times = FitTimes()
     callbacks: List[keras.callbacks.Callback] = [StopOnNonFiniteLoss(divergence_advice(config, work_dir)), fit_times]
     backup_dir = backup_dir or work_dir / BACKUP_SUBDIR
-    # Before the validation scores: the last epoch is scored (and kept) as the average.
-    callbacks.append(LastEpochsAveraging(config.average_epochs, backup_dir if backup else None,
-                                         save_state=cluster.is_chief))
+    if config.average_epochs > 1:  # before the validation scores: the last epoch is scored (and kept) as the average
+        callbacks.append(LastEpochsAveraging(config.average_epochs, backup_dir if backup else None,
+                                             save_state=cluster.is_chief))
     validation_metrics = data.validation_metrics(config, cluster)
     checkpoint = None
     if validation_metrics is not None:
