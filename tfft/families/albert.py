@@ -7,7 +7,7 @@ class AlbertFamily(Family):
     def blocks(self, model) -> list:
         """The shared layers (one per group and inner layer): each runs several times per forward pass, so
         a LoRA adapter on it is shared too, as its weights are."""
-        groups = getattr(model, model.base_model_prefix).encoder.albert_layer_groups
+        groups = self.base_model(model).encoder.albert_layer_groups
         return [layer for group in groups for layer in group.albert_layers]
 
 

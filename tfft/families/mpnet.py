@@ -13,7 +13,7 @@ class MPNetFamily(Family):
         TFLite has no builtin for); the same buckets computed in float32 convert."""
         from tfft.backend import tf
 
-        encoder = getattr(model, model.base_model_prefix).encoder
+        encoder = self.base_model(model).encoder
 
         def float32_bucket(relative_position, num_buckets=32, max_distance=128):
             num_buckets //= 2
