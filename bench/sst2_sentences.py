@@ -75,7 +75,11 @@ def main(argv: Sequence[str]) -> None:
     if not (SHARED / "train.tsv").is_file():
         sys.exit(f"needs the shared SST-2 files in {SHARED}")
     data_dir = run_dir.parent / f"{run_dir.name}-data"
+    marker = data_dir / ".sst2_sentences"  # files in data_dir are replaced only when this benchmark wrote them
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not marker.is_file():
+        sys.exit(f"{data_dir} holds files this benchmark did not write; choose another run directory")
     data_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     split = split_by_sentence(read_items(SHARED / "train.tsv"), read_items(SHARED / "dev.tsv"))
     files = {name: write_tsv(data_dir / f"{name}.tsv", items) for name, items in split.items()}
     (data_dir / "test.txt").write_text("".join(text + "\n" for text, _ in split["test"]), encoding="utf-8")
