@@ -94,7 +94,8 @@ FAMILY_NAMES = tuple(SPECS)
 
 # The ``tfft train`` options of the runs tests/conftest.py's ``family_run`` trains once per session on each
 # family's checkpoint: NER (Keras' own step on length buckets; BERT: packed rows), sentiment with gradient
-# accumulation and checkpointing (tfft's step, recomputed blocks), NER with LoRA adapters (no validation).
+# accumulation and checkpointing (tfft's step, recomputed blocks) on a mean-pooled head (the published-style
+# checkpoints of tests/test_published_checkpoints.py and tests/test_sequence_tasks_cli.py read the first token), NER with LoRA adapters (no validation).
 COMMON = ["--learning-rate", "1e-2", "--no-tensorboard", "--seed", "3", "--max-validation-examples", "40"]
 NER = ["--task", "token-classification", "--train", str(SAMPLE_DATA / "ner_train.txt"),
        "--validation", str(SAMPLE_DATA / "ner_valid.txt")]
@@ -103,7 +104,8 @@ SENTIMENT = ["--task", "sequence-classification", "--train", str(SAMPLE_DATA / "
 RUNS: Dict[str, List[str]] = {
     "ner": [*COMMON, *NER, "--epochs", "2"],
     "sentiment": [*COMMON, *SENTIMENT, "--epochs", "8", "--patience", "8", "--batch-size", "4",
-                  "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--learning-rate", "5e-3"],
+                  "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--learning-rate", "5e-3",
+                  "--pooling", "mean"],
     "lora": [*COMMON, *NER[:4], "--epochs", "2", "--lora-rank", "4", "--learning-rate", "3e-2"],
 }
 

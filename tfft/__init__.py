@@ -17,7 +17,7 @@ import importlib
 
 import tfft._environment  # noqa: F401  (before anything imports TensorFlow)
 
-__version__ = "0.5.1"
+__version__ = "0.6.0"
 
 # Public name -> module. Imported on first use (PEP 562), so `import tfft` and
 # `import tfft.data` stay free of TensorFlow until a TensorFlow-backed name is used.

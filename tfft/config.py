@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION
+from tfft.data import (MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION, SEQUENCE_TASKS, TASKS,
+                       TOKEN_CLASSIFICATION)
 from tfft.errors import ConfigError
 from tfft.words import NATURAL, WORD_SPLITS, WordInputs
 
@@ -59,6 +60,8 @@ DEFAULT_LEARNING_RATES = {TOKEN_CLASSIFICATION: 2e-4, SEQUENCE_CLASSIFICATION: 1
                           REGRESSION: 1e-4}
 DEFAULT_LABEL_SEPARATOR = ","
 REGRESSION_LOSSES = ("mse", "huber")
+# --pooling: what a sequence head reads (tfft.pooling); auto takes the checkpoint's own.
+POOLINGS = ("auto", "first", "mean")
 BALANCED = "balanced"
 # LoRA trains a few small matrices from zero and wants larger steps; see docs/memory.md (LoRA).
 DEFAULT_LORA_LEARNING_RATE = 2e-3
@@ -232,6 +235,11 @@ class TrainConfig:
     weight_decay: float = _option(0.01, "decoupled AdamW weight decay (not applied to LayerNorm and biases)",
                                   values=NON_NEGATIVE)
     dropout: Optional[float] = _option(None, "classifier dropout (default: the checkpoint's)", values=FRACTION)
+    pooling: Optional[str] = _option(None, "sequence tasks: what the classification head reads: first (the first "
+                                           "token, as the family's own head does), mean (the mean of the last "
+                                           "layer over the text's tokens) or auto (default: mean for a checkpoint "
+                                           "trained to embed a text as that mean, as sentence-transformers models "
+                                           "such as the default are; first otherwise)", choices=POOLINGS)
     attention_dropout: Optional[float] = _option(None, "dropout on the encoder's attention probabilities (default: "
                                                        "0 on packed rows, where it cost a fifth of a step; the "
                                                        "checkpoint's otherwise, 0.1 for BERT models)", values=FRACTION)
@@ -489,6 +497,7 @@ class TrainConfig:
                             ("label_separator", (MULTI_LABEL_CLASSIFICATION,)),
                             ("class_weight", (SEQUENCE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION)),
                             ("label_smoothing", (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)),
+                            ("pooling", SEQUENCE_TASKS),
                             ("loss", (REGRESSION,)), ("normalize_targets", (REGRESSION,))):
             if getattr(self, name) is not None and self.task not in tasks:
                 raise ConfigError(f"The '{name}' option is for {' and '.join(tasks)}, not {self.task}.")

@@ -11,7 +11,9 @@ SavedModel and TFLite exports -- applies :func:`logits_to_outputs`, so they cann
   :func:`tfft.metrics.choose_decision_rule`, kept in the config as :data:`THRESHOLDS`,
   :data:`AT_LEAST_ONE` and :data:`DECISION_RULE`);
 * regression: the value, the model's output scaled back from normalised targets with the
-  mean and standard deviation of the training targets (:data:`TARGET_SCALE`).
+  mean and standard deviation of the training targets (:data:`TARGET_SCALE`);
+* every sequence task: what its head reads, the first token or the mean of the last layer
+  (:data:`tfft.pooling.POOLING`).
 
 Keeping these in ``config.json`` (not beside it) means a model directory, a LoRA run's
 adapters and every export carry them.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from tfft.backend import tf
 from tfft.data import MULTI_LABEL_CLASSIFICATION, REGRESSION, SEQUENCE_CLASSIFICATION
+from tfft.pooling import AUTO, POOLING
 
 if TYPE_CHECKING:
     from tfft.metrics import DecisionRule
@@ -37,11 +40,14 @@ DECISION_RULE = "tfft_decision_rule"  # the name of the rule chosen (tfft.metric
 DEFAULT_THRESHOLD = 0.5
 
 
-def head_config(task: str, target_scale: Optional[Tuple[float, float]] = None) -> Dict[str, object]:
-    """The config entries of a new model for ``task`` (none for token classification)."""
+def head_config(task: str, target_scale: Optional[Tuple[float, float]] = None,
+                pooling: str = AUTO) -> Dict[str, object]:
+    """The config entries of a new model for ``task`` (none for token classification); ``pooling``: what a
+    sequence head reads (:mod:`tfft.pooling`; ``auto`` is resolved from the checkpoint by ``build_model``)."""
     entries: Dict[str, object] = {}
     if task in PROBLEM_TYPES:
         entries["problem_type"] = PROBLEM_TYPES[task]
+        entries[POOLING] = pooling
     if task == REGRESSION:
         entries[TARGET_SCALE] = [float(v) for v in (target_scale or (0.0, 1.0))]
     return entries
@@ -50,7 +56,7 @@ def head_config(task: str, target_scale: Optional[Tuple[float, float]] = None) -
 def saved_head_config(config) -> Dict[str, object]:
     """The head entries of a saved model's config, to rebuild the same head (LoRA runs)."""
     return {name: getattr(config, name) for name in ("problem_type", TARGET_SCALE, THRESHOLDS, AT_LEAST_ONE,
-                                                      DECISION_RULE)
+                                                      DECISION_RULE, POOLING)
             if getattr(config, name, None) is not None}
 
 

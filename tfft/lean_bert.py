@@ -23,6 +23,7 @@ from typing import Dict, Optional
 
 from tfft.backend import tf
 from tfft.families import family_of, note_once
+from tfft.pooling import MEAN, pooling_of
 
 _EXACT_GELU = ("gelu", "gelu_python")
 _ACTIVATIONS = {
@@ -75,7 +76,7 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     ``[batch, heads, length, head_size]`` layout (its gathers send padding to a zero row). A
     batch of ragged sentences then costs what its tokens cost, not ``batch x longest``. A
     sequence classifier's last layer computes only the first token's query, attention output and
-    feed-forward block, the one row its head reads.
+    feed-forward block, the one row its head reads (every row when it reads their mean, :mod:`tfft.pooling`).
     """
     config = model.config
     family = family_of(model)
@@ -86,6 +87,7 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     heads = config.num_attention_heads
     head_size = config.hidden_size // heads
     sequence_classifier = _is_sequence_classifier(model)
+    mean_pooled = sequence_classifier and pooling_of(config) == MEAN
 
     attended = tf.cast(features["attention_mask"], tf.bool)
     # Every row's first token is computed even if masked: the sequence head reads it.
@@ -135,7 +137,8 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     for index, layer in enumerate(blocks):
         attention = layer.attention.self_attention
         keys, values = to_heads(attention.key(hidden)), to_heads(attention.value(hidden))
-        first_tokens_only = sequence_classifier and index == last  # one query per row: the token the head reads
+        # One query per row in the last block when the head reads only the first token.
+        first_tokens_only = sequence_classifier and not mean_pooled and index == last
         if first_tokens_only:
             hidden = tf.gather(hidden, slot[:, 0])
             queries = tf.reshape(attention.query(hidden), [batch, heads, 1, head_size])
@@ -153,6 +156,11 @@ def lean_logits(model, features: Dict[str, tf.Tensor]) -> tf.Tensor:
         block = layer.bert_output
         hidden = _layer_norm(block.LayerNorm, block.dense(intermediate) + hidden)
 
+    if mean_pooled:  # the mean over each row's attended tokens (a forced-in first token of an empty row counts 0)
+        weights = tf.cast(tf.gather(tf.reshape(attended, [-1]), flat), hidden.dtype)[:, None]
+        sums = tf.math.unsorted_segment_sum(hidden * weights, where[:, 0], batch)
+        counts = tf.math.unsorted_segment_sum(weights, where[:, 0], batch)
+        return family.head_logits(model, sums / tf.maximum(counts, tf.constant(1.0, hidden.dtype)))
     if sequence_classifier:
         return family.sequence_logits(model, hidden)
     logits = model.classifier(hidden)

@@ -125,7 +125,7 @@ def add_adapters(model, settings: LoraSettings, *, word_shapes: bool = False) ->
     for parent, attribute in _projection_slots(model, settings.projections):
         setattr(parent, attribute, LoraDense(getattr(parent, attribute), settings.rank, settings.alpha,
                                              settings.dropout))
-    encoder = getattr(model, model.base_model_prefix)
+    encoder = family_of(model).base_model(model)
     _freeze(encoder, keep=[encoder.embeddings.token_type_embeddings] if word_shapes else [])
 
 

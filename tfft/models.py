@@ -27,6 +27,7 @@ from tfft.data.labels import LabelMap
 from tfft.errors import ConfigError, ModelLoadError
 from tfft.families import Family, family_of, note_once
 from tfft.heads import head_config
+from tfft.pooling import AUTO, FIRST, POOLING, checkpoint_pooling, use_pooling
 from tfft.words import NUM_SHAPE_TOKEN_TYPES, WordInputs
 
 logger = logging.getLogger(__name__)
@@ -216,8 +217,11 @@ def build_model(
             classifier = auto_class.from_pretrained(source, config=config)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
+    if head.get(POOLING) == AUTO:  # the checkpoint's own pooling (a random-init model has none: the first token)
+        head[POOLING] = FIRST if isinstance(model, PretrainedConfig) else checkpoint_pooling(resolve_model(model))
     for name, value in head.items():  # tfft's own entries: set, not passed, as from_pretrained would refuse them
         setattr(classifier.config, name, value)
+    use_pooling(classifier)
     if word_shapes:
         _widen_token_types(classifier, NUM_SHAPE_TOKEN_TYPES)
     _compute_gelu_in_float32(classifier)
@@ -273,7 +277,7 @@ def _widen_token_types(model, count: int) -> None:
         raise ConfigError(refusal[0].upper() + refusal[1:])
     if not model.built:
         model(model.dummy_inputs, training=False)
-    embeddings = getattr(model, model.base_model_prefix).embeddings
+    embeddings = family_of(model).base_model(model).embeddings
     old = embeddings.token_type_embeddings
     if int(old.shape[0]) == count:
         return
@@ -324,6 +328,7 @@ def load_trained_model(task: str, model_dir: Union[str, Path]):
     except (OSError, ValueError) as error:  # missing or corrupt weights or config
         raise ModelLoadError(f"{model_dir}: cannot load the trained model: {error}") from error
     _compute_gelu_in_float32(model)
+    use_pooling(model)
     return model
 
 

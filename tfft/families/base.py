@@ -66,7 +66,7 @@ class Family:
     # Position ids count from ``padding_idx + 1`` of the embedding layer (RoBERTa, XLM-R), not from 0.
     positions_after_padding: bool = False
     # The sequence head reads BERT's pooler (tanh dense on the first token); otherwise the classifier
-    # reads the first token itself (RoBERTa's and ELECTRA's heads).
+    # reads the first token itself (RoBERTa's, ELECTRA's and MPNet's heads).
     pooled_sequence_head: bool = True
     checkpoints: str = ""
 
@@ -128,6 +128,14 @@ class Family:
         if self.pooled_sequence_head:
             return model.classifier(self.base_model(model).pooler.dense(first_tokens))
         return model.classifier(first_tokens[:, None, :], training=False)
+
+    def head_logits(self, model, pooled, training: bool = False):
+        """Logits ``[batch, labels]`` of a sequence classifier's head on a pooled vector ``[batch, hidden]`` (the
+        mean of the last layer, :mod:`tfft.pooling`): BERT's and ALBERT's dropout and classifier without the
+        pooler (a layer on the first token); a head that reads the first token itself reads the vector there."""
+        if self.pooled_sequence_head:
+            return model.classifier(model.dropout(pooled, training=training))
+        return model.classifier(pooled[:, None, :], training=training)
 
     def tflite_tracing(self, model) -> ContextManager[None]:
         """A context in which the model traces to ops TFLite's builtins have (a family whose transformers

@@ -7,6 +7,11 @@ from tfft.families.base import Family
 
 
 class DebertaV2Family(Family):
+    def head_logits(self, model, pooled, training: bool = False):
+        """DeBERTa's head on a pooled vector: its context pooler (which reads a sequence's first token), dropout
+        and classifier."""
+        return model.classifier(model.dropout(model.pooler(pooled[:, None, :], training=training), training=training))
+
     @contextlib.contextmanager
     def tflite_tracing(self, model):
         """transformers buckets DeBERTa's log positions with ``int / int`` (float64 in TensorFlow, which TFLite

@@ -2,7 +2,14 @@
 
 from tfft.families.base import Family
 
-FAMILY = Family(
+
+class DistilBertFamily(Family):
+    def head_logits(self, model, pooled, training: bool = False):
+        """DistilBERT's head on a pooled vector: its ReLU pre-classifier, dropout and classifier."""
+        return model.classifier(model.dropout(model.pre_classifier(pooled), training=training))
+
+
+FAMILY = DistilBertFamily(
     name="DistilBERT",
     model_types=("distilbert",),
     tokenizer="wordpiece",

@@ -48,6 +48,7 @@ FAMILY = MPNetFamily(
         "output": ("out", "dense"),
     },
     head_dropout=("hidden_dropout_prob", "hidden_dropout_prob"),
+    pooled_sequence_head=False,
     layout_note="its blocks (attention.attn.q, out) are laid out otherwise and its encoder adds a relative "
                 "position bias of its own",
     checkpoints="microsoft/mpnet-base, all-mpnet-base-v2",

@@ -16,6 +16,7 @@ from tfft.data import REGRESSION
 from tfft.data.labels import LabelMap
 from tfft.distribution import Cluster
 from tfft.heads import head_config
+from tfft.pooling import AUTO
 from tfft.lora import LoraSettings, add_adapters, describe
 from tfft.models import build_model, label_map_of, precision_scope
 from tfft.recompute import recompute_encoder_layers
@@ -63,7 +64,7 @@ def create_model(config: TrainConfig, label_map: LabelMap, steps_per_epoch: int,
         scale = target_scale(targets) if config.task == REGRESSION and config.normalize_targets else None
         model = build_model(config.task, label_map, config.model, dropout=config.dropout,
                             attention_dropout=config.attention_dropout, word_shapes=config.uses_word_shapes,
-                            head=head_config(config.task, scale))
+                            head=head_config(config.task, scale, config.pooling or AUTO))
         if lora is not None:
             add_adapters(model, lora, word_shapes=config.uses_word_shapes)
         if config.gradient_checkpointing:  # after any adapters, whose dropouts must recompute their masks too
