@@ -19,6 +19,7 @@ the raw test texts, as subprocesses, exactly as a user types them. Prints one JS
 Markdown table.
 
 Usage: python bench/sequence_tasks.py [--data ../shared/data] [--train-size 3000] [--work DIR]
+       [--pooling first|mean]
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ def conll_rows(path: Path) -> List[Dict]:
     return rows
 
 
-def train_and_predict(work: Path, name: str, train_args: Sequence[str], test_texts: Sequence[str]) -> Dict:
+def train_and_predict(work: Path, name: str, train_args: Sequence[str], test_texts: Sequence[str],
+                      options: Sequence[str] = ()) -> Dict:
     run_dir = work / "runs" / name
     started = time.perf_counter()
-    run([*TFFT, "train", *train_args, "--output-dir", str(run_dir), "--overwrite"])
+    run([*TFFT, "train", *train_args, *options, "--output-dir", str(run_dir), "--overwrite"])
     trained = time.perf_counter() - started
     texts = work / f"{name}.test.txt"
     texts.write_text("\n".join(test_texts) + "\n", encoding="utf-8")
@@ -80,13 +82,13 @@ def train_and_predict(work: Path, name: str, train_args: Sequence[str], test_tex
     return {"results": results, "train_seconds": round(trained, 1), "run_dir": str(run_dir)}
 
 
-def multi_label(work: Path, train: List[Dict], valid: List[Dict], test: List[Dict]) -> Dict:
+def multi_label(work: Path, train: List[Dict], valid: List[Dict], test: List[Dict], options: Sequence[str]) -> Dict:
     args = ["--task", "multi-label-classification", "--label-column", "types", "--text-column", "text",
             "--train", str(write_tsv(work / "ml_train.tsv", ["text", "types"], [(r["text"], ",".join(r["types"]))
                                                                                  for r in train])),
             "--validation", str(write_tsv(work / "ml_valid.tsv", ["text", "types"],
                                           [(r["text"], ",".join(r["types"])) for r in valid]))]
-    out = train_and_predict(work, "multi-label", args, [r["text"] for r in test])
+    out = train_and_predict(work, "multi-label", args, [r["text"] for r in test], options)
     labels = list(out["results"][0]["probabilities"])
     truth = np.asarray([[t in r["types"] for t in labels] for r in test], np.float32)
     probabilities = np.asarray([[p["probabilities"][t] for t in labels] for p in out["results"]], np.float32)
@@ -101,13 +103,13 @@ def multi_label(work: Path, train: List[Dict], valid: List[Dict], test: List[Dic
             "test_examples": len(test), "test_without_label": int((truth.sum(1) == 0).sum())}
 
 
-def regression(work: Path, train: List[Dict], valid: List[Dict], test: List[Dict]) -> Dict:
+def regression(work: Path, train: List[Dict], valid: List[Dict], test: List[Dict], options: Sequence[str]) -> Dict:
     args = ["--task", "regression", "--label-column", "mentions", "--text-column", "text",
             "--train", str(write_tsv(work / "rg_train.tsv", ["text", "mentions"],
                                      [(r["text"], r["mentions"]) for r in train])),
             "--validation", str(write_tsv(work / "rg_valid.tsv", ["text", "mentions"],
                                           [(r["text"], r["mentions"]) for r in valid]))]
-    out = train_and_predict(work, "regression", args, [r["text"] for r in test])
+    out = train_and_predict(work, "regression", args, [r["text"] for r in test], options)
     scores = regression_scores(np.asarray([r["mentions"] for r in test], np.float64),
                                np.asarray([[p["value"]] for p in out["results"]]))
     return {"train_seconds": out["train_seconds"], "test_examples": len(test),
@@ -126,7 +128,7 @@ def skewed(rows: List[List[str]]) -> List[List[str]]:
     return kept
 
 
-def imbalanced(work: Path, data: Path, train_size: int) -> Dict:
+def imbalanced(work: Path, data: Path, train_size: int, options: Sequence[str]) -> Dict:
     def read(path: Path) -> List[List[str]]:
         return [line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:]]
 
@@ -142,7 +144,7 @@ def imbalanced(work: Path, data: Path, train_size: int) -> Dict:
 
     for name, extra in (("unweighted", []), ("balanced", ["--class-weight", "balanced"])):
         result = train_and_predict(work, f"sst-{name}", ["--task", "sequence-classification", *files, *extra],
-                                   [text for text, _ in test])
+                                   [text for text, _ in test], options)
         predicted = np.asarray([int(r["label"]) for r in result["results"]])
         out[name] = {"macro_f1": float(f1_score(gold, predicted, average="macro")),
                      "accuracy": float(np.mean(gold == predicted)),
@@ -158,21 +160,24 @@ def main() -> None:
     parser.add_argument("--validation-size", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=None, help="keep data and runs here (default: a temporary dir)")
     parser.add_argument("--tasks", default="multi-label,regression,imbalanced")
+    parser.add_argument("--pooling", choices=("auto", "first", "mean"),
+                        help="every run's --pooling (default: tfft's), to compare what the heads read side by side")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tfft-sequence-tasks-"))
     work.mkdir(parents=True, exist_ok=True)
     tasks = args.tasks.split(",")
+    options = ["--pooling", args.pooling] if args.pooling else []
     report = {}
     if {"multi-label", "regression"} & set(tasks):
         train = conll_rows(args.data / "conll2003" / "train.txt")[:args.train_size]
         held_out = conll_rows(args.data / "conll2003" / "valid.txt")
         valid, test = held_out[:args.validation_size], held_out[args.validation_size:]
         if "multi-label" in tasks:
-            report["multi_label"] = multi_label(work, train, valid, test)
+            report["multi_label"] = multi_label(work, train, valid, test, options)
         if "regression" in tasks:
-            report["regression"] = regression(work, train, valid, test)
+            report["regression"] = regression(work, train, valid, test, options)
     if "imbalanced" in tasks:
-        report["imbalanced"] = imbalanced(work, args.data, args.train_size)
+        report["imbalanced"] = imbalanced(work, args.data, args.train_size, options)
     print(json.dumps(report, indent=2))
     print("\n| task | set-up | result (test, through `tfft predict`) |\n|---|---|---|")
     if "multi_label" in report:
