@@ -4,9 +4,9 @@ Why: a transformers sequence classifier reads the first token (BERT's and ALBERT
 pooler, a tanh layer pretrained on next-sentence prediction; RoBERTa's, ELECTRA's and the others'
 heads directly). A sentence-transformers checkpoint such as the default all-MiniLM-L6-v2 was
 trained to put a text's meaning in the *mean* of its tokens, and its pooler was never trained
-(its weights are still near their random initialisation). Fine-tuned on SST-2, the default model
-reading the mean scored higher on held-out whole sentences than reading the first token
-(docs/results.md, "SST-2 on whole sentences").
+(zero bias, weights at their initial scale), so by default (``--pooling auto``) such a checkpoint's
+head reads the mean. What it changes is in docs/results.md ("SST-2 on whole sentences" and
+"Multi-label, regression and imbalanced classes").
 
 The choice is kept in the model's config (:data:`POOLING`), so training, validation, ``evaluate``,
 ``predict``, LoRA runs and the exports read the same vector: :func:`use_pooling` makes the model's
