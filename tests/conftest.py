@@ -36,8 +36,12 @@ def shared_file(relative: str) -> Path:
 def write_tiny_checkpoint(directory: Path, vocab=TINY_VOCAB, dropout: float = 0.1) -> Path:
     """A random-init 1-layer BERT (hidden size 8) with its tokenizer, saved like a hub checkpoint.
 
-    ``dropout=0`` makes training deterministic across processes (distributed tests)."""
+    ``dropout=0`` makes training deterministic across processes (distributed tests). The weights are drawn
+    from a fixed seed: every session and xdist worker tests the same checkpoint (an unlucky draw once left a
+    multi-label test's model with two label sets)."""
     from transformers import BertConfig, BertTokenizerFast, TFBertModel
+
+    from tfft.backend import keras
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -46,6 +50,7 @@ def write_tiny_checkpoint(directory: Path, vocab=TINY_VOCAB, dropout: float = 0.
     config = BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=16, max_position_embeddings=64, hidden_dropout_prob=dropout,
                         attention_probs_dropout_prob=dropout)
+    keras.utils.set_random_seed(0)
     model = TFBertModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))
