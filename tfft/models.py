@@ -207,7 +207,7 @@ def build_model(
     # cls_dropout) would reach the model's constructor, which refuses it.
     config = type(base).from_dict({**base.to_dict(), **label_config})
     if isinstance(model, PretrainedConfig):
-        classifier = auto_class.from_config(config)
+        classifier, source = auto_class.from_config(config), None
     else:
         source = resolve_model(model)
         if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in WEIGHT_FILES):
@@ -218,7 +218,7 @@ def build_model(
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{source}: cannot load a {task} model: {error}") from error
     if head.get(POOLING) == AUTO:  # the checkpoint's own pooling (a random-init model has none: the first token)
-        head[POOLING] = FIRST if isinstance(model, PretrainedConfig) else checkpoint_pooling(resolve_model(model))
+        head[POOLING] = FIRST if source is None else checkpoint_pooling(source)
     for name, value in head.items():  # tfft's own entries: set, not passed, as from_pretrained would refuse them
         setattr(classifier.config, name, value)
     use_pooling(classifier)

@@ -126,8 +126,8 @@ class Family:
         """Inference logits ``[batch, labels]`` of a sequence classifier from each row's first token ``[batch, hidden]``
         after the last block: through BERT's pooler, or the classifier's own first-token read."""
         if self.pooled_sequence_head:
-            return model.classifier(self.base_model(model).pooler.dense(first_tokens))
-        return model.classifier(first_tokens[:, None, :], training=False)
+            first_tokens = self.base_model(model).pooler.dense(first_tokens)
+        return self.head_logits(model, first_tokens)
 
     def head_logits(self, model, pooled, training: bool = False):
         """Logits ``[batch, labels]`` of a sequence classifier's head on a pooled vector ``[batch, hidden]`` (the
